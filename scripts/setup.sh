@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One-command setup (make setup): venv with exact pins, the messages package, the two Python
+# packages, the test video cache. Idempotent: a second run only checks and is fast.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
+t0=$(date +%s)
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+done_steps=()
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv; done_steps+=("venv")
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+
+req_stamp=.venv/.sam4dcap-requirements
+want=$(cat requirements.txt requirements-mediapipe.txt | sha1sum | cut -d' ' -f1)
+if [ "$(cat "$req_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned requirements into .venv"
+  python -m pip install -q --upgrade pip
+  python -m pip install -q -r requirements.txt
+  python -m pip install -q --no-deps -r requirements-mediapipe.txt
+  echo "$want" > "$req_stamp"; done_steps+=("requirements")
+fi
+
+# cmake comes from Debian (apt) on a fresh machine.
+if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
+  echo "setup: installing cmake and g++ from Debian"
+  apt-get update -qq && apt-get install -y -qq cmake g++ >/dev/null; done_steps+=("cmake")
+fi
+
+echo "setup: interface packages"
+if ! python -c "import tf2_msgs.msg" 2>/dev/null || [ -f build/tf2_msgs/.installed ]; then
+  scripts/build_msgs.sh scripts/ros_shims/tf2_msgs build/tf2_msgs
+fi
+scripts/build_msgs.sh src/sam4dcap_msgs build/sam4dcap_msgs
+
+pkg_stamp=.venv/.sam4dcap-packages
+want=$(cat src/sam4dcap_biomech/setup.py src/sam4dcap_perception/setup.py | sha1sum | cut -d' ' -f1)
+if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
+  # Editable: the source tree is what runs.
+  python -m pip install -q --no-deps --no-build-isolation -e src/sam4dcap_biomech -e src/sam4dcap_perception
+  # Editable installs skip data_files: lay out the ament index and share/ as
+  # `colcon build --symlink-install` would, so ament_index_python finds the packages.
+  for pkg in sam4dcap_biomech sam4dcap_perception; do
+    mkdir -p .venv/share/ament_index/resource_index/packages ".venv/share/$pkg"
+    touch ".venv/share/ament_index/resource_index/packages/$pkg"
+    ln -sfn "$root/src/$pkg/package.xml" ".venv/share/$pkg/package.xml"
+  done
+  for d in launch config rviz; do ln -sfn "$root/$d" ".venv/share/sam4dcap_perception/$d"; done
+  echo "$want" > "$pkg_stamp"; done_steps+=("packages")
+fi
+
+scripts/fetch_test_data.sh
+
+t1=$(date +%s)
+echo "setup: done in $((t1 - t0)) s (${done_steps[*]:-nothing to do}); use: . scripts/env.sh"

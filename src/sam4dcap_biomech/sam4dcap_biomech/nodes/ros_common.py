@@ -1,0 +1,128 @@
+"""What every sam4dcap node shares: QoS profiles (named once), parameters declared from
+config/sam4dcap.yaml, and capture-stamp conversion. Imports rclpy: nodes only."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from ..config import ParamSpec, load_config
+from ..errors import Sam4dcapError
+
+# Images and raw detections: newest wins, late samples are useless (REP-2003 sensor data).
+# Offline (file) sources use RESULTS for images too, so no frame is dropped.
+SENSOR_QOS = qos_profile_sensor_data
+# Markers, kinematics, kinetics: every sample matters to controllers and recorders.
+RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Model/robot descriptions, static transforms: late joiners get the last one (latched).
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def image_qos(offline: bool) -> QoSProfile:
+    """Reliable + deep queue for file sources (no silent drops), sensor-data for live cameras."""
+    if offline:
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30,
+                          reliability=ReliabilityPolicy.RELIABLE)
+    return SENSOR_QOS
+
+
+def ensure_localhost_discovery() -> None:
+    """No DDS traffic may leave loopback on these machines; default it for every node."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=spec.name, description=spec.description)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.min is not None and spec.max is not None:
+        if isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+    return desc
+
+
+def declare_parameters(node: Node, section: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Declare every parameter of `section` from the config file, with descriptions and ranges.
+
+    Values given on the command line/launch file override the file; all are validated with
+    the config's rules, and a bad one raises Sam4dcapError naming the parameter (the node's
+    main() turns that into a one-line refusal to start). Returns the validated values.
+    """
+    config = load_config()
+    specs = config.specs(section)
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        default = overrides.get(name, spec.default) if overrides else spec.default
+        try:
+            param = node.declare_parameter(name, default, _descriptor(spec))
+        except Exception as exc:  # rclpy raises on out-of-range/ wrong-type overrides
+            raise Sam4dcapError(f"parameter {node.get_name()}.{name}: {exc}") from None
+        values[name] = spec.validate(param.value, node=node.get_name())
+
+    def _on_set(params):
+        for p in params:
+            if p.name in specs:
+                try:
+                    specs[p.name].validate(p.value, node=node.get_name())
+                except Sam4dcapError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(_on_set)
+    return values
+
+
+def stamp_to_sec(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float):
+    from builtin_interfaces.msg import Time
+
+    sec = int(t // 1)
+    nanosec = int(round((t - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def run_node(node_factory, args=None) -> int:
+    """Standard main(): init, build, spin, shut down cleanly on Ctrl-C / SIGTERM.
+
+    A Sam4dcapError while building the node (bad parameter) prints one line and returns 2.
+    """
+    import sys
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    ensure_localhost_discovery()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_factory()
+        rclpy.spin(node)
+    except Sam4dcapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

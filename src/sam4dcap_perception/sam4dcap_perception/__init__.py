@@ -1,0 +1,1 @@
+"""sam4dcap perception."""

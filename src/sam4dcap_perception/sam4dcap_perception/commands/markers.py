@@ -1,0 +1,11 @@
+"""sam4dcap markers (not implemented yet)."""
+
+from sam4dcap_biomech.errors import Sam4dcapError
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args) -> int:
+    raise Sam4dcapError("'sam4dcap markers' is not implemented yet")
