@@ -7,7 +7,7 @@ cache=${SAM4DCAP_CACHE:-$root/.cache}
 dest=$cache/pose2sim_demo
 if [ -f "$dest/.complete" ]; then echo "  test data: cached in $dest"; exit 0; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-"${VIRTUAL_ENV:-$root/.venv}/bin/python" -m pip download -q --no-deps pose2sim==0.10.49 -d "$tmp"
+"${VIRTUAL_ENV:-$root/.venv}/bin/python" -m pip download -q --no-deps pose2sim==0.10.49 -d "$tmp" 2>&1 | { grep -v "^WARNING: Location" || true; }
 mkdir -p "$dest"
 "${VIRTUAL_ENV:-$root/.venv}/bin/python" - "$tmp"/pose2sim-0.10.49-py3-none-any.whl "$dest" <<'PY'
 import sys, zipfile, pathlib

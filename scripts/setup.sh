@@ -7,6 +7,10 @@ t0=$(date +%s)
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 done_steps=()
+log=$root/build/setup.log
+mkdir -p build; : > "$log"
+# Run a step quietly; on failure show the end of its output.
+quiet() { "$@" >>"$log" 2>&1 || { tail -40 "$log"; echo "setup: FAILED: $*  (full log: $log)"; exit 1; }; }
 
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv; done_steps+=("venv")
@@ -19,16 +23,16 @@ req_stamp=.venv/.sam4dcap-requirements
 want=$(cat requirements.txt requirements-mediapipe.txt | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$req_stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned requirements into .venv"
-  python -m pip install -q --upgrade pip
-  python -m pip install -q -r requirements.txt
-  python -m pip install -q --no-deps -r requirements-mediapipe.txt
+  quiet python -m pip install --upgrade pip
+  quiet python -m pip install -r requirements.txt
+  quiet python -m pip install --no-deps -r requirements-mediapipe.txt
   echo "$want" > "$req_stamp"; done_steps+=("requirements")
 fi
 
 # cmake comes from Debian (apt) on a fresh machine.
 if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
   echo "setup: installing cmake and g++ from Debian"
-  apt-get update -qq && apt-get install -y -qq cmake g++ >/dev/null; done_steps+=("cmake")
+  quiet apt-get update; quiet apt-get install -y cmake g++; done_steps+=("cmake")
 fi
 
 echo "setup: interface packages"
@@ -41,7 +45,7 @@ pkg_stamp=.venv/.sam4dcap-packages
 want=$(cat src/sam4dcap_biomech/setup.py src/sam4dcap_perception/setup.py | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
   # Editable: the source tree is what runs.
-  python -m pip install -q --no-deps --no-build-isolation -e src/sam4dcap_biomech -e src/sam4dcap_perception
+  quiet python -m pip install --no-deps --no-build-isolation -e src/sam4dcap_biomech -e src/sam4dcap_perception
   # Editable installs skip data_files: lay out the ament index and share/ as
   # `colcon build --symlink-install` would, so ament_index_python finds the packages.
   for pkg in sam4dcap_biomech sam4dcap_perception; do
@@ -53,7 +57,7 @@ if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$pkg_stamp"; done_steps+=("packages")
 fi
 
-scripts/fetch_test_data.sh
+scripts/fetch_test_data.sh 2> >(grep -v "^WARNING: Location" >&2)
 
 t1=$(date +%s)
 echo "setup: done in $((t1 - t0)) s (${done_steps[*]:-nothing to do}); use: . scripts/env.sh"
