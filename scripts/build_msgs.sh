@@ -7,7 +7,7 @@ src=$(cd "$1" && pwd); build=$2
 venv=${VIRTUAL_ENV:?activate the project venv first}
 name=$(basename "$src")
 stamp="$build/.installed"
-if [ -f "$stamp" ] && [ -z "$(find "$src" -newer "$stamp" -type f | head -1)" ]; then
+if [ -f "$stamp" ] && [ -z "$(find "$src" -newer "$stamp" -type f -not -path "*/test/*" | head -1)" ]; then
   echo "  $name: up to date"; exit 0
 fi
 here=$(cd "$(dirname "$0")" && pwd)

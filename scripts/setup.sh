@@ -54,6 +54,15 @@ if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
     ln -sfn "$root/src/$pkg/package.xml" ".venv/share/$pkg/package.xml"
   done
   for d in launch config rviz; do ln -sfn "$root/$d" ".venv/share/sam4dcap_perception/$d"; done
+  # `ros2 run PKG EXE` / launch_ros look in <prefix>/lib/PKG/. These wrappers re-enter the venv
+  # with a clean library path, so a system ROS (numpy 1 builds) can start our numpy-2 nodes.
+  for pkg in sam4dcap_biomech sam4dcap_perception; do
+    mkdir -p ".venv/lib/$pkg"
+    for exe in $(sed -n 's/^ *"\([a-z0-9_]*\) = .*:main",$/\1/p' "src/$pkg/setup.py"); do
+      printf '#!/bin/sh\nexec env -u LD_LIBRARY_PATH -u PYTHONPATH -u _ROS_WHEELS_BOOTSTRAP_COMPLETE "%s/.venv/bin/%s" "$@"\n' "$root" "$exe" > ".venv/lib/$pkg/$exe"
+      chmod +x ".venv/lib/$pkg/$exe"
+    done
+  done
   echo "$want" > "$pkg_stamp"; done_steps+=("packages")
 fi
 
