@@ -1,11 +1,101 @@
-"""sam4dcap compare (not implemented yet)."""
+"""Compare a result with a reference: time alignment, RMSE/MAE/peak error/r, overlay plots, report.
 
-from sam4dcap_biomech.errors import Sam4dcapError
+RESULT is a .mot (IK coordinates), a .trc (markers) or a `sam4dcap process` output folder (its
+IK .mot). REFERENCE is a .mot (mocap / OpenCap IK) or .trc of the same kind, or a folder with
+calibrated multi-view videos of the same trial (`calibration/*.qca.txt` + `videos/*.mp4`, the
+Pose2Sim layout): then the reference is built by triangulation and the same model, scaling and
+IK as the monocular path (cached in the output folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("result", help="result .mot/.trc or a `sam4dcap process` output folder")
+    parser.add_argument("reference", help="reference .mot/.trc, or a folder with calibration/*.qca.txt and videos/")
+    parser.add_argument("--out", help="output folder (default: next to the result, compare_<reference name>)")
+    parser.add_argument("--max-lag", type=float, default=1.0, metavar="S",
+                        help="time-alignment search window: +-S seconds (default 1.0)")
+    parser.add_argument("--no-align", action="store_true", help="compare as stamped, no time alignment")
+    parser.add_argument("--rigid", action="store_true",
+                        help="markers only: fit the reference to the result with a rigid transform first")
+    parser.add_argument("--no-resample", action="store_true",
+                        help="refuse references at another frame rate instead of resampling them")
+    parser.add_argument("--height", type=float, metavar="M",
+                        help="multi-view reference: subject height [m] (default: from the result's summary.json)")
+    parser.add_argument("--mass", type=float, metavar="KG",
+                        help="multi-view reference: subject mass [kg] (default: from the result's summary.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-    raise Sam4dcapError("'sam4dcap compare' is not implemented yet")
+    from sam4dcap_biomech.errors import Sam4dcapError
+    from sam4dcap_perception.compare import compare_series, load_series
+    from sam4dcap_perception import report as rp
+
+    result_path, reference_path = Path(args.result), Path(args.reference)
+    if not result_path.exists():
+        raise Sam4dcapError(f"result not found: {result_path}")
+    if not reference_path.exists():
+        raise Sam4dcapError(f"reference not found: {reference_path}")
+    if args.max_lag < 0:
+        raise Sam4dcapError(f"--max-lag must be >= 0 (got {args.max_lag})")
+    base = result_path if result_path.is_dir() else result_path.parent
+    out = Path(args.out) if args.out else base / f"compare_{reference_path.stem or 'reference'}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    result = load_series(result_path)
+    if reference_path.is_dir() and not any(reference_path.glob("*.mot")) and not any(reference_path.glob("*.trc")):
+        from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
+
+        calib, videos = find_multiview_trial(reference_path)
+        height, mass = _subject(args, result_path)
+        mv = multiview_reference(videos, calib, out_dir=out / "multiview_reference", height_m=height,
+                                 mass_kg=mass, progress=not args.quiet and sys.stderr.isatty())
+        reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
+    else:
+        reference = load_series(reference_path)
+
+    comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
+                                rigid=args.rigid, allow_resample=not args.no_resample)
+    comparison.sources.update(result=str(result_path), reference=str(reference_path))
+    rp.write_json(out / "comparison.json", comparison.as_dict())
+    overlay = rp.plot_comparison(comparison, out / "overlay.png")
+    lag_png = rp.plot_lag_scores(comparison, out / "lag.png") if not args.no_align else None
+    page = rp.HtmlReport(f"sam4dcap comparison: {result_path.name} vs {reference_path.name}")
+    rp.add_comparison(page, comparison, overlay_png=overlay, lag_png=lag_png)
+    page.save(out / "comparison.html")
+
+    print(f"time alignment: reference lag {comparison.lag_s:+.4f} s (window +-{comparison.max_lag_s:g} s, "
+          f"mean r {comparison.alignment_score:.3f}); overlap {comparison.result.n_frames} frames")
+    print(f"{'channel':<28}{'unit':>5}{'RMSE':>10}{'MAE':>10}{'peak err':>10}{'r':>8}")
+    for m in comparison.metrics:
+        r = f"{m.correlation:8.3f}" if m.correlation == m.correlation else f"{'-':>8}"
+        print(f"{m.name:<28}{m.unit:>5}{m.rmse:10.4g}{m.mae:10.4g}{m.max_abs_error:10.4g}{r}")
+    print(f"report: {out / 'comparison.html'}")
+    return 0
+
+
+def _subject(args, result_path: Path) -> tuple[float, float]:
+    """Height and mass for the multi-view model: flags, else the result's summary.json."""
+    import json
+
+    from sam4dcap_biomech.errors import Sam4dcapError
+
+    height, mass = args.height, args.mass
+    summary = (result_path if result_path.is_dir() else result_path.parent) / "summary.json"
+    if (height is None or mass is None) and summary.is_file():
+        subject = json.loads(summary.read_text()).get("subject", {})
+        height = height if height is not None else subject.get("height_m")
+        mass = mass if mass is not None else subject.get("mass_kg")
+    if height is None:
+        raise Sam4dcapError("a multi-view reference needs the subject height: pass --height (metres)")
+    if mass is None:
+        raise Sam4dcapError("a multi-view reference needs the subject mass: pass --mass (kg)")
+    return float(height), float(mass)
