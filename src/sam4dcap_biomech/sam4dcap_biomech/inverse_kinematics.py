@@ -1,0 +1,400 @@
+"""Batch inverse kinematics with OpenSim's InverseKinematicsTool, and IK setups.
+
+`run_ik(model, markers)` solves a whole trial with the InverseKinematicsTool. Weights come from
+an OpenSim IK setup XML (`setup_xml`: marker weights, coordinate tasks, constraint weight,
+accuracy, time range, so an OpenSim user's setup just works), else from `marker_weights`, else
+from the project's marker-set weights (`MARKER_SET_WEIGHTS`, chosen by the markers' names).
+Marker errors per frame come back with the coordinates.
+
+Bad input is refused before OpenSim sees it, each with one clear message: markers missing or
+misnamed (named), millimetres labelled metres, frames with too few markers (NaN frames, times
+named), and a model that does not fit the markers (worst markers named).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .errors import Sam4dcapError
+from .markersets import BLAZEPOSE33, OPENCAP43
+from .streaming_ik import CoordinateTask, _load_model
+from .timeseries import TimeSeries
+
+log = logging.getLogger(__name__)
+
+# Relative IK weights of the project's marker sets. Joint-centre-like keypoints (hips, knees,
+# ankles) and foot points carry the lower-limb pose; face and hand points are noisy and only
+# orient head/hands, so they barely pull.
+_BLAZEPOSE_WEIGHTS = {
+    "nose": 0.2, "left_eye_inner": 0.05, "left_eye": 0.05, "left_eye_outer": 0.05,
+    "right_eye_inner": 0.05, "right_eye": 0.05, "right_eye_outer": 0.05,
+    "left_ear": 0.2, "right_ear": 0.2, "mouth_left": 0.05, "mouth_right": 0.05,
+    "left_shoulder": 2.0, "right_shoulder": 2.0, "left_elbow": 1.0, "right_elbow": 1.0,
+    "left_wrist": 1.0, "right_wrist": 1.0, "left_pinky": 0.2, "right_pinky": 0.2,
+    "left_index": 0.2, "right_index": 0.2, "left_thumb": 0.2, "right_thumb": 0.2,
+    "left_hip": 5.0, "right_hip": 5.0, "left_knee": 5.0, "right_knee": 5.0,
+    "left_ankle": 5.0, "right_ankle": 5.0, "left_heel": 3.0, "right_heel": 3.0,
+    "left_foot_index": 3.0, "right_foot_index": 3.0,
+}
+_OPENCAP_WEIGHTS = {name: 1.0 for name in OPENCAP43}
+_OPENCAP_WEIGHTS.update({n: 5.0 for n in OPENCAP43 if any(k in n for k in ("ASIS", "PSIS", "knee", "ankle", "HJC"))})
+_OPENCAP_WEIGHTS.update({n: 3.0 for n in OPENCAP43 if any(k in n for k in ("toe", "5meta", "calc"))})
+_OPENCAP_WEIGHTS.update({n: 0.5 for n in OPENCAP43 if any(k in n for k in ("thigh", "sh1", "sh2", "sh3"))})
+assert set(_BLAZEPOSE_WEIGHTS) == set(BLAZEPOSE33)
+MARKER_SET_WEIGHTS: dict[str, dict[str, float]] = {"blazepose33": _BLAZEPOSE_WEIGHTS,
+                                                   "opencap43": _OPENCAP_WEIGHTS}
+
+
+def marker_set_of(names) -> str | None:
+    """Which project marker set a list of names is (most of its names present), if any."""
+    names = set(names)
+    best, best_share = None, 0.0
+    for key, weights in MARKER_SET_WEIGHTS.items():
+        share = len(names & set(weights)) / len(weights)
+        if share > best_share:
+            best, best_share = key, share
+    return best if best_share >= 0.5 else None
+
+
+@dataclass(frozen=True)
+class IKSetup:
+    """What an OpenSim IK setup XML says (paths resolved against the setup's folder)."""
+
+    marker_weights: dict[str, float]
+    coordinate_tasks: dict[str, CoordinateTask]
+    constraint_weight: float = math.inf
+    accuracy: float | None = None
+    model_file: Path | None = None
+    marker_file: Path | None = None
+    time_range: tuple[float, float] | None = None
+    output_motion_file: str | None = None
+    source: Path | None = None
+
+
+def _text(elem, tag, default=None):
+    child = elem.find(tag)
+    return default if child is None or child.text is None or not child.text.strip() else child.text.strip()
+
+
+def read_ik_setup(path) -> IKSetup:
+    """Parse an OpenSim InverseKinematicsTool setup XML (IKMarkerTask / IKCoordinateTask, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise Sam4dcapError(f"IK setup file not found: {path}")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise Sam4dcapError(f"{path}: not valid XML ({exc})") from None
+    tool = root.find(".//InverseKinematicsTool")
+    if tool is None:
+        raise Sam4dcapError(f"{path}: no <InverseKinematicsTool> element; pass an OpenSim IK setup file")
+    weights: dict[str, float] = {}
+    for task in tool.iter("IKMarkerTask"):
+        if _text(task, "apply", "true").lower() == "true":
+            weights[task.get("name")] = float(_text(task, "weight", "1"))
+    tasks: dict[str, CoordinateTask] = {}
+    for task in tool.iter("IKCoordinateTask"):
+        if _text(task, "apply", "true").lower() != "true":
+            continue
+        kind = _text(task, "value_type", "default_value")
+        if kind == "from_file":
+            raise Sam4dcapError(f"{path}: coordinate task {task.get('name')} takes its value from a coordinate "
+                                "file, which sam4dcap does not support; use default_value or manual_value")
+        value = float(_text(task, "value", "0")) if kind == "manual_value" else None
+        tasks[task.get("name")] = CoordinateTask(float(_text(task, "weight", "1")), value)
+
+    def resolve(text):
+        return None if not text or text == "Unassigned" else (path.parent / text).resolve()
+
+    cw = _text(tool, "constraint_weight", "Infinity")
+    time_range = _text(tool, "time_range")
+    tr = tuple(float(v) for v in time_range.split()) if time_range else None
+    acc = _text(tool, "accuracy")
+    return IKSetup(marker_weights=weights, coordinate_tasks=tasks,
+                   constraint_weight=math.inf if cw.lower() in ("inf", "infinity") else float(cw),
+                   accuracy=float(acc) if acc else None,
+                   model_file=resolve(_text(tool, "model_file")), marker_file=resolve(_text(tool, "marker_file")),
+                   time_range=tr if tr and len(tr) == 2 else None,
+                   output_motion_file=_text(tool, "output_motion_file"), source=path)
+
+
+@dataclass(frozen=True)
+class IKResult:
+    coordinates: TimeSeries             # rad for rotations, m for translations (channel_units)
+    marker_rms_m: np.ndarray            # (N,) per frame
+    marker_max_m: np.ndarray            # (N,)
+    out_mot: Path | None = None
+    marker_errors_file: Path | None = None
+    log_file: Path | None = None
+    max_error_marker: tuple[str, ...] = ()   # per frame, when known (streaming)
+    seconds_per_frame: np.ndarray | None = None  # streaming only
+    extra: dict = field(default_factory=dict)
+
+
+def load_markers(markers) -> TimeSeries:
+    """A marker TimeSeries (metres) from a TimeSeries or a TRC path; checks units."""
+    from .trc import markers_in_mm_suspected, read_trc
+
+    if isinstance(markers, TimeSeries):
+        if not markers.is_points:
+            raise Sam4dcapError("markers must be a point TimeSeries (N, K, 3)")
+        if markers.unit not in ("m", "mm", "cm"):
+            raise Sam4dcapError(f"marker unit {markers.unit!r}: expected m, mm or cm")
+        if markers_in_mm_suspected(markers):
+            raise Sam4dcapError(f"marker values look like millimetres but the series says unit={markers.unit!r}; "
+                                "convert with .to_unit('m') after setting unit='mm'")
+        return markers if markers.unit == "m" else markers.to_unit("m")
+    return read_trc(markers)
+
+
+def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapping[str, float] | None,
+                    model_marker_names) -> dict[str, float]:
+    """Weights actually used, and a clear error for missing or misnamed markers."""
+    names = list(marker_names)
+    model_names = set(model_marker_names)
+    if setup is not None and setup.marker_weights:
+        weights = dict(setup.marker_weights)
+        origin = f"IK setup {setup.source}"
+    elif marker_weights is not None:
+        weights = {k: float(v) for k, v in marker_weights.items()}
+        origin = "the given marker weights"
+    else:
+        key = marker_set_of(names)
+        if key is not None:
+            weights = dict(MARKER_SET_WEIGHTS[key])
+            origin = f"the {key} marker-set weights"
+        else:
+            weights = {n: 1.0 for n in names if n in model_names}
+            origin = "equal weights"
+    wanted = {n for n, w in weights.items() if w > 0}
+    not_in_data = sorted(wanted - set(names))
+    not_on_model = sorted(n for n in wanted & set(names) if n not in model_names)
+    if not_on_model:
+        raise Sam4dcapError(f"marker(s) {', '.join(not_on_model)} (weighted by {origin}) are not on the model; "
+                            "use a model carrying them or drop them from the weights")
+    if not_in_data:
+        missing_share = len(not_in_data) / max(len(wanted), 1)
+        msg = (f"marker(s) {', '.join(not_in_data[:12])}{', ...' if len(not_in_data) > 12 else ''} "
+               f"(weighted by {origin}) are missing from the marker data")
+        if missing_share > 0.5 or len(wanted & set(names)) < 3:
+            raise Sam4dcapError(msg + f"; the data has {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}"
+                                " (misnamed markers? rename them to the model's names)")
+        raise Sam4dcapError(msg + "; rename them in the data or give them weight 0")
+    used = {n: w for n, w in weights.items() if w > 0 and n in names}
+    log.info("IK marker weights from %s (%d markers)", origin, len(used))
+    return used
+
+
+def check_marker_frames(markers: TimeSeries, weights: Mapping[str, float], *, min_markers: int) -> None:
+    """Refuse frames with fewer than min_markers weighted markers present (NaN frames)."""
+    used = markers.select([n for n in markers.names if n in weights])
+    present = (~used.missing()).sum(axis=1)
+    bad = np.flatnonzero(present < min_markers)
+    if bad.size:
+        times = ", ".join(f"{markers.time[i]:.3f}" for i in bad[:5])
+        raise Sam4dcapError(f"{bad.size} frame(s) have fewer than {min_markers} of the {len(weights)} weighted "
+                            f"markers (missing/NaN), first at t = {times} s; fill the gaps "
+                            "(filters.fill_gaps) or trim the trial")
+
+
+def _write_tool_trc(markers: TimeSeries, folder: Path) -> Path:
+    from .trc import write_trc
+
+    # OpenSim's TRC reader stops on NaN in some columns of some versions? It reads them as
+    # missing; write metres so no unit conversion is involved.
+    return write_trc(folder / "markers.trc", markers, units="m")
+
+
+def _coordinate_units(model) -> dict[str, str]:
+    cs = model.getCoordinateSet()
+    return {cs.get(i).getName(): ("rad" if cs.get(i).getMotionType() == 1 else "m") for i in range(cs.getSize())}
+
+
+def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max_rms_m: float) -> None:
+    """Raise naming the worst markers when IK's marker RMS error says the model does not fit."""
+    worst_frame = int(np.nanargmax(rms))
+    if not np.isfinite(rms[worst_frame]) or rms[worst_frame] <= max_rms_m:
+        return
+    from .streaming_ik import StreamingIK
+
+    names = [n for n in markers.names if n in weights]
+    ik = StreamingIK(model_path, names, marker_weights=weights, min_markers=3)
+    frame = ik.solve(float(markers.time[worst_frame]), markers.select(names).values[worst_frame])
+    worst = sorted(frame.marker_errors_m.items(), key=lambda kv: -kv[1])[:4]
+    raise Sam4dcapError(
+        f"the model does not fit the markers: marker RMS error {rms[worst_frame] * 1000:.0f} mm at "
+        f"t={markers.time[worst_frame]:.3f} s (limit {max_rms_m * 1000:.0f} mm); worst markers: "
+        + ", ".join(f"{n} {e * 1000:.0f} mm" for n, e in worst)
+        + ". Check marker names/placement and units, or scale the model to the subject first")
+
+
+def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
+           accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
+           log_file=None, max_marker_rms_m: float | None = None) -> IKResult:
+    """Batch IK of a trial with OpenSim's InverseKinematicsTool.
+
+    model_path: .osim (or opensim.Model); markers: TimeSeries (metres) or TRC path.
+    Time range: start_s/end_s, else the setup's time_range, else the whole trial.
+    Returns coordinates (rad/m) and per-frame marker RMS/max errors; writes out_mot (degrees)
+    and, beside it, `<stem>_marker_errors.sto` and `<stem>_opensim.log`.
+    """
+    import opensim
+
+    from .config import load_config
+    from .opensim_logging import opensim_log
+    from .storage import read_mot
+
+    params = load_config().params("ik_node")
+    setup = read_ik_setup(setup_xml) if setup_xml is not None else None
+    if accuracy is None:
+        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
+    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
+    series = load_markers(markers)
+    if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
+        start_s, end_s = setup.time_range
+    if start_s is not None or end_s is not None:
+        # TRC times are often rounded to 1 ms: keep frames within half a millisecond of the range.
+        series = series.slice_time(None if start_s is None else start_s - 5e-4,
+                                   None if end_s is None else end_s + 5e-4)
+        if series.n_frames == 0:
+            raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
+
+    model = _load_model(model_path)
+    ms = model.getMarkerSet()
+    model_marker_names = [ms.get(i).getName() for i in range(ms.getSize())]
+    weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
+                              model_marker_names=model_marker_names)
+    check_marker_frames(series, weights, min_markers=min(params["min_markers"], len(weights)))
+    units = _coordinate_units(model)
+
+    with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp:
+        tmp = Path(tmp)
+        out_mot = Path(out_mot) if out_mot is not None else None
+        results_dir = out_mot.parent if out_mot is not None else tmp
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stem = out_mot.stem if out_mot is not None else "ik"
+        mot_path = out_mot if out_mot is not None else tmp / "ik.mot"
+        log_path = Path(log_file) if log_file is not None else (
+            results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
+        trc_path = _write_tool_trc(series, tmp)
+
+        tool = opensim.InverseKinematicsTool()
+        tool.setName(stem)
+        tool.setModel(model)
+        tool.setMarkerDataFileName(str(trc_path))
+        task_set = tool.getIKTaskSet()
+        for name, weight in weights.items():
+            task = opensim.IKMarkerTask()
+            task.setName(name)
+            task.setWeight(float(weight))
+            task.setApply(True)
+            task_set.cloneAndAppend(task)
+        for name, ct in (setup.coordinate_tasks if setup is not None else {}).items():
+            task = opensim.IKCoordinateTask()
+            task.setName(name)
+            task.setWeight(ct.weight)
+            task.setApply(True)
+            if ct.value is None:
+                task.setValueType(opensim.IKCoordinateTask.DefaultValue)
+            else:
+                task.setValueType(opensim.IKCoordinateTask.ManualValue)
+                task.setValue(ct.value)
+            task_set.cloneAndAppend(task)
+        if setup is not None and not math.isinf(setup.constraint_weight):
+            tool.set_constraint_weight(setup.constraint_weight)
+        tool.set_accuracy(float(accuracy))
+        tool.setStartTime(float(series.time[0]))
+        tool.setEndTime(float(series.time[-1]))
+        tool.setResultsDir(str(results_dir))
+        tool.set_report_errors(True)
+        tool.setOutputMotionFileName(str(mot_path))
+        with opensim_log(log_path):
+            try:
+                ok = tool.run()
+            except Exception as exc:  # noqa: BLE001 - OpenSim's RuntimeError text
+                raise Sam4dcapError(f"OpenSim IK failed: {str(exc).splitlines()[0]}"
+                                    + (f" (log: {log_path})" if log_path else "")) from None
+        if not ok:
+            raise Sam4dcapError(f"OpenSim IK failed{f' (see {log_path})' if log_path else ''}")
+        coords = read_mot(mot_path, translational={n for n, u in units.items() if u == "m"})
+        coords = TimeSeries(time=coords.time, names=coords.names, values=coords.values, unit="rad",
+                            meta={**coords.meta, "source": str(out_mot) if out_mot else "ik"},
+                            channel_units={n: "m" for n in coords.names if units.get(n) == "m"})
+        err_src = results_dir / f"{stem}_ik_marker_errors.sto"
+        err_table = opensim.TimeSeriesTable(str(err_src))
+        labels = list(err_table.getColumnLabels())
+        err_matrix = err_table.getMatrix()
+        errors = err_matrix.to_numpy().copy()
+        rms = errors[:, labels.index("marker_error_RMS")]
+        mx = errors[:, labels.index("marker_error_max")]
+        err_file = None
+        if out_mot is not None:
+            err_file = results_dir / f"{stem}_marker_errors.sto"
+            err_src.replace(err_file)
+        else:
+            err_src.unlink(missing_ok=True)
+    _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m)
+    return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
+                    marker_errors_file=err_file, log_file=log_path,
+                    extra={"weights": weights, "accuracy": accuracy})
+
+
+def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
+                     accuracy: float | None = None, start_s: float | None = None,
+                     end_s: float | None = None, max_marker_rms_m: float | None = None) -> IKResult:
+    """The same problem as run_ik, solved frame by frame by StreamingIK (warm start)."""
+    from .config import load_config
+    from .storage import write_mot, write_sto
+    from .streaming_ik import StreamingIK, solve_trial
+
+    params = load_config().params("ik_node")
+    setup = read_ik_setup(setup_xml) if setup_xml is not None else None
+    if accuracy is None:
+        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
+    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
+    series = load_markers(markers)
+    if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
+        start_s, end_s = setup.time_range
+    if start_s is not None or end_s is not None:
+        series = series.slice_time(None if start_s is None else start_s - 5e-4,
+                                   None if end_s is None else end_s + 5e-4)
+        if series.n_frames == 0:
+            raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
+    model = _load_model(model_path)
+    ms = model.getMarkerSet()
+    weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
+                              model_marker_names=[ms.get(i).getName() for i in range(ms.getSize())])
+    min_markers = min(params["min_markers"], len(weights))
+    check_marker_frames(series, weights, min_markers=min_markers)
+    names = [n for n in series.names if n in weights]
+    ik = StreamingIK(model, names, marker_weights=weights,
+                     coordinate_tasks=setup.coordinate_tasks if setup is not None else None,
+                     accuracy=accuracy, min_markers=min_markers,
+                     constraint_weight=setup.constraint_weight if setup is not None else math.inf)
+    frames, seconds = solve_trial(ik, series.select(names))
+    q = np.array([f.q for f in frames])
+    units = _coordinate_units(model)
+    coords = TimeSeries(time=series.time, names=ik.coordinate_names, values=q, unit="rad",
+                        meta={"source": "streaming_ik"},
+                        channel_units={n: "m" for n in ik.coordinate_names if units[n] == "m"})
+    rms = np.array([f.marker_rms_m for f in frames])
+    mx = np.array([f.marker_max_m for f in frames])
+    err_file = None
+    if out_mot is not None:
+        out_mot = Path(out_mot)
+        write_mot(out_mot, coords, name=out_mot.stem)
+        err_file = out_mot.parent / f"{out_mot.stem}_marker_errors.sto"
+        errs = TimeSeries.from_dict(series.time, {"marker_error_RMS": rms, "marker_error_max": mx}, unit="m")
+        write_sto(err_file, errs)
+    _fit_check(model, series, weights, rms, max_rms_m=max_marker_rms_m)
+    return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
+                    marker_errors_file=err_file, max_error_marker=tuple(f.max_error_marker for f in frames),
+                    seconds_per_frame=seconds, extra={"weights": weights, "accuracy": accuracy})

@@ -1,0 +1,448 @@
+"""Streaming inverse kinematics: the IK problem of OpenSim's InverseKinematicsTool, frame by frame.
+
+Why not OpenSim's InverseKinematicsSolver per frame: the Python solver copies its
+MarkersReference (new marker data never reaches an existing solver), and rebuilding a solver
+for every frame costs ≈ 11 ms/frame on Gait2354, slower than the batch tool (≈ 9 ms/frame).
+
+Method (chosen by measurement, see bench/streaming_ik.py): the same objective Simbody's
+Assembler minimises for the tool,
+
+    1/2 * sum_i w_i |x_i(q) - m_i|^2 / sum_i w_i  +  sum_j W_j (q_j - v_j)^2
+
+(markers goal weight 1, coordinate tasks as QValue goals with their task weight), solved by
+damped Gauss-Newton on Simbody's station Jacobians, warm-started from the previous frame's
+solution extrapolated by its velocity. Coordinates that are clamped keep to their range
+(projected steps); locked coordinates stay at their value. The first frame (and any frame where
+the Gauss-Newton iterations fail to converge) is assembled by OpenSim's own
+InverseKinematicsSolver from the model's default pose, then polished by Gauss-Newton, so the
+cold start is as robust as the tool's.
+
+Models with kinematic constraints (coordinate couplers, ...) are solved with OpenSim's solver
+on every frame (slower, same results): the Gauss-Newton path handles unconstrained trees only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import Sam4dcapError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoordinateTask:
+    """Pull one coordinate toward a value (OpenSim IKCoordinateTask); value None = model default."""
+
+    weight: float
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class IKFrame:
+    """One solved frame. q and qdot in the model's units (rad for rotations, m for translations)."""
+
+    time_s: float
+    coordinate_names: tuple[str, ...]
+    q: np.ndarray
+    qdot: np.ndarray | None
+    marker_rms_m: float
+    marker_max_m: float
+    max_error_marker: str
+    markers_used: int
+    marker_errors_m: dict = field(default_factory=dict)   # name -> distance [m], used markers only
+    q_std: np.ndarray | None = None         # estimated 1-sigma uncertainty of q (rad / m)
+    confidence: np.ndarray | None = None    # per coordinate in [0, 1]: 1 = well determined by markers
+    iterations: int = 0
+    cold_start: bool = False
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.coordinate_names, self.q.tolist()))
+
+
+def _load_model(model):
+    import opensim
+
+    if isinstance(model, opensim.Model):
+        return opensim.Model(model)  # own copy: initSystem() mutates the model
+    path = Path(model)
+    if not path.is_file():
+        raise Sam4dcapError(f"model file not found: {path}")
+    try:
+        return opensim.Model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError with its own text
+        raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
+
+
+class StreamingIK:
+    """Frame-by-frame IK with warm start; the engine of `sam4dcap ik --streaming` and the ik_node.
+
+    marker_names: the order of the rows of `positions` given to `solve()`. Names the model does
+    not carry raise an error naming them. Markers without a weight (weights given and the name
+    not in them) are ignored; weight 0 ignores a marker.
+    """
+
+    def __init__(self, model, marker_names: Sequence[str], *,
+                 marker_weights: Mapping[str, float] | None = None,
+                 coordinate_tasks: Mapping[str, CoordinateTask] | None = None,
+                 accuracy: float | None = None,
+                 min_markers: int | None = None,
+                 constraint_weight: float = math.inf,
+                 max_iterations: int = 25):
+        import opensim
+
+        from .config import load_config
+
+        params = load_config().params("ik_node")
+        self.accuracy = float(params["accuracy"] if accuracy is None else accuracy)
+        self.min_markers = int(params["min_markers"] if min_markers is None else min_markers)
+        self.constraint_weight = float(constraint_weight)
+        self.max_iterations = int(max_iterations)
+
+        self.model = _load_model(model)
+        self.state = self.model.initSystem()
+        self.matter = self.model.getMatterSubsystem()
+        model_markers = self.model.getMarkerSet()
+        have = {model_markers.get(i).getName() for i in range(model_markers.getSize())}
+        names = [str(n) for n in marker_names]
+        # Like the InverseKinematicsTool, data markers the model does not carry are ignored.
+        self.ignored_markers = tuple(n for n in names if n not in have)
+        if self.ignored_markers:
+            log.info("markers not on the model, ignored: %s", ", ".join(self.ignored_markers))
+        self.marker_names = tuple(names)
+        weights = np.array([0.0 if n not in have else 1.0 if marker_weights is None
+                            else float(marker_weights.get(n, 0.0)) for n in names])
+        if np.any(weights < 0) or not np.all(np.isfinite(weights)):
+            raise Sam4dcapError("marker weights must be finite and >= 0")
+        self.weights = weights
+        self._tracked = np.flatnonzero(weights > 0)   # indices into marker_names
+        if self._tracked.size < max(3, self.min_markers):
+            raise Sam4dcapError(
+                f"only {self._tracked.size} of the input markers are on model {self.model.getName()!r} with a "
+                f"weight > 0 (need {max(3, self.min_markers)}); the markers are probably misnamed. Input: "
+                f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}; model: "
+                f"{', '.join(sorted(have)[:8])}{', ...' if len(have) > 8 else ''}")
+
+        # Markers: body and station of each tracked marker, for Simbody's station Jacobian.
+        self._markers = [model_markers.get(names[i]) for i in self._tracked]
+        self._mobods = opensim.SimTKArrayMobilizedBodyIndex()
+        self._stations = opensim.SimTKArrayVec3()
+        for mk in self._markers:
+            frame = mk.getParentFrame()
+            base = frame.findBaseFrame()
+            station = frame.findStationLocationInAnotherFrame(self.state, mk.get_location(), base)
+            self._mobods.push_back(opensim.PhysicalFrame.safeDownCast(base).getMobilizedBodyIndex())
+            self._stations.push_back(station)
+        self._jac = opensim.Matrix()
+
+        # Coordinates: system Q/U index of each, which are free, bounds, defaults.
+        cs = self.model.getCoordinateSet()
+        self.coordinate_names = tuple(cs.get(i).getName() for i in range(cs.getSize()))
+        self._coords = [cs.get(i) for i in range(cs.getSize())]
+        self._q_index = np.array([self._system_index(c, "q") for c in self._coords])
+        self._u_index = np.array([self._system_index(c, "u") for c in self._coords])
+        self._locked = np.array([c.getLocked(self.state) for c in self._coords])
+        self._free = np.flatnonzero(~self._locked)
+        lo = np.array([c.getRangeMin() for c in self._coords])
+        hi = np.array([c.getRangeMax() for c in self._coords])
+        clamped = np.array([c.getClamped(self.state) for c in self._coords])
+        self._lo = np.where(clamped, lo, -np.inf)
+        self._hi = np.where(clamped, hi, np.inf)
+        self._rotational = np.array([c.getMotionType() == 1 for c in self._coords])  # 1 = Rotational
+        self._default_q = np.array([c.getDefaultValue() for c in self._coords])
+        tasks = dict(coordinate_tasks or {})
+        bad = [n for n in tasks if n not in self.coordinate_names]
+        if bad:
+            raise Sam4dcapError(f"coordinate task(s) for unknown coordinate(s): {', '.join(bad)}")
+        self._task_idx = np.array([self.coordinate_names.index(n) for n in tasks if tasks[n].weight > 0
+                                   and not self._locked[self.coordinate_names.index(n)]], dtype=int)
+        self._task_w = np.array([tasks[self.coordinate_names[i]].weight for i in self._task_idx])
+        self._task_v = np.array([self._default_q[i] if tasks[self.coordinate_names[i]].value is None
+                                 else tasks[self.coordinate_names[i]].value for i in self._task_idx])
+        self._coordinate_tasks = tasks
+
+        n_constraints = sum(1 for i in range(self.model.getConstraintSet().getSize())
+                            if self.model.getConstraintSet().get(i).isEnforced(self.state))
+        self._gauss_newton = n_constraints == 0 and self._u_is_qdot()
+        if not self._gauss_newton:
+            log.info("model has %d enforced constraints (or q' != u): streaming IK uses OpenSim's "
+                     "solver on every frame", n_constraints)
+        self._prev: IKFrame | None = None
+        self._prev_q_full: np.ndarray | None = None
+        self._q_full = self.state.getQ().to_numpy().copy()
+
+    # --- setup helpers ------------------------------------------------------------------------
+    def _system_index(self, coord, kind: str) -> int:
+        """Index of a coordinate in the state's Q (or U) vector, found by setting it."""
+        s = self.state
+        if kind == "q":
+            before = s.getQ().to_numpy().copy()
+            coord.setValue(s, coord.getValue(s) + 0.1, False)
+            after = s.getQ().to_numpy().copy()
+            coord.setValue(s, coord.getValue(s) - 0.1, False)
+        else:
+            before = s.getU().to_numpy().copy()
+            coord.setSpeedValue(s, coord.getSpeedValue(s) + 1.0)
+            after = s.getU().to_numpy().copy()
+            coord.setSpeedValue(s, coord.getSpeedValue(s) - 1.0)
+        changed = np.flatnonzero(np.abs(after - before) > 1e-12)
+        if changed.size != 1:
+            raise Sam4dcapError(f"coordinate {coord.getName()} does not map to one state {kind.upper()}")
+        return int(changed[0])
+
+    def _u_is_qdot(self) -> bool:
+        """True when every mobilizer's q' = u (OpenSim CustomJoint/PinJoint/...): J_q = J_u."""
+        import opensim
+
+        s = self.state
+        nq, nu = s.getNQ(), s.getNU()
+        if nq != nu:
+            return False
+        out = opensim.Vector(nq, 0.0)
+        for k in range(nu):
+            u = opensim.Vector(nu, 0.0)
+            u.set(k, 1.0)
+            self.matter.multiplyByN(s, False, u, out)
+            col = out.to_numpy()
+            expect = np.zeros(nq)
+            expect[k] = 1.0
+            if not np.allclose(col, expect, atol=1e-12):
+                return False
+        return True
+
+    # --- public -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the previous frame: the next solve() starts cold (OpenSim assembly)."""
+        self._prev = None
+        self._prev_q_full = None
+
+    def solve(self, time_s: float, positions) -> IKFrame | None:
+        """Solve one frame. positions: (M, 3) metres in `marker_names` order, NaN = missing.
+
+        Returns None when fewer than `min_markers` tracked markers are present.
+        """
+        pos = np.asarray(positions, dtype=float)
+        if pos.shape != (len(self.marker_names), 3):
+            raise Sam4dcapError(f"positions must be ({len(self.marker_names)}, 3) metres in marker_names "
+                                f"order; got shape {pos.shape}")
+        obs = pos[self._tracked]
+        present = np.isfinite(obs).all(axis=1)
+        if int(present.sum()) < self.min_markers:
+            log.debug("t=%.3f: %d markers present < min_markers=%d", time_s, present.sum(), self.min_markers)
+            return None
+        if np.nanmax(np.abs(obs)) > 50.0:
+            raise Sam4dcapError(f"marker coordinates up to {np.nanmax(np.abs(obs)):.0f} m: "
+                                "positions must be in metres (convert mm data first)")
+        cold = self._prev is None or not self._gauss_newton
+        if cold:
+            q_full = self._assemble_with_opensim(time_s, pos)
+        else:
+            q_full = self._prev_q_full.copy()
+            dt = time_s - self._prev.time_s
+            if self._prev.qdot is not None and 0 < dt < 0.5:
+                q_full[self._q_index] += self._prev.qdot * dt
+        iterations = 0
+        if self._gauss_newton:
+            q_full, iterations, ok = self._gauss_newton_solve(q_full, obs, present)
+            if not ok and not cold:
+                log.debug("t=%.3f: Gauss-Newton did not converge; reassembling cold", time_s)
+                q_full = self._assemble_with_opensim(time_s, pos)
+                q_full, more, ok = self._gauss_newton_solve(q_full, obs, present)
+                iterations += more
+                cold = True
+        frame = self._make_frame(time_s, q_full, obs, present, iterations, cold)
+        self._prev = frame
+        self._prev_q_full = q_full
+        return frame
+
+    # --- internals ------------------------------------------------------------------------------
+    def _set_q(self, q_full: np.ndarray) -> None:
+        import opensim
+
+        self.state.setQ(opensim.Vector.createFromMat(q_full))
+        self.model.realizePosition(self.state)
+
+    def _marker_positions(self) -> np.ndarray:
+        s = self.state
+        return np.array([mk.getLocationInGround(s).to_numpy() for mk in self._markers])
+
+    def _jacobian(self) -> np.ndarray:
+        """d(marker positions)/d(free coordinates): (3 * n_tracked, n_free)."""
+        self.matter.calcStationJacobian(self.state, self._mobods, self._stations, self._jac)
+        jac = self._jac.to_numpy()
+        return jac[:, self._u_index[self._free]]
+
+    def _residuals(self, q_full, obs, present):
+        """Weighted residual vector and its Jacobian (rows: present markers xyz, then tasks)."""
+        self._set_q(q_full)
+        x = self._marker_positions()
+        w = self.weights[self._tracked][present]
+        sqrt_w = np.sqrt(w / w.sum())       # markers goal: 1/2 sum w r^2 / sum w (weight 1)
+        r_m = ((x[present] - obs[present]) * sqrt_w[:, None]).reshape(-1)
+        jac_all = self._jacobian().reshape(len(self._markers), 3, -1)
+        j_m = (jac_all[present] * sqrt_w[:, None, None]).reshape(-1, self._free.size)
+        if self._task_idx.size:
+            q = q_full[self._q_index]
+            sqrt_t = np.sqrt(2.0 * self._task_w)   # QValue goal: W (q - v)^2, i.e. 2 W in 1/2-form
+            r_t = sqrt_t * (q[self._task_idx] - self._task_v)
+            j_t = np.zeros((self._task_idx.size, self._free.size))
+            for row, ci in enumerate(self._task_idx):
+                j_t[row, np.searchsorted(self._free, ci)] = sqrt_t[row]
+            r_m = np.concatenate([r_m, r_t])
+            j_m = np.vstack([j_m, j_t])
+        return r_m, j_m, x
+
+    def _gauss_newton_solve(self, q_full, obs, present):
+        """Gauss-Newton on the weighted residuals, with Levenberg-Marquardt damping on a bad step.
+
+        Stops once a step moves no free coordinate by more than the step tolerance (10x the
+        accuracy, 1e-4 rad for 1e-5): Gauss-Newton's next step would be far smaller, well
+        below 0.01 deg. The final pose is evaluated by the caller (_make_frame).
+        """
+        q_full = q_full.copy()
+        free_q = self._q_index[self._free]
+        lo, hi = self._lo[self._free], self._hi[self._free]
+        q_full[free_q] = np.clip(q_full[free_q], lo, hi)
+        r, jac, _ = self._residuals(q_full, obs, present)
+        cost = 0.5 * r @ r
+        step_tol = max(self.accuracy * 10.0, 1e-9)
+        eye = np.eye(self._free.size)
+        damping = 0.0
+        for it in range(1, self.max_iterations + 1):
+            jtj = jac.T @ jac
+            grad = jac.T @ r
+            while True:
+                a = jtj + (damping * np.diag(np.diag(jtj)) + 1e-12 * eye if damping else 1e-12 * eye)
+                try:
+                    step = -np.linalg.solve(a, grad)
+                except np.linalg.LinAlgError:
+                    step = -np.linalg.lstsq(a, grad, rcond=None)[0]
+                trial = q_full.copy()
+                trial[free_q] = np.clip(q_full[free_q] + step, lo, hi)
+                moved = float(np.max(np.abs(trial[free_q] - q_full[free_q])))
+                if moved < step_tol:
+                    return trial, it, True
+                r_new, jac_new, _ = self._residuals(trial, obs, present)
+                cost_new = 0.5 * r_new @ r_new
+                if cost_new <= cost:
+                    damping = damping * 0.1 if damping > 1e-6 else 0.0
+                    break
+                damping = 1e-4 if damping == 0.0 else damping * 10.0
+                if damping > 1e8:
+                    return q_full, it, False
+            q_full, r, jac, cost = trial, r_new, jac_new, cost_new
+        return q_full, self.max_iterations, False
+
+    def _assemble_with_opensim(self, time_s: float, pos: np.ndarray) -> np.ndarray:
+        """OpenSim's InverseKinematicsSolver on one frame, from the model's default pose."""
+        import opensim
+
+        names = [self.marker_names[i] for i in self._tracked]
+        table = opensim.TimeSeriesTableVec3()
+        table.setColumnLabels(names)
+        row = opensim.RowVectorVec3(len(names))
+        for k, i in enumerate(self._tracked):
+            p = pos[i]
+            row[k] = opensim.Vec3(*p) if np.all(np.isfinite(p)) else opensim.Vec3(np.nan, np.nan, np.nan)
+        table.appendRow(float(time_s), row)
+        weight_set = opensim.SetMarkerWeights()
+        for k, i in enumerate(self._tracked):
+            weight_set.cloneAndAppend(opensim.MarkerWeight(names[k], float(self.weights[i])))
+        markers_ref = opensim.MarkersReference(table, weight_set)
+        coord_refs = opensim.SimTKArrayCoordinateReference()
+        for ci, w, v in zip(self._task_idx, self._task_w, self._task_v):
+            coord_refs.push_back(opensim.CoordinateReference(self.coordinate_names[ci], opensim.Constant(float(v))))
+            coord_refs.back().setWeight(float(w))
+        solver = opensim.InverseKinematicsSolver(self.model, markers_ref, coord_refs, self.constraint_weight)
+        solver.setAccuracy(self.accuracy)
+        s = self.state
+        s.setTime(float(time_s))
+        for c, q0 in zip(self._coords, self._default_q):
+            if not c.getLocked(s):
+                c.setValue(s, float(q0), False)
+        try:
+            solver.assemble(s)
+        except Exception as exc:  # noqa: BLE001
+            raise Sam4dcapError(f"t={time_s:.3f} s: the model cannot be assembled to these markers "
+                                f"({str(exc).splitlines()[0]}); {self._worst_markers_text(pos)}") from None
+        return s.getQ().to_numpy().copy()
+
+    def _worst_markers_text(self, pos: np.ndarray, n: int = 3) -> str:
+        self.model.realizePosition(self.state)
+        x = self._marker_positions()
+        obs = pos[self._tracked]
+        d = np.linalg.norm(x - obs, axis=1)
+        order = [k for k in np.argsort(-np.nan_to_num(d, nan=-1.0)) if np.isfinite(d[k])][:n]
+        return "worst markers: " + ", ".join(f"{self.marker_names[self._tracked[k]]} {d[k] * 1000:.0f} mm"
+                                              for k in order)
+
+    def _make_frame(self, time_s, q_full, obs, present, iterations, cold) -> IKFrame:
+        r, jac, x = self._residuals(q_full, obs, present)
+        err = np.linalg.norm(x - obs, axis=1)
+        used = np.flatnonzero(present)
+        errors = {self.marker_names[self._tracked[k]]: float(err[k]) for k in used}
+        worst = max(errors, key=errors.get)
+        q = q_full[self._q_index].copy()
+        qdot = None
+        if self._prev is not None:
+            dt = time_s - self._prev.time_s
+            if dt > 0:
+                qdot = (q - self._prev.q) / dt
+        q_std, confidence = self._uncertainty(r, jac, err[used])
+        return IKFrame(time_s=float(time_s), coordinate_names=self.coordinate_names, q=q, qdot=qdot,
+                       marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))),
+                       marker_max_m=float(err[used].max()), max_error_marker=worst,
+                       markers_used=int(used.size), marker_errors_m=errors, q_std=q_std,
+                       confidence=confidence, iterations=iterations, cold_start=cold)
+
+    def _uncertainty(self, r, jac, err_used):
+        """1-sigma coordinate uncertainty from the Gauss-Newton normal matrix.
+
+        Marker noise sigma is taken as the frame's RMS marker error (at least 2 mm); the
+        confidence maps sigma to [0, 1] with 2 deg (rotations) / 2 cm (translations) -> 0.5.
+        """
+        n = len(self.coordinate_names)
+        q_std = np.full(n, np.inf)
+        sigma = max(float(np.sqrt(np.mean(err_used ** 2))), 0.002)
+        n_marker_rows = 3 * err_used.size
+        jm = jac[:n_marker_rows]
+        # jm rows are scaled by sqrt(w/sum w): undo the common scale so sigma is in metres.
+        w_scale = np.sqrt(np.mean(np.sum(jm ** 2, axis=1))) if jm.size else 0.0
+        try:
+            cov = np.linalg.pinv(jac.T @ jac, rcond=1e-12)
+            std_free = np.sqrt(np.clip(np.diag(cov), 0, None))
+            # residual rows are sqrt(w_i / sum w) * r_i; r_i ~ sigma -> scale std by sigma * mean sqrt.
+            w = self.weights[self._tracked]
+            mean_scale = float(np.sqrt(np.mean(w / w.sum()))) if w.size else 1.0
+            q_std[self._free] = std_free * sigma * mean_scale
+        except np.linalg.LinAlgError:
+            pass
+        del w_scale
+        q_std[self._locked] = 0.0
+        ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
+        with np.errstate(over="ignore", invalid="ignore"):
+            confidence = 1.0 / (1.0 + (q_std / ref) ** 2)
+        confidence = np.nan_to_num(confidence, nan=0.0)
+        return q_std, confidence
+
+
+def solve_trial(ik: StreamingIK, markers, *, start_s: float | None = None, end_s: float | None = None):
+    """Run a StreamingIK over a marker TimeSeries; returns (frames, per-frame solve seconds)."""
+    series = markers.slice_time(start_s, end_s) if (start_s is not None or end_s is not None) else markers
+    series = series.select(ik.marker_names)
+    if series.unit != "m":
+        series = series.to_unit("m")
+    frames: list[IKFrame | None] = []
+    seconds = np.empty(series.n_frames)
+    for k in range(series.n_frames):
+        t0 = _time.perf_counter()
+        frames.append(ik.solve(float(series.time[k]), series.values[k]))
+        seconds[k] = _time.perf_counter() - t0
+    return frames, seconds
