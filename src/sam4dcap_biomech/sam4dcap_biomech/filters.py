@@ -43,16 +43,31 @@ def _valid_runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2], edges[1::2]))
 
 
+def sampling_rate_hz(series: TimeSeries) -> float:
+    """The series' sampling rate: the nominal meta["data_rate_hz"] (a TRC header's DataRate) when
+    the time stamps agree with it within 5% (TRC times are often rounded to 1 ms: 60 Hz files
+    step 0.016/0.017 s, a median of 58.8 Hz), else the median rate of the time stamps."""
+    median = series.rate_hz
+    nominal = series.meta.get("data_rate_hz")
+    try:
+        nominal = float(nominal) if nominal is not None else None
+    except (TypeError, ValueError):
+        nominal = None
+    if nominal and np.isfinite(median) and abs(nominal / median - 1.0) < 0.05:
+        return nominal
+    return median
+
+
 def _check_rate(series: TimeSeries, cutoff_hz: float) -> float:
     if series.n_frames < 2:
         raise Sam4dcapError("cannot filter a series with fewer than 2 frames")
-    rate = series.rate_hz
+    rate = sampling_rate_hz(series)
     if not (0 < cutoff_hz < rate / 2):
         raise Sam4dcapError(f"cutoff_hz={cutoff_hz} must be between 0 and the Nyquist frequency "
                             f"{rate / 2:.3g} Hz of this series ({rate:.3g} Hz)")
     steps = np.diff(series.time)
     spread = (steps.max() - steps.min()) * rate
-    if spread > 0.5:
+    if spread > 0.5 or abs(np.mean(steps) * rate - 1.0) > 0.05:
         log.warning("time steps vary by %.0f%% of a frame; filters assume uniform sampling at %.3g Hz",
                     100 * spread, rate)
     return rate

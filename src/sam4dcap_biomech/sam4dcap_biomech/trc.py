@@ -187,16 +187,19 @@ def _fmt(x: float, digits: int) -> str:
     return "NaN" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _rate_from_times(time: np.ndarray, fallback: float | None) -> float:
-    if time.size >= 2:
-        return float(1.0 / np.median(np.diff(time)))
-    return float(fallback) if fallback else 1.0
+def _rate_for_header(series: TimeSeries) -> float:
+    if series.n_frames >= 2:
+        from .filters import sampling_rate_hz  # nominal DataRate when the stamps agree with it
+
+        return float(sampling_rate_hz(series))
+    return float(series.meta.get("data_rate_hz") or 1.0)
 
 
 def write_trc(path, markers: TimeSeries, *, units: str = "m") -> Path:
     """Write a point series as a TRC file in `units` ("m" or "mm"), converted from its unit.
 
-    DataRate/CameraRate come from the median time step; Frame# runs from 1; NaN -> "NaN".
+    DataRate/CameraRate come from the median time step (or meta["data_rate_hz"] when the time
+    stamps agree with it within 5%, e.g. 1 ms-rounded times); Frame# runs from 1; NaN -> "NaN".
     """
     path = Path(path)
     if not markers.is_points:
@@ -213,7 +216,7 @@ def write_trc(path, markers: TimeSeries, *, units: str = "m") -> Path:
     if bad_names:
         raise Sam4dcapError(f"marker names with tabs/newlines or empty cannot go in a TRC: {bad_names!r}")
     values = markers.to_unit(units).values
-    rate = _rate_from_times(markers.time, markers.meta.get("data_rate_hz"))
+    rate = _rate_for_header(markers)
     n_frames, n_markers = values.shape[:2]
     digits = 5 if units == "mm" else 8  # 10 nm either way
     out = [

@@ -7,7 +7,8 @@ import pytest
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.filters import (CausalLowpass, butterworth_zero_phase, fill_gaps,
-                                      filter_causal, jitter, resample, unwrap_angles)
+                                      filter_causal, jitter, resample, sampling_rate_hz,
+                                      unwrap_angles)
 from sam4dcap_biomech.timeseries import TimeSeries
 
 RATE = 100.0
@@ -239,3 +240,12 @@ def test_filter_bad_input():
         CausalLowpass(2, rate_hz=30.0, cutoff_hz=20.0)
     with pytest.raises(Sam4dcapError, match="fewer than 2 frames"):
         butterworth_zero_phase(series.frames(slice(0, 1)), cutoff_hz=6.0)
+
+
+def test_sampling_rate_uses_nominal_rate_for_rounded_times():
+    times = np.round(np.arange(151) / 60.0, 3)  # TRC-style 1 ms rounding: median step 0.017 s
+    series = TimeSeries.from_dict(times, {"a": np.zeros(151)}, unit="m", meta={"data_rate_hz": 60.0})
+    assert series.rate_hz == pytest.approx(1 / 0.017)
+    assert sampling_rate_hz(series) == 60.0
+    far = TimeSeries.from_dict(times, {"a": np.zeros(151)}, unit="m", meta={"data_rate_hz": 100.0})
+    assert sampling_rate_hz(far) == pytest.approx(1 / 0.017)  # header contradicts the stamps

@@ -160,3 +160,13 @@ def test_mm_suspected_helper_and_write_errors(tmp_path):
         write_trc(tmp_path / "x.trc", markers, units="cm")
     with pytest.raises(Sam4dcapError, match="every marker value is missing"):
         write_trc(tmp_path / "x.trc", markers.with_values(np.full_like(markers.values, np.nan)))
+
+
+def test_header_rate_from_nominal_rate_with_rounded_times(tmp_path):
+    markers = make_markers(n_frames=151)
+    rounded = markers.with_values(markers.values, time=np.round(np.arange(151) / 60.0, 3),
+                                  meta={"data_rate_hz": 60.0})
+    back = read_trc(write_trc(tmp_path / "r.trc", rounded))
+    assert back.meta["data_rate_hz"] == pytest.approx(60.0)
+    plain = read_trc(write_trc(tmp_path / "p.trc", markers))
+    assert plain.meta["data_rate_hz"] == pytest.approx(60.0, rel=1e-6)
