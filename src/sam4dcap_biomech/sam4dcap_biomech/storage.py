@@ -36,14 +36,19 @@ from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
 
-_TRANSLATIONAL = re.compile(r"_t[xyz]$")
+_TRANSLATIONAL = re.compile(r"_t[xyz](/value|/speed)?$")
 _FORCE_LIKE = re.compile(r"(force|torque|moment)", re.IGNORECASE)
 _LENGTH_UNITS = {"m", "mm", "cm"}
 _ANGLE_TO_RAD = {"rad": 1.0, "deg": math.pi / 180.0}
 
 
+# InverseKinematicsTool's *_ik_marker_errors.sto columns (metres, squared metres).
+_MARKER_ERROR_UNITS = {"total_squared_error": "m^2", "marker_error_RMS": "m", "marker_error_max": "m"}
+
+
 def is_translational(name: str) -> bool:
-    """OpenSim coordinate naming: pelvis_tx/ty/tz (and marker *_tx in marker .mot files)."""
+    """OpenSim coordinate naming: pelvis_tx/ty/tz (also state paths .../pelvis_tx/value and
+    marker *_tx columns of marker-location files)."""
     return bool(_TRANSLATIONAL.search(name))
 
 
@@ -77,8 +82,9 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
     the `*_tx/_ty/_tz` names, or exactly `translational` when given.
     Forces (any name with force/torque/moment): no conversion; unit "N" with channel_units
     "N*m" for torques/moments and "m" for centre-of-pressure `*_p[xyz]`.
+    IK marker-error files (total_squared_error, marker_error_RMS/max): unit "m", no conversion.
     meta: name, in_degrees (as in the file), header (dict of key=value lines), kind
-    ("coordinates" or "forces"), source.
+    ("coordinates", "forces" or "marker_errors"), source.
     """
     path = Path(path)
     try:
@@ -159,6 +165,10 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
         meta["kind"] = "forces"
         return TimeSeries(time=time, names=tuple(names), values=values, unit="N",
                           meta=meta, channel_units=channel_units)
+    if names and all(n in _MARKER_ERROR_UNITS for n in names):
+        meta["kind"] = "marker_errors"
+        return TimeSeries(time=time, names=tuple(names), values=values, unit="m", meta=meta,
+                          channel_units={n: _MARKER_ERROR_UNITS[n] for n in names if _MARKER_ERROR_UNITS[n] != "m"})
     trans = set(translational) if translational is not None else {n for n in names if is_translational(n)}
     unknown = trans - set(names)
     if unknown:

@@ -157,3 +157,40 @@ def test_error_writing_points_or_spaces(tmp_path):
     coords = TimeSeries.from_dict([0.0, 0.1], {"knee angle": [0.0, 0.1]}, unit="rad")
     with pytest.raises(Sam4dcapError, match="whitespace"):
         write_mot(tmp_path / "x.mot", coords)
+
+
+def test_reads_what_opensim_writes(tmp_path):
+    """OpenSim's STOFileAdapter writes; we read the same numbers (degrees converted)."""
+    coords = make_coordinates()
+    expected = coords.values.copy()
+    expected[:, [0, 3, 4, 5]] = np.degrees(expected[:, [0, 3, 4, 5]])
+    expected[3, 4] = np.nan
+    matrix = opensim.Matrix(expected.shape[0], expected.shape[1])
+    for i in range(expected.shape[0]):
+        for j in range(expected.shape[1]):
+            matrix.set(i, j, float(expected[i, j]))
+    labels = opensim.StdVectorString()
+    for n in COORDS:
+        labels.append(n)
+    table = opensim.TimeSeriesTable(list(coords.time), matrix, labels)
+    table.addTableMetaDataString("inDegrees", "yes")
+    opensim.STOFileAdapter.write(table, str(tmp_path / "os.sto"))
+    back = read_mot(tmp_path / "os.sto")
+    want = coords.values.copy()
+    want[3, 4] = np.nan
+    np.testing.assert_allclose(back.values, want, rtol=1e-7, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(back.time, coords.time, atol=1e-9)
+
+
+def test_marker_error_file_and_state_paths(tmp_path):
+    errors = ("ik_errors\nversion=1\nnRows=2\nnColumns=4\ninDegrees=yes\nendheader\n"
+              "time\ttotal_squared_error\tmarker_error_RMS\tmarker_error_max\n"
+              "0\t0.004\t0.01\t0.03\n0.01\t0.005\t0.011\t0.031\n")
+    err = read_mot(write_text(tmp_path, errors, "e.sto"))
+    assert err.meta["kind"] == "marker_errors" and err.unit_of("marker_error_RMS") == "m"
+    np.testing.assert_allclose(err.values[0], [0.004, 0.01, 0.03])
+    states = ("s\nnColumns=3\ninDegrees=yes\nendheader\n"
+              "time\t/jointset/ground_pelvis/pelvis_tx/value\t/jointset/hip_r/hip_flexion_r/value\n"
+              "0\t0.5\t90\n")
+    st = read_mot(write_text(tmp_path, states, "s.sto"))
+    np.testing.assert_allclose(st.values[0], [0.5, np.pi / 2])

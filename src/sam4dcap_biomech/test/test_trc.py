@@ -170,3 +170,23 @@ def test_header_rate_from_nominal_rate_with_rounded_times(tmp_path):
     assert back.meta["data_rate_hz"] == pytest.approx(60.0)
     plain = read_trc(write_trc(tmp_path / "p.trc", markers))
     assert plain.meta["data_rate_hz"] == pytest.approx(60.0, rel=1e-6)
+
+
+def test_reads_what_opensim_writes(tmp_path):
+    """OpenSim's TRCFileAdapter writes (NaN as `nan`, mm); we read the same numbers in metres."""
+    markers = make_markers(n_frames=12).to_unit("mm")
+    labels = opensim.StdVectorString()
+    for n in NAMES:
+        labels.append(n)
+    matrix = opensim.MatrixVec3(markers.n_frames, len(NAMES))
+    for i in range(markers.n_frames):
+        for j in range(len(NAMES)):
+            matrix.set(i, j, opensim.Vec3(*[float(v) for v in markers.values[i, j]]))
+    table = opensim.TimeSeriesTableVec3(list(markers.time), matrix, labels)
+    table.addTableMetaDataString("DataRate", "60")
+    table.addTableMetaDataString("Units", "mm")
+    opensim.TRCFileAdapter.write(table, str(tmp_path / "os.trc"))
+    back = read_trc(tmp_path / "os.trc")
+    assert back.names == NAMES and back.meta["file_units"] == "mm"
+    np.testing.assert_allclose(back.values, markers.values / 1000.0, atol=1e-6, equal_nan=True)
+    assert np.isnan(back.values[7:10, 3]).all()
