@@ -72,6 +72,26 @@ def markers_in_mm_suspected(series: TimeSeries) -> bool:
     return bool(np.isfinite(dist_m) and dist_m > _MM_SUSPECT_MEDIAN_DIST_M)
 
 
+def require_markers(series: TimeSeries, expected, *, source: str = "") -> None:
+    """Raise naming every expected marker absent from `series` (and a likely misnaming of it).
+
+    Case-insensitive matches and close spellings are suggested ("R.ASIS" for "r.ASIS").
+    """
+    import difflib
+
+    have = list(series.names)
+    missing = [n for n in expected if n not in have]
+    if not missing:
+        return
+    lower = {h.lower(): h for h in have}
+    parts = []
+    for name in missing:
+        guess = lower.get(name.lower()) or next(iter(difflib.get_close_matches(name, have, n=1, cutoff=0.75)), None)
+        parts.append(f"{name} (found {guess!r}: rename it?)" if guess else name)
+    where = f" in {source}" if source else ""
+    raise Sam4dcapError(f"{len(missing)} expected marker(s) missing{where}: {', '.join(parts)}")
+
+
 def _fail(path: Path, msg: str) -> Sam4dcapError:
     return Sam4dcapError(f"{path}: {msg}")
 

@@ -6,7 +6,7 @@ import pytest
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.timeseries import TimeSeries
-from sam4dcap_biomech.trc import markers_in_mm_suspected, read_trc, write_trc
+from sam4dcap_biomech.trc import markers_in_mm_suspected, read_trc, require_markers, write_trc
 
 NAMES = ("r.ASIS_study", "L.ASIS_study", "C7", "r_knee.lateral.marker_long_name_study")
 
@@ -190,3 +190,11 @@ def test_reads_what_opensim_writes(tmp_path):
     assert back.names == NAMES and back.meta["file_units"] == "mm"
     np.testing.assert_allclose(back.values, markers.values / 1000.0, atol=1e-6, equal_nan=True)
     assert np.isnan(back.values[7:10, 3]).all()
+
+
+def test_require_markers_names_missing_and_misnamed():
+    markers = make_markers(n_frames=12)
+    require_markers(markers, ["C7", "r.ASIS_study"])
+    with pytest.raises(Sam4dcapError, match=r"2 expected marker\(s\) missing in x.trc: R.ASIS_study "
+                                            r"\(found 'r.ASIS_study': rename it\?\), RHEE$"):
+        require_markers(markers, ["R.ASIS_study", "C7", "RHEE"], source="x.trc")
