@@ -1,11 +1,74 @@
-"""sam4dcap process (not implemented yet)."""
+"""Process recorded trials: video/bag -> markers, scaled model, IK (ID), C3D, keypoints, report.
 
-from sam4dcap_biomech.errors import Sam4dcapError
+One input writes into --out directly; several inputs (or a folder of videos) are processed in
+parallel, one subfolder each, with a batch_summary.json; a failed trial is reported without
+stopping the others (exit code 1 if any failed). Stages whose inputs and parameters did not
+change are reused unless --force.
+"""
+
+from __future__ import annotations
+
+import sys
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video file(s), a folder of videos, or a recorded rosbag2 bag (folder or .mcap)")
+    parser.add_argument("--height", type=float, metavar="M", help="subject height [m] (required)")
+    parser.add_argument("--mass", type=float, metavar="KG", help="subject mass [kg] (required for the generated model)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--backend", default=None, choices=["blazepose", "sam3d"],
+                        help="body estimator (default: body_estimator_node.backend of the config)")
+    parser.add_argument("--model", metavar="OSIM", help="use this OpenSim model instead of the generated one")
+    parser.add_argument("--markerset", metavar="XML", help="OpenSim marker set added to --model")
+    parser.add_argument("--start", type=float, default=0.0, metavar="S", help="skip the video before S seconds")
+    parser.add_argument("--end", type=float, default=None, metavar="S", help="stop the video after S seconds")
+    parser.add_argument("--static-window", type=float, nargs=2, metavar=("START", "END"),
+                        help="seconds of the trial where the subject stands still, for scaling "
+                             "(default: found automatically; none found = the height-sized model)")
+    parser.add_argument("--id", dest="inverse_dynamics", action="store_true",
+                        help="also run inverse dynamics (.sto; no external loads: residuals not physical)")
+    parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are current")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="parallel trials in a batch (default: number of cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-    raise Sam4dcapError("'sam4dcap process' is not implemented yet")
+    from pathlib import Path
+
+    from sam4dcap_biomech.config import load_config
+    from sam4dcap_biomech.errors import Sam4dcapError
+    from sam4dcap_perception.offline_process import (ProcessOptions, expand_inputs, process_batch,
+                                                     process_trial, source_kind)
+
+    backend = args.backend or load_config().params("body_estimator_node")["backend"]
+    opts = ProcessOptions(height_m=args.height, mass_kg=args.mass, backend=backend, model=args.model,
+                          markerset=args.markerset, start_s=args.start, end_s=args.end,
+                          inverse_dynamics=args.inverse_dynamics, force=args.force,
+                          static_window=tuple(args.static_window) if args.static_window else None)
+    opts.check()
+    if args.jobs is not None and args.jobs < 1:
+        raise Sam4dcapError(f"--jobs must be at least 1 (got {args.jobs})")
+    sources = expand_inputs(args.inputs)
+    progress = not args.quiet and sys.stderr.isatty()
+    out = Path(args.out)
+    # One named video or bag writes into --out itself; a folder or a list is a batch.
+    single = len(args.inputs) == 1 and len(sources) == 1 and sources[0] == Path(args.inputs[0])
+    if single:
+        result = process_trial(sources[0], out, opts, progress=progress)
+        reused = [s for s, st in result.stages.items() if st == "reused"]
+        print(f"{sources[0]}: done in {result.seconds:.1f} s"
+              + (f" (reused: {', '.join(reused)})" if reused else ""))
+        print(f"report: {result.artefacts.get('report', out / 'report.html')}")
+        return 0
+    for s in sources:
+        source_kind(s)   # unknown types fail before any work starts
+    results = process_batch(sources, out, opts, max_workers=args.jobs, progress=progress,
+                            verbose=getattr(args, "verbose", False))
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        state = f"ok in {r.seconds:.1f} s" if r.ok else f"FAILED: {r.error}"
+        print(f"{r.source}: {state}")
+    print(f"{len(results) - len(failed)} of {len(results)} trials succeeded; summary: {out / 'batch_summary.json'}")
+    return 1 if failed else 0
