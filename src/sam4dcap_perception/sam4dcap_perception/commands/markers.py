@@ -1,11 +1,58 @@
-"""sam4dcap markers (not implemented yet)."""
+"""Video -> world-frame virtual markers (.trc, metres, OpenSim y-up world).
 
-from sam4dcap_biomech.errors import Sam4dcapError
+Runs the body estimator on VIDEO, recovers the body's position per frame from its 2D and 3D
+keypoints and the camera intrinsics (a pinhole with --fov horizontal field of view unless the
+config says otherwise), scales it to --height, finds the ground and up axis from the feet and
+writes the zero-phase filtered markers. Frames without the person are NaN in the TRC.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("video", help="video file, image folder, or camera:N")
+    parser.add_argument("--height", type=float, required=True, metavar="M",
+                        help="subject standing height [m]; sets the metric scale")
+    parser.add_argument("--out", required=True, metavar="FILE.trc", help="output TRC file")
+    parser.add_argument("--backend", choices=["blazepose", "sam3d"], default="blazepose",
+                        help="body estimator (default: blazepose, embedded, CPU)")
+    parser.add_argument("--start", type=float, default=0.0, metavar="S", help="start time in the video [s]")
+    parser.add_argument("--end", type=float, default=None, metavar="S", help="end time in the video [s] (default: end)")
+    parser.add_argument("--fov", type=float, default=None, metavar="DEG",
+                        help="horizontal field of view of the camera [deg] "
+                             "(default: video_source_node.horizontal_fov_deg of the config)")
+    parser.add_argument("--extrinsics", default=None, metavar="FILE",
+                        help="camera extrinsics world<-camera (JSON/YAML) to express the markers in an "
+                             "external world instead of the estimated ground frame")
+    parser.add_argument("--raw", action="store_true", help="write the unfiltered markers instead of the filtered ones")
+    parser.add_argument("--quality", metavar="FILE.json", default=None,
+                        help="also write the quality numbers (tracking, scale, ground, camera pose) as JSON")
+    parser.add_argument("--config", default=None, metavar="YAML", help="config file (default: config/sam4dcap.yaml)")
 
 
 def run(args) -> int:
-    raise Sam4dcapError("'sam4dcap markers' is not implemented yet")
+    from sam4dcap_biomech.errors import Sam4dcapError
+    from sam4dcap_biomech.trc import write_trc
+
+    from ..marker_pipeline import video_to_markers
+
+    if not (0.5 <= args.height <= 2.5):
+        raise Sam4dcapError(f"--height {args.height} m is not a human standing height (0.5 .. 2.5 m)")
+    out = Path(args.out)
+    if out.suffix.lower() != ".trc":
+        raise Sam4dcapError(f"--out {out}: the output must be a .trc file")
+    result = video_to_markers(args.video, height_m=args.height, backend=args.backend, start_s=args.start,
+                              end_s=args.end, config=args.config, progress=False,
+                              horizontal_fov_deg=args.fov, extrinsics_file=args.extrinsics,
+                              keep_observations=False)
+    series = result.raw if args.raw else result.filtered
+    write_trc(out, series)
+    if args.quality:
+        q = dict(result.quality)
+        q["world_from_camera"] = result.world_from_camera.matrix.tolist()
+        Path(args.quality).write_text(json.dumps(q, indent=2, default=float))
+    print(f"{result.quality['frames']} frames, {100 * result.tracked_fraction:.0f}% tracked -> {out}")
+    return 0

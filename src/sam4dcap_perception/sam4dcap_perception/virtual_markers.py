@@ -1,0 +1,358 @@
+"""Body keypoints -> named virtual markers in the world frame (offline and streaming).
+
+Markers are the estimator's keypoints under their own names: with BlazePose, the 33 landmark
+names (`markersets.BLAZEPOSE33`), which the model's BlazePose marker set carries; a mesh backend
+whose observations carry the 43 OpenCap names gets those. The world frame comes from
+`world_frame` (translation from 2D-3D correspondences, scale from the subject's height, ground
+and up from foot contacts); see that module for the geometry.
+
+Offline: `markers_from_observations(...) -> MarkerResult` uses the whole trial for the world
+frame and filters with the zero-phase Butterworth. Streaming: `StreamingMarkerEstimator`
+buffers the first `ground_window_s` to fix the world frame, then turns each observation into a
+`MarkerFrame` at once, filtered by the causal low-pass (`CausalLowpass.low_lag`: <= 1 frame of lag).
+
+Missing data: a frame without the person (or whose translation cannot be recovered) gives NaN
+markers and `tracked=False`/`flags["tracked"]` False; nothing is ever filled with zeros. The raw
+(unfiltered) series is always kept next to the filtered one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.filters import CausalLowpass, butterworth_zero_phase
+from sam4dcap_biomech.markersets import BLAZEPOSE33, MARKER_SETS
+from sam4dcap_biomech.timeseries import TimeSeries
+
+from . import world_frame as wf
+from .observations import BodyObservation, CameraIntrinsics
+
+log = logging.getLogger(__name__)
+
+# Keypoints below this visibility do not take part in the translation fit (their 2D position
+# is a guess); they still become markers, with their visibility as confidence.
+_MIN_FIT_VISIBILITY = 0.2
+
+
+def marker_set_of(names: Sequence[str]) -> str:
+    for key, set_names in MARKER_SETS.items():
+        if tuple(names) == tuple(set_names):
+            return key
+    return "custom"
+
+
+# --------------------------------------------------------------------------------------------
+# Observations -> arrays
+# --------------------------------------------------------------------------------------------
+@dataclass
+class KeypointTrack:
+    """Observations of one person as arrays; untracked frames are NaN rows."""
+    time: np.ndarray            # (N,) s
+    names: tuple[str, ...]
+    pixels: np.ndarray          # (N, K, 2)
+    body_points: np.ndarray     # (N, K, 3) camera axes; hip-centred unless `in_camera_frame`
+    visibility: np.ndarray      # (N, K) 0..1, 0 where missing
+    tracked: np.ndarray         # (N,) bool
+    in_camera_frame: np.ndarray  # (N,) bool: body_points already include the camera translation
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.time)
+
+    @classmethod
+    def from_observations(cls, observations: Iterable[BodyObservation]) -> "KeypointTrack":
+        obs = list(observations)
+        if not obs:
+            raise Sam4dcapError("no frames: the video/time window is empty")
+        names = next((tuple(o.names) for o in obs if o.tracked and o.names), ())
+        if not names:
+            raise Sam4dcapError("no person found in any frame")
+        n, k = len(obs), len(names)
+        pixels = np.full((n, k, 2), np.nan)
+        body = np.full((n, k, 3), np.nan)
+        vis = np.zeros((n, k))
+        tracked = np.zeros(n, bool)
+        in_cam = np.zeros(n, bool)
+        time = np.array([o.time_s for o in obs], float)
+        for i, o in enumerate(obs):
+            if not o.tracked or o.keypoints_3d is None:
+                continue
+            if tuple(o.names) != names:
+                raise Sam4dcapError(f"frame {o.frame_index}: keypoint names changed mid-trial "
+                                    f"({o.skeleton}); one estimator per trial")
+            body[i] = np.asarray(o.keypoints_3d, float)
+            if o.keypoints_2d is not None:
+                pixels[i] = np.asarray(o.keypoints_2d, float)
+            v = o.visibility if o.visibility is not None else o.confidence
+            vis[i] = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else 1.0
+            if o.camera_translation is not None:
+                body[i] = body[i] + np.asarray(o.camera_translation, float).reshape(1, 3)
+                in_cam[i] = True
+            tracked[i] = np.isfinite(body[i]).any()
+        return cls(time, names, pixels, body, vis, tracked, in_cam)
+
+
+def camera_points_of(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,
+                     intrinsics: CameraIntrinsics, *, in_camera_frame: bool = False) -> tuple[np.ndarray, float]:
+    """One frame's keypoints in the camera frame (estimator's scale) and the fit's RMS pixel error."""
+    if in_camera_frame:
+        return np.asarray(body_points, float), float("nan")
+    w = np.where(np.asarray(visibility, float) >= _MIN_FIT_VISIBILITY, visibility, 0.0)
+    t, rms = wf.recover_translation(body_points, pixels, intrinsics, weights=w)
+    return np.asarray(body_points, float) + t, rms
+
+
+# --------------------------------------------------------------------------------------------
+# Offline
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MarkerResult:
+    """World-frame markers of one trial.
+
+    raw: unfiltered markers (N, K, 3), frame "world", metres, NaN when missing.
+    filtered: zero-phase low-passed `raw` (same gaps).
+    camera: the same markers in the camera frame (metric, subject scale), unfiltered.
+    confidence: (N, K) keypoint visibility, 0 where missing.
+    flags: "tracked" (N,) person seen and placed; "reprojection_error_px" (N,) of the translation
+        fit; "ground_contact_shift_m" (N, 3) the contact correction applied (world_frame step 6).
+    world: the world frame (scale, world<-camera transform = the camera pose in the world).
+    quality: summary numbers (tracked fraction, scale, up-axis and ground statistics, ...).
+    """
+    raw: TimeSeries
+    filtered: TimeSeries
+    camera: TimeSeries
+    confidence: np.ndarray
+    flags: dict
+    world: wf.WorldFrame
+    quality: dict
+    intrinsics: CameraIntrinsics | None = None
+    observations: list | None = None   # the BodyObservations, when kept for export
+
+    @property
+    def world_from_camera(self) -> wf.RigidTransform:
+        return self.world.world_from_camera
+
+    @property
+    def tracked_fraction(self) -> float:
+        return float(np.mean(self.flags["tracked"])) if len(self.flags["tracked"]) else 0.0
+
+
+def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.ndarray, *,
+                         max_speed_m_s: float = 0.3) -> dict:
+    """Height of the lowest heel/toe in stance frames (a foot point slower than `max_speed_m_s`)."""
+    feet = markers[:, wf._idx(names, wf.FOOT_POINTS)]          # (N, 4, 3)
+    h = feet[..., 1]
+    speed = np.full(h.shape, np.nan)
+    if len(time) >= 3:
+        vel = np.gradient(feet, time, axis=0)
+        speed = np.linalg.norm(vel[..., [0, 2]], axis=-1)
+    with np.errstate(invalid="ignore"):
+        slow = speed < max_speed_m_s
+    lowest = np.where(np.isfinite(h), h, np.inf).min(1)
+    stance = slow.any(1) & np.isfinite(lowest)
+    if not stance.any():
+        return {"stance_frames": 0}
+    low = lowest[stance]
+    return {
+        "stance_frames": int(stance.sum()),
+        "stance_lowest_foot_median_m": float(np.median(low)),
+        "stance_lowest_foot_p5_m": float(np.percentile(low, 5)),
+        "stance_lowest_foot_p95_m": float(np.percentile(low, 95)),
+        "stance_within_2cm_fraction": float(np.mean(np.abs(low) <= 0.02)),
+    }
+
+
+def markers_from_observations(observations: Iterable[BodyObservation], *, height_m: float,
+                              intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
+                              extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
+                              min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
+                              ground_contact_cutoff_hz: float = 0.0, source: str = "", keep_observations: bool = False) -> MarkerResult:
+    """World-frame virtual markers of a whole trial (offline: the world frame uses every frame)."""
+    obs = list(observations)
+    track = KeypointTrack.from_observations(obs)
+    if not track.tracked.any():
+        raise Sam4dcapError("no person found in any frame")
+    n, k = track.n_frames, len(track.names)
+    cam_raw = np.full((n, k, 3), np.nan)
+    rms = np.full(n, np.nan)
+    for i in np.flatnonzero(track.tracked):
+        cam_raw[i], rms[i] = camera_points_of(track.body_points[i], track.pixels[i], track.visibility[i],
+                                              intrinsics, in_camera_frame=bool(track.in_camera_frame[i]))
+    placed = track.tracked & np.isfinite(cam_raw).any(axis=(1, 2))
+    cam_raw[~placed] = np.nan
+    if not placed.any():
+        raise Sam4dcapError("the person's position could not be recovered in any frame (no 2D keypoints?)")
+    if extrinsics is None:
+        world = wf.estimate_world_frame(cam_raw, track.names, height_m=height_m, min_travel_m=min_travel_m,
+                                        prior_spread_m=ground_prior_spread_m, frame_id=world_frame_id)
+    else:
+        stature_raw, _ = wf.stature_from_segments(cam_raw, track.names)
+        if not np.isfinite(stature_raw):
+            raise Sam4dcapError("cannot measure the body's segments in any frame: cannot scale to the height")
+        world = wf.WorldFrame(scale=float(height_m / stature_raw), world_from_camera=extrinsics,
+                              frame_id=world_frame_id, stats={"extrinsics": "file"})
+    world_pts = world.apply(cam_raw)
+    time = track.time
+    shift = np.zeros((n, 3))
+    has_feet = all(p in track.names for p in wf.FOOT_POINTS)
+    if extrinsics is None and has_feet and ground_contact_cutoff_hz > 0 and n > 1:
+        lowest = wf.lowest_foot_height(world_pts, track.names)
+        lowest_series = TimeSeries(time, ("lowest_foot",), lowest[:, None], unit="m")
+        rate = lowest_series.rate_hz
+        error = butterworth_zero_phase(lowest_series, cutoff_hz=min(ground_contact_cutoff_hz, 0.45 * rate)).values[:, 0]
+        shift = wf.ground_contact_shift(world_pts, track.names, world.world_from_camera.translation, error)
+        world_pts = world_pts + shift[:, None, :]
+    cam_metric = world.world_from_camera.inverse().apply(world_pts)
+    meta = {"marker_set": marker_set_of(track.names), "source": source, "height_m": float(height_m),
+            "scale": world.scale}
+    raw = TimeSeries(time, track.names, world_pts, unit="m", frame=world.frame_id, meta=meta)
+    camera = TimeSeries(time, track.names, cam_metric, unit="m", frame="camera", meta=meta)
+    filtered = raw
+    if n > 1 and offline_cutoff_hz > 0:
+        cutoff = min(offline_cutoff_hz, 0.45 * raw.rate_hz)
+        filtered = butterworth_zero_phase(raw, cutoff_hz=cutoff)
+    confidence = np.where(placed[:, None], track.visibility, 0.0)
+    flags = {"tracked": placed, "reprojection_error_px": rms, "ground_contact_shift_m": shift}
+    quality = {
+        "frames": int(n),
+        "tracked_frames": int(placed.sum()),
+        "tracked_fraction": float(placed.mean()),
+        "reprojection_error_px_median": float(np.nanmedian(rms)) if np.isfinite(rms).any() else float("nan"),
+        "ground_contact_shift_m_max": float(np.abs(np.linalg.norm(shift, axis=1)).max()) if n else 0.0,
+        **world.stats,
+    }
+    if all(p in track.names for p in wf.FOOT_POINTS):
+        quality.update(_stance_ground_stats(filtered.values, track.names, time))
+    return MarkerResult(raw=raw, filtered=filtered, camera=camera, confidence=confidence, flags=flags,
+                        world=world, quality=quality, intrinsics=intrinsics,
+                        observations=obs if keep_observations else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MarkerFrame:
+    """Markers of one instant from the live stream."""
+    time_s: float
+    names: tuple[str, ...]
+    positions: np.ndarray      # (K, 3) world, causally filtered; NaN when missing
+    raw: np.ndarray            # (K, 3) world, unfiltered
+    confidence: np.ndarray     # (K,) 0..1, 0 when missing
+    tracked: bool
+    frame_id: str = "world"
+    marker_set: str = "blazepose33"
+    extra: dict = field(default_factory=dict)
+
+
+class StreamingMarkerEstimator:
+    """Live markers: buffer `ground_window_s` of observations to fix the world frame, then one
+    `MarkerFrame` per observation (`push` returns None while the world frame is being found).
+
+    `params` are the markers_node parameters (config section `markers_node`).
+    """
+
+    def __init__(self, params: dict, intrinsics: CameraIntrinsics, *, extrinsics: wf.RigidTransform | None = None):
+        self.params = dict(params)
+        self.intrinsics = intrinsics
+        self.extrinsics = extrinsics
+        self.height_m = float(self.params["subject_height_m"])
+        self.window_s = float(self.params["ground_window_s"])
+        self.frame_id = str(self.params["world_frame"])
+        self.world: wf.WorldFrame | None = None
+        self._buffer: list[tuple[float, np.ndarray | None, np.ndarray | None]] = []
+        self._names: tuple[str, ...] | None = None
+        self._filter = None
+        self._contact_filter = None
+        self._last_time: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.world is not None
+
+    def _camera_points(self, obs: BodyObservation) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not obs.tracked or obs.keypoints_3d is None:
+            return None, None
+        if self._names is None:
+            self._names = tuple(obs.names)
+        elif tuple(obs.names) != self._names:
+            raise Sam4dcapError(f"keypoint names changed mid-stream ({obs.skeleton})")
+        body = np.asarray(obs.keypoints_3d, float)
+        in_cam = obs.camera_translation is not None
+        if in_cam:
+            body = body + np.asarray(obs.camera_translation, float).reshape(1, 3)
+        pix = np.asarray(obs.keypoints_2d, float) if obs.keypoints_2d is not None else np.full(body.shape[:1] + (2,), np.nan)
+        v = obs.visibility if obs.visibility is not None else obs.confidence
+        vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
+        pts, _ = camera_points_of(body, pix, vis, self.intrinsics, in_camera_frame=in_cam)
+        if not np.isfinite(pts).any():
+            return None, None
+        return pts, vis
+
+    def _try_fix_world(self) -> None:
+        times = np.array([b[0] for b in self._buffer])
+        valid = [b for b in self._buffer if b[1] is not None]
+        if not valid or times[-1] - times[0] < self.window_s:
+            return
+        pts = np.stack([b[1] for b in valid])
+        if self.extrinsics is None:
+            try:
+                self.world = wf.estimate_world_frame(pts, self._names, height_m=self.height_m,
+                                                     min_travel_m=float(self.params["min_travel_m"]),
+                                                     prior_spread_m=float(self.params["ground_prior_spread_m"]),
+                                                     frame_id=self.frame_id)
+            except Sam4dcapError as exc:
+                log.warning("world frame not found yet (%s); collecting more frames", exc)
+                return
+        else:
+            stature_raw, _ = wf.stature_from_segments(pts, self._names)
+            if not np.isfinite(stature_raw):
+                return
+            self.world = wf.WorldFrame(self.height_m / stature_raw, self.extrinsics, frame_id=self.frame_id,
+                                       stats={"extrinsics": "file"})
+        rate = 1.0 / np.median(np.diff(times)) if len(times) > 1 else 30.0
+        cutoff = min(float(self.params["online_filter_cutoff_hz"]), 0.45 * rate)
+        self._filter = CausalLowpass.low_lag(len(self._names), rate_hz=rate, cutoff_hz=cutoff, max_lag_frames=1.0)
+        contact_hz = float(self.params["ground_contact_cutoff_hz"])
+        if self.extrinsics is None and contact_hz > 0 and all(p in self._names for p in wf.FOOT_POINTS):
+            self._contact_filter = CausalLowpass(1, rate_hz=rate, cutoff_hz=min(contact_hz, 0.45 * rate), order=2)
+        log.info("world frame fixed after %.2f s (%d tracked frames): scale %.3f, camera %.2f m above the ground",
+                 times[-1] - times[0], len(valid), self.world.scale, self.world.world_from_camera.translation[1])
+        self._buffer.clear()
+
+    def push(self, obs: BodyObservation) -> MarkerFrame | None:
+        """Markers for this observation, or None while the world frame is still being found."""
+        if self._last_time is not None and obs.time_s <= self._last_time:
+            log.warning("observation at %.3f s is not after %.3f s; dropped", obs.time_s, self._last_time)
+            return None
+        self._last_time = obs.time_s
+        pts, vis = self._camera_points(obs)
+        if self.world is None:
+            self._buffer.append((obs.time_s, pts, vis))
+            self._try_fix_world()
+            return None
+        k = len(self._names)
+        if pts is None:
+            raw = np.full((k, 3), np.nan)
+            conf = np.zeros(k)
+        else:
+            raw = self.world.apply(pts)
+            conf = vis
+            if self._contact_filter is not None:
+                lowest = wf.lowest_foot_height(raw[None], self._names)
+                error = self._contact_filter.step(lowest)
+                raw = raw + wf.ground_contact_shift(raw[None], self._names, self.world.world_from_camera.translation,
+                                                    error)[0]
+        filtered = self._filter.step(raw)
+        return MarkerFrame(time_s=obs.time_s, names=self._names, positions=filtered, raw=raw, confidence=conf,
+                           tracked=pts is not None, frame_id=self.frame_id, marker_set=marker_set_of(self._names))
+
+
+def default_marker_names(backend: str) -> tuple[str, ...]:
+    """Marker names a backend produces (the model's marker set)."""
+    return BLAZEPOSE33 if backend == "blazepose" else MARKER_SETS["opencap43"]

@@ -1,0 +1,541 @@
+"""A metric, y-up world frame from one uncalibrated video (no calibration rig).
+
+Monocular body estimators give the body's shape in metres but centred on the hips (BlazePose
+world landmarks) and 2D keypoints in pixels. This module turns them into a world frame:
+
+1. Translation: per frame, the camera-frame position t of the hip-centred body that makes its
+   3D keypoints project onto the 2D keypoints (pinhole intrinsics: CameraInfo, or the documented
+   field-of-view default `CameraIntrinsics.from_fov`). Linear least squares on the 2D-3D
+   correspondences weighted by visibility, refined by Gauss-Newton on the pixel error with
+   Huber weights. `recover_translation`.
+2. Metric scale: scaling every camera-frame point by s keeps the projections unchanged, so the
+   size is fixed by the subject's height instead: s = height / stature estimated from the body's
+   segment chain (ankle-knee-hip, hip-shoulder, shoulder-eye; posture-invariant, median over
+   frames) divided by the chain's fraction of stature. `stature_from_segments`.
+3. Ground and up: a robust plane (Tukey-weighted least squares) through the lowest heel/toe
+   points of every frame, iterated with the up axis it gives; the body's mean trunk direction
+   direction (feet centre -> pelvis, median over time) is the initial up and a weak prior for
+   directions in which the contacts do not spread (a subject standing still or stepping
+   sideways leaves contacts along a line, which leaves the plane free to roll about it). `estimate_ground`.
+4. Forward (OpenSim x): the horizontal direction of travel of the pelvis when it moves more
+   than `min_travel_m`; otherwise the horizontal direction from the subject to the camera (the
+   subject faces +x when facing the camera). z = x cross y (right-handed, y up).
+5. Origin on the ground plane under the first tracked pelvis position.
+
+6. Contact correction (`ground_contact_shift`): per-frame depth from one image is noisy (a few
+   % of the distance), and with a camera looking down that noise moves the feet up and down by
+   several cm. The slow part of the lowest heel/toe height (a low-pass at
+   `ground_contact_cutoff_hz`) is removed by moving the body along the camera ray through the
+   pelvis (its projection is unchanged: a depth correction), or vertically when that ray is
+   within ~15 deg of horizontal (depth errors then barely change heights). It assumes a foot
+   is on the ground most of the time; airborne phases shorter than ~1/cutoff are kept.
+
+`estimate_world_frame` does 2-5 and returns a `WorldFrame`: the scale applied to the raw
+camera-frame points and the rigid transform world<-camera (metric), i.e. the camera's pose in
+the world, which the ROS markers node publishes as a TF.
+
+Conventions: camera frame x right, y down, z forward (OpenCV / ROS optical); world frame is
+OpenSim's (y up, metres). Missing points are NaN everywhere and stay NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sam4dcap_biomech.errors import Sam4dcapError
+
+from .observations import CameraIntrinsics
+
+log = logging.getLogger(__name__)
+
+FOOT_POINTS = ("left_heel", "right_heel", "left_foot_index", "right_foot_index")
+
+# Fraction of standing height spanned by the segment chain used for the scale (Winter 2009,
+# "Biomechanics and motor control of human movement", segment lengths as fractions of height
+# H: shank 0.246, thigh 0.245, hip joint to shoulder 0.288, shoulder to eye 0.118 -> 0.897;
+# the rest is the ankle height 0.039 and the vertex above the eyes 0.064).
+CHAIN_FRACTION_OF_STATURE = 0.897
+_CHAIN_LEGS = (("left_ankle", "left_knee", "left_hip"), ("right_ankle", "right_knee", "right_hip"))
+
+
+# --------------------------------------------------------------------------------------------
+# Rigid transforms
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RigidTransform:
+    """p_target = rotation @ p_source + translation (metres)."""
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def __post_init__(self):
+        r = np.asarray(self.rotation, float).reshape(3, 3)
+        t = np.asarray(self.translation, float).reshape(3)
+        if not np.allclose(r @ r.T, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+            raise Sam4dcapError("rotation is not a proper rotation matrix (orthonormal, det +1)")
+        object.__setattr__(self, "rotation", r)
+        object.__setattr__(self, "translation", t)
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Points (..., 3) -> (..., 3); NaN stays NaN."""
+        return np.asarray(points, float) @ self.rotation.T + self.translation
+
+    def inverse(self) -> "RigidTransform":
+        return RigidTransform(self.rotation.T, -self.rotation.T @ self.translation)
+
+    def compose(self, other: "RigidTransform") -> "RigidTransform":
+        """self after other: p -> self(other(p))."""
+        return RigidTransform(self.rotation @ other.rotation, self.rotation @ other.translation + self.translation)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3], m[:3, 3] = self.rotation, self.translation
+        return m
+
+    @property
+    def quaternion_xyzw(self) -> np.ndarray:
+        """Rotation as a unit quaternion (x, y, z, w), the order of geometry_msgs/Quaternion."""
+        from scipy.spatial.transform import Rotation
+
+        return Rotation.from_matrix(self.rotation).as_quat()
+
+    @classmethod
+    def identity(cls) -> "RigidTransform":
+        return cls(np.eye(3), np.zeros(3))
+
+
+def load_extrinsics(path: str | Path) -> RigidTransform:
+    """Camera extrinsics world<-camera from a JSON or YAML file (metres).
+
+    Accepted keys: `rotation` (3x3 matrix, world<-camera) and `translation` (camera position in
+    the world); or OpenCV-style `rvec`/`tvec` (Rodrigues vector and translation of
+    world->camera, as cv2.calibrateCamera/solvePnP return them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Sam4dcapError(f"extrinsics file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            doc = json.loads(text)
+        else:
+            from ruamel.yaml import YAML
+
+            doc = YAML(typ="safe").load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise Sam4dcapError(f"{path}: cannot parse extrinsics ({exc})") from None
+    if not isinstance(doc, dict):
+        raise Sam4dcapError(f"{path}: extrinsics must be a mapping with rotation/translation or rvec/tvec")
+    try:
+        if "rotation" in doc and "translation" in doc:
+            return RigidTransform(np.asarray(doc["rotation"], float), np.asarray(doc["translation"], float))
+        if "rvec" in doc and "tvec" in doc:
+            from scipy.spatial.transform import Rotation
+
+            r_cw = Rotation.from_rotvec(np.asarray(doc["rvec"], float).reshape(3)).as_matrix()
+            return RigidTransform(r_cw, np.asarray(doc["tvec"], float).reshape(3)).inverse()
+    except (ValueError, TypeError) as exc:
+        raise Sam4dcapError(f"{path}: bad extrinsics values ({exc})") from None
+    raise Sam4dcapError(f"{path}: extrinsics need keys rotation+translation (world<-camera) or rvec+tvec (OpenCV)")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Translation from 2D-3D correspondences
+# --------------------------------------------------------------------------------------------
+def recover_translation(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: CameraIntrinsics, *,
+                        weights: np.ndarray | None = None, iterations: int = 5,
+                        huber_px: float = 8.0) -> tuple[np.ndarray, float]:
+    """Translation t (3,) such that pixels ~ project(points_3d + t); and the RMS pixel error.
+
+    `points_3d` (K, 3) are in camera axes (any origin, e.g. hip-centred), `pixels` (K, 2).
+    Points with NaN or zero weight are ignored; fewer than 3 usable points -> (NaN*3, NaN).
+    """
+    X = np.asarray(points_3d, float)
+    uv = np.asarray(pixels, float)
+    w = np.ones(len(X)) if weights is None else np.nan_to_num(np.asarray(weights, float), nan=0.0)
+    ok = np.isfinite(X).all(1) & np.isfinite(uv).all(1) & (w > 0)
+    if ok.sum() < 3:
+        return np.full(3, np.nan), float("nan")
+    X, uv, w = X[ok], uv[ok], w[ok]
+    a = (uv[:, 0] - intrinsics.cx) / intrinsics.fx
+    b = (uv[:, 1] - intrinsics.cy) / intrinsics.fy
+    # Linear: X + tx = a (Z + tz), Y + ty = b (Z + tz).
+    n = len(X)
+    A = np.zeros((2 * n, 3))
+    A[:n, 0], A[:n, 2] = 1.0, -a
+    A[n:, 1], A[n:, 2] = 1.0, -b
+    rhs = np.concatenate([a * X[:, 2] - X[:, 0], b * X[:, 2] - X[:, 1]])
+    sw = np.sqrt(np.concatenate([w, w]))
+    t, *_ = np.linalg.lstsq(A * sw[:, None], rhs * sw, rcond=None)
+    if not np.isfinite(t).all():
+        return np.full(3, np.nan), float("nan")
+    # Gauss-Newton on the pixel error, Huber-weighted (a few mislocated keypoints barely pull).
+    f = np.array([intrinsics.fx, intrinsics.fy])
+    c = np.array([intrinsics.cx, intrinsics.cy])
+    for _ in range(iterations):
+        P = X + t
+        z = P[:, 2]
+        if np.any(z <= 1e-6):
+            return np.full(3, np.nan), float("nan")
+        proj = f * P[:, :2] / z[:, None] + c
+        r = (proj - uv).reshape(-1)
+        J = np.zeros((n, 2, 3))
+        J[:, 0, 0] = f[0] / z
+        J[:, 0, 2] = -f[0] * P[:, 0] / z ** 2
+        J[:, 1, 1] = f[1] / z
+        J[:, 1, 2] = -f[1] * P[:, 1] / z ** 2
+        J = J.reshape(-1, 3)
+        res_norm = np.repeat(np.linalg.norm((proj - uv), axis=1), 2)
+        hub = np.where(res_norm <= huber_px, 1.0, huber_px / np.maximum(res_norm, 1e-12))
+        ww = np.repeat(w, 2) * hub
+        H = J.T @ (J * ww[:, None])
+        g = J.T @ (ww * r)
+        try:
+            step = np.linalg.solve(H, -g)
+        except np.linalg.LinAlgError:
+            break
+        t = t + step
+        if np.linalg.norm(step) < 1e-7:
+            break
+    P = X + t
+    if np.any(P[:, 2] <= 1e-6):
+        return np.full(3, np.nan), float("nan")
+    proj = f * P[:, :2] / P[:, 2:3] + c
+    rms = float(np.sqrt(np.average(((proj - uv) ** 2).sum(1), weights=w)))
+    return t, rms
+
+
+def recover_translations(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: CameraIntrinsics, *,
+                         weights: np.ndarray | None = None, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """`recover_translation` per frame: (N, K, 3), (N, K, 2) -> t (N, 3), RMS pixel error (N,)."""
+    n = len(points_3d)
+    t = np.full((n, 3), np.nan)
+    rms = np.full(n, np.nan)
+    for i in range(n):
+        t[i], rms[i] = recover_translation(points_3d[i], pixels[i], intrinsics,
+                                           weights=None if weights is None else weights[i], **kw)
+    return t, rms
+
+
+def project(points_cam: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
+    """Camera-frame points (..., 3) -> pixels (..., 2)."""
+    P = np.asarray(points_cam, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = intrinsics.fx * P[..., 0] / P[..., 2] + intrinsics.cx
+        v = intrinsics.fy * P[..., 1] / P[..., 2] + intrinsics.cy
+    return np.stack([u, v], axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Scale from the subject's height
+# --------------------------------------------------------------------------------------------
+def _idx(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise Sam4dcapError(f"keypoints lack {', '.join(missing)} (needed for the world frame)")
+    return [list(names).index(n) for n in wanted]
+
+
+def _nanmean_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean of two arrays where both are finite, else whichever is finite, else NaN."""
+    both = np.stack([a, b])
+    count = np.isfinite(both).sum(0)
+    total = np.nansum(both, axis=0) if both.size else both.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def segment_chain_length(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Per frame (N,): leg (ankle-knee + knee-hip, mean of both sides) + hip-centre to
+    shoulder-centre + shoulder-centre to eye-centre. Posture-invariant; NaN when not measurable."""
+    P = np.asarray(points, float)
+    legs = []
+    for ankle, knee, hip in _CHAIN_LEGS:
+        ia, ik, ih = _idx(names, (ankle, knee, hip))
+        legs.append(np.linalg.norm(P[:, ia] - P[:, ik], axis=-1) + np.linalg.norm(P[:, ik] - P[:, ih], axis=-1))
+    leg = _nanmean_pair(*legs)
+    lh, rh, ls, rs, le, re = _idx(names, ("left_hip", "right_hip", "left_shoulder", "right_shoulder",
+                                           "left_eye", "right_eye"))
+    hip_c = (P[:, lh] + P[:, rh]) / 2
+    sho_c = (P[:, ls] + P[:, rs]) / 2
+    eye_c = (P[:, le] + P[:, re]) / 2
+    return leg + np.linalg.norm(sho_c - hip_c, axis=-1) + np.linalg.norm(eye_c - sho_c, axis=-1)
+
+
+def stature_from_segments(points: np.ndarray, names: Sequence[str]) -> tuple[float, int]:
+    """Robust standing-height estimate (same units as `points`) and the number of frames used:
+    median over frames of the segment chain / CHAIN_FRACTION_OF_STATURE."""
+    chain = segment_chain_length(points, names)
+    chain = chain[np.isfinite(chain)]
+    if chain.size == 0:
+        return float("nan"), 0
+    return float(np.median(chain) / CHAIN_FRACTION_OF_STATURE), int(chain.size)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Ground plane and up axis
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plane:
+    """Points p with normal . p = offset (normal unit)."""
+    normal: np.ndarray
+    offset: float
+    inliers: np.ndarray        # (M,) bool for the fitted points
+    rms_m: float               # RMS distance of the inliers
+
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        """Signed distance along the normal, (...,)."""
+        return np.asarray(points, float) @ self.normal - self.offset
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    if not np.isfinite(n) or n < 1e-12:
+        raise Sam4dcapError("degenerate direction (zero length) in world-frame estimation")
+    return v / n
+
+
+def fit_plane(points: np.ndarray, *, weights: np.ndarray | None = None, prior_normal: np.ndarray | None = None,
+              prior_spread_m: float = 0.0, inlier_m: float = 0.03, iterations: int = 20) -> Plane:
+    """Robust plane through points (M, 3): Tukey-biweight IRLS on the point-plane distances.
+
+    With `prior_normal`, a weak prior keeps the normal near it in directions where the points
+    spread less than about `prior_spread_m` (a plane through a small cluster of contacts is
+    otherwise undetermined); where the points spread more, the data decide.
+    """
+    P = np.asarray(points, float)
+    w0 = np.ones(len(P)) if weights is None else np.asarray(weights, float)
+    ok = np.isfinite(P).all(1) & np.isfinite(w0) & (w0 > 0)
+    P, w0 = P[ok], w0[ok]
+    if len(P) < 3 and prior_normal is None:
+        raise Sam4dcapError(f"a plane needs at least 3 points; got {len(P)}")
+    if len(P) == 0:
+        raise Sam4dcapError("no points to fit the ground plane")
+    n0 = None if prior_normal is None else _unit(np.asarray(prior_normal, float))
+    w = w0.copy()
+    normal = n0 if n0 is not None else np.array([0.0, 0.0, 1.0])
+    for _ in range(iterations):
+        c = np.average(P, axis=0, weights=w)
+        d = P - c
+        C = (d * w[:, None]).T @ d
+        if n0 is not None and prior_spread_m > 0:
+            C = C + w.sum() * prior_spread_m ** 2 * (np.eye(3) - np.outer(n0, n0))
+        evals, evecs = np.linalg.eigh(C)
+        new = evecs[:, 0]
+        ref = n0 if n0 is not None else normal
+        if new @ ref < 0:
+            new = -new
+        r = (P - c) @ new
+        # Tukey biweight, scale from the MAD, never tighter than the inlier band.
+        mad = 1.4826 * np.median(np.abs(r - np.median(r)))
+        k = 4.685 * max(mad, inlier_m / 2)
+        w_new = w0 * np.where(np.abs(r) < k, (1 - (r / k) ** 2) ** 2, 0.0)
+        if w_new.sum() <= 0:
+            break
+        converged = np.allclose(new, normal, atol=1e-9) and np.allclose(w_new, w, atol=1e-9)
+        normal, w = new, w_new
+        if converged:
+            break
+    # Offset: the median distance of the points that kept weight (robust to the lifted feet).
+    d_all = P @ normal
+    offset = float(np.median(d_all[w > 0])) if (w > 0).any() else float(np.median(d_all))
+    dist = d_all - offset
+    inl = np.abs(dist) <= inlier_m
+    inliers = np.zeros(ok.shape, bool)
+    inliers[np.flatnonzero(ok)[inl]] = True
+    rms = float(np.sqrt(np.mean(dist[inl] ** 2))) if inl.any() else float("nan")
+    return Plane(normal=normal, offset=offset, inliers=inliers, rms_m=rms)
+
+
+def body_up_direction(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Median direction from the feet's centre (heels, toes) to the hip centre over frames (unit).
+
+    The initial up guess: over time the pelvis stays above the base of support, whereas the
+    trunk may lean for long stretches (on the Pose2Sim demo, triangulated by its calibrated
+    cameras, this direction is 3 deg from vertical; the trunk's mean direction is 23 deg off).
+    """
+    P = np.asarray(points, float)
+    lh, rh = _idx(names, ("left_hip", "right_hip"))
+    feet = P[:, _idx(names, FOOT_POINTS)]
+    with np.errstate(invalid="ignore"):
+        count = np.isfinite(feet).all(-1).sum(1)
+    ok = (count == len(FOOT_POINTS)) & np.isfinite(P[:, [lh, rh]]).all((1, 2))
+    if not ok.any():
+        raise Sam4dcapError("no frame shows both hips, heels and toes: cannot find the up direction")
+    v = (P[ok, lh] + P[ok, rh]) / 2 - feet[ok].mean(1)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return _unit(np.median(v, axis=0))
+
+
+@dataclass(frozen=True)
+class GroundEstimate:
+    plane: Plane               # normal = up, in the frame of the input points
+    contacts: np.ndarray       # (M, 3) lowest foot points used for the fit
+    contact_frames: np.ndarray  # (M,) frame index of each contact point
+
+
+def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray, *,
+                       contact_band_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Contact candidates: per frame and foot, the lower of heel and toe, for the feet whose
+    lowest point is within `contact_band_m` of the frame's lowest foot point."""
+    feet = np.asarray(points, float)[:, _idx(names, FOOT_POINTS)]    # (N, 4, 3): lh, rh, lt, rt
+    h = np.where(np.isfinite(feet).all(-1), feet @ up, np.inf)
+    per_foot = np.stack([h[:, [0, 2]], h[:, [1, 3]]], axis=1)          # (N, 2 feet, heel/toe)
+    which = np.argmin(per_foot, axis=2)                                 # heel (0) or toe (1)
+    foot_h = np.take_along_axis(per_foot, which[..., None], axis=2)[..., 0]
+    lowest = foot_h.min(1)
+    sel = np.isfinite(foot_h) & (foot_h <= lowest[:, None] + contact_band_m)
+    frames, foot = np.nonzero(sel)
+    col = np.where(which[frames, foot] == 0, foot, foot + 2)            # back to lh, rh, lt, rt
+    return feet[frames, col], frames
+
+
+def estimate_ground(points: np.ndarray, names: Sequence[str], *, up_prior: np.ndarray,
+                    contact_band_m: float = 0.03, inlier_m: float = 0.03, prior_spread_m: float = 0.15,
+                    iterations: int = 4) -> GroundEstimate:
+    """Ground plane (and thereby the up axis) from the lowest foot points over time (metric points)."""
+    up = _unit(np.asarray(up_prior, float))
+    plane = None
+    for _ in range(iterations):
+        contacts, frames = lowest_foot_points(points, names, up, contact_band_m=contact_band_m)
+        if len(contacts) == 0:
+            raise Sam4dcapError("no heel/toe keypoints in any frame: cannot find the ground")
+        plane = fit_plane(contacts, prior_normal=up_prior, prior_spread_m=prior_spread_m, inlier_m=inlier_m)
+        if np.allclose(plane.normal, up, atol=1e-6):
+            break
+        up = plane.normal
+    return GroundEstimate(plane=plane, contacts=contacts, contact_frames=frames)
+
+
+# --------------------------------------------------------------------------------------------
+# 4-5. Forward axis, origin, and the whole world frame
+# --------------------------------------------------------------------------------------------
+def horizontal(v: np.ndarray, up: np.ndarray) -> np.ndarray:
+    return np.asarray(v, float) - (np.asarray(v, float) @ up)[..., None] * up
+
+
+def forward_direction(pelvis: np.ndarray, up: np.ndarray, *, min_travel_m: float,
+                      camera_position: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Forward (unit, horizontal) and how it was chosen: "travel" or "camera".
+
+    Travel: the horizontal pelvis displacement from the first to the last valid frame, if
+    longer than `min_travel_m`. Camera: the horizontal direction from the median pelvis to the
+    camera centre (origin of the camera frame unless given).
+    """
+    pel = np.asarray(pelvis, float)
+    pel = pel[np.isfinite(pel).all(1)]
+    if len(pel) == 0:
+        raise Sam4dcapError("no frame with a pelvis position: cannot orient the world frame")
+    # Robust ends: median of the first/last 10% of frames (single-frame depth is noisy).
+    m = max(1, len(pel) // 10)
+    travel = horizontal(np.median(pel[-m:], axis=0) - np.median(pel[:m], axis=0), up)
+    if np.linalg.norm(travel) > min_travel_m:
+        return _unit(travel), "travel"
+    cam = np.zeros(3) if camera_position is None else np.asarray(camera_position, float)
+    to_cam = horizontal(cam - np.median(pel, axis=0), up)
+    if np.linalg.norm(to_cam) < 1e-6:
+        # Camera straight above the subject: fall back to the camera's own up in the image (-y).
+        to_cam = horizontal(np.array([0.0, -1.0, 0.0]), up)
+    return _unit(to_cam), "camera"
+
+
+@dataclass(frozen=True)
+class WorldFrame:
+    """world_point = world_from_camera.apply(scale * raw_camera_point).
+
+    `scale` turns the estimator's camera-frame points (BlazePose metric scale) into the
+    subject's metric scale; `world_from_camera` is rigid: its translation is the camera centre
+    in the world and its rotation the camera's orientation (the TF world -> camera).
+    """
+    scale: float
+    world_from_camera: RigidTransform
+    frame_id: str = "world"
+    stats: dict = field(default_factory=dict)
+
+    def apply(self, raw_camera_points: np.ndarray) -> np.ndarray:
+        return self.world_from_camera.apply(self.scale * np.asarray(raw_camera_points, float))
+
+
+def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *, height_m: float,
+                         min_travel_m: float = 0.5, contact_band_m: float = 0.03,
+                         ground_inlier_m: float = 0.03, prior_spread_m: float = 0.15,
+                         frame_id: str = "world") -> WorldFrame:
+    """The world frame of a trial from camera-frame body points (N, K, 3) (NaN = missing)."""
+    if height_m is None or not np.isfinite(height_m) or height_m <= 0:
+        raise Sam4dcapError(f"subject height must be a positive number of metres; got {height_m!r}")
+    P = np.asarray(raw_camera_points, float)
+    stature_raw, n_scale = stature_from_segments(P, names)
+    if not np.isfinite(stature_raw) or stature_raw <= 0:
+        raise Sam4dcapError("no frame shows the ankles, knees, hips, shoulders and eyes: cannot scale to the height")
+    scale = float(height_m / stature_raw)
+    Pm = scale * P
+    up0 = body_up_direction(Pm, names)
+    ground = estimate_ground(Pm, names, up_prior=up0, contact_band_m=contact_band_m,
+                             inlier_m=ground_inlier_m, prior_spread_m=prior_spread_m)
+    up = ground.plane.normal
+    lh, rh = _idx(names, ("left_hip", "right_hip"))
+    pelvis = (Pm[:, lh] + Pm[:, rh]) / 2
+    forward, forward_method = forward_direction(pelvis, up, min_travel_m=min_travel_m)
+    z = np.cross(forward, up)
+    # Rows: world axes in camera coordinates -> world<-camera rotation.
+    R = np.stack([forward, up, z])
+    valid = np.flatnonzero(np.isfinite(pelvis).all(1))
+    first = pelvis[valid[0]]
+    origin = first - (ground.plane.distance(first)) * up   # on the plane under the first pelvis
+    world_from_camera = RigidTransform(R, -R @ origin)
+    stats = {
+        "scale": scale,
+        "stature_raw": stature_raw,
+        "scale_frames": n_scale,
+        "up_camera": up.tolist(),
+        "up_prior_camera": up0.tolist(),
+        "up_to_prior_deg": float(np.degrees(np.arccos(np.clip(up @ up0, -1, 1)))),
+        "ground_contacts": int(len(ground.contacts)),
+        "ground_inlier_fraction": float(ground.plane.inliers.mean()),
+        "ground_rms_m": ground.plane.rms_m,
+        "forward_method": forward_method,
+        "camera_height_m": float(world_from_camera.translation[1]),
+    }
+    log.debug("world frame: %s", stats)
+    return WorldFrame(scale=scale, world_from_camera=world_from_camera, frame_id=frame_id, stats=stats)
+
+
+def lowest_foot_height(world_points: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """(N,) height (world y) of the lowest heel/toe per frame; NaN when no foot point."""
+    h = np.asarray(world_points, float)[:, _idx(names, FOOT_POINTS), 1]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(h).any(1), np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=1), np.nan)
+
+
+# Below this |vertical component| of the camera ray, a depth change barely moves the feet
+# up or down: correct vertically instead.
+_MIN_RAY_VERTICAL = 0.25
+
+
+def ground_contact_shift(world_points: np.ndarray, names: Sequence[str], camera_center: np.ndarray,
+                         height_error_m: np.ndarray) -> np.ndarray:
+    """(N, 3) world shift per frame that removes `height_error_m` (N,) from the body's height.
+
+    The shift runs along the camera ray through the pelvis (a depth correction; the pelvis'
+    projection stays put) unless that ray is nearly horizontal, then it is vertical.
+    NaN error -> zero shift.
+    """
+    P = np.asarray(world_points, float)
+    lh, rh = _idx(names, ("left_hip", "right_hip"))
+    pelvis = (P[:, lh] + P[:, rh]) / 2
+    ray = pelvis - np.asarray(camera_center, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ray = ray / np.linalg.norm(ray, axis=1, keepdims=True)
+    err = np.nan_to_num(np.asarray(height_error_m, float), nan=0.0)
+    vertical_part = ray[:, 1]
+    along_ray = np.isfinite(vertical_part) & (np.abs(vertical_part) >= _MIN_RAY_VERTICAL)
+    shift = np.zeros_like(pelvis)
+    shift[along_ray] = (-err[along_ray] / vertical_part[along_ray])[:, None] * ray[along_ray]
+    shift[~along_ray, 1] = -err[~along_ray]
+    return shift
