@@ -40,7 +40,9 @@ class _WithSam3Masks:
 
     def process(self, frame: Frame) -> BodyObservation:
         obs = self.inner.process(frame)
-        mask = self.segmenter.segment(frame, obs.prompt, tracked=obs.tracked)
+        if not obs.tracked:
+            return obs
+        mask = self.segmenter.segment(frame, obs.prompt, tracked=True, box=obs.box_xyxy)
         if mask is not None:
             obs.extra["mask_backend"] = "sam3"
             obs.mask = mask
