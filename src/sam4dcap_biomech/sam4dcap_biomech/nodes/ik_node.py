@@ -1,0 +1,295 @@
+"""ik_node: /sam4dcap/markers -> streaming IK -> /sam4dcap/joint_kinematics + REP-155 JointState.
+
+- Subscribes VirtualMarkers (world frame, y up, metres, NaN = missing) of body `person_id`.
+- Publishes, stamped with the capture stamp of the source frame:
+    /sam4dcap/joint_kinematics                JointKinematics (q, qdot, per-coordinate confidence,
+                                              marker errors)
+    /humans/bodies/<person_id>/joint_states   sensor_msgs/JointState (OpenSim coordinate names,
+                                              rad / m, velocity when estimated)
+  and nothing for a frame with fewer than `min_markers` markers, a frame the model cannot be
+  assembled to, or a fit worse than `max_marker_rms_m` (no garbage downstream).
+- Latches the path of the model in use on /sam4dcap/model_path (std_msgs/String): consumers that
+  need the model (id_node, the visualization's twin) follow a calibration's hot swap through it.
+- Service ~/calibrate (CalibrateSubject): scales the model to the subject from a static window
+  of the recent marker stream (kept for `calibration_buffer_s`), then hot-swaps the IK.
+- Frame acks on /sam4dcap/progress after every marker message (offline flow control).
+With `model_path` empty the project's generated model for the subject height/mass is used,
+written once into the cache folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+
+from ..errors import Sam4dcapError
+from ..markersets import MARKER_SETS
+from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters, run_node,
+                         stamp_to_sec)
+
+MARKERS_TOPIC = "/sam4dcap/markers"
+KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
+MODEL_PATH_TOPIC = "/sam4dcap/model_path"
+
+
+def joint_states_topic(person_id: int) -> str:
+    # REP-155 body ids are strings; a ROS 2 name token may not start with a digit.
+    return f"/humans/bodies/body{int(person_id)}/joint_states"
+
+
+def cache_dir() -> Path:
+    """SAM4DCAP_CACHE (set by scripts/env.sh and the tests), else ~/.cache/sam4dcap."""
+    env = os.environ.get("SAM4DCAP_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "sam4dcap"
+
+
+def generated_model_path(*, height_m: float, mass_kg: float, marker_set: str) -> Path:
+    """The project's model for this subject, built once and kept in the cache folder."""
+    from ..model_builder import write_model
+
+    path = cache_dir() / "models" / f"sam4dcap_{marker_set}_{height_m:.3f}m_{mass_kg:.2f}kg.osim"
+    if not path.is_file():
+        # Written under a private name then renamed: two nodes starting together never read
+        # a half-written model.
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.osim")
+        write_model(tmp, height_m=height_m, mass_kg=mass_kg, markers=marker_set)
+        os.replace(tmp, path)
+    return path
+
+
+class IKNode(Node):
+    def __init__(self):
+        super().__init__("ik_node")
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
+        from sam4dcap_msgs.srv import CalibrateSubject
+
+        from ..opensim_logging import quiet_opensim
+
+        quiet_opensim("warn")
+        self.p = p = declare_parameters(self, "ik_node")
+        self.marker_names = MARKER_SETS[p["marker_set"]]
+        if p["model_path"]:
+            model = Path(p["model_path"]).expanduser()
+            if not model.is_file():
+                raise Sam4dcapError(f"parameter ik_node.model_path={p['model_path']!r}: file not found "
+                                    "(give a scaled .osim, or leave it empty for the generated model)")
+        else:
+            model = generated_model_path(height_m=p["subject_height_m"], mass_kg=p["subject_mass_kg"],
+                                         marker_set=p["marker_set"])
+        self.base_model_path = model
+        try:
+            self.ik = self._make_ik(model)
+        except Sam4dcapError as exc:
+            raise Sam4dcapError(f"parameter ik_node.model_path={str(model)!r}: {exc}") from None
+        self.model_path = model
+
+        self._JointKinematics, self._JointState, self._String = JointKinematics, JointState, String
+        self.kinematics_pub = self.create_publisher(JointKinematics, KINEMATICS_TOPIC, RESULTS_QOS)
+        self.joint_states_pub = self.create_publisher(JointState, joint_states_topic(p["person_id"]), RESULTS_QOS)
+        self.model_pub = self.create_publisher(String, MODEL_PATH_TOPIC, LATCHED_QOS)
+        self.acks = FrameAcks(self)
+        self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
+        self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
+        # Recent frames for calibration: (capture time, positions in marker_names order).
+        self._recent: collections.deque = collections.deque()
+        self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._last_time = -math.inf
+        self._warned: set[str] = set()
+        self._publish_model_path()
+        self.get_logger().info(f"IK on {self.model_path} ({self.ik.model.getName()}); "
+                               f"publishing {joint_states_topic(p['person_id'])}")
+
+    # --- setup ---------------------------------------------------------------------------
+    def _make_ik(self, model_path: Path):
+        from ..streaming_ik import StreamingIK
+
+        return StreamingIK(str(model_path), self.marker_names, accuracy=self.p["accuracy"],
+                           min_markers=self.p["min_markers"])
+
+    def _publish_model_path(self) -> None:
+        self.model_pub.publish(self._String(data=str(Path(self.model_path).resolve())))
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(text)
+
+    # --- stream --------------------------------------------------------------------------
+    def _positions(self, msg) -> np.ndarray | None:
+        """Message positions reordered into marker_names order (NaN for names not sent)."""
+        names = tuple(msg.names)
+        index = self._order_cache.get(names)
+        if index is None:
+            where = {n: i for i, n in enumerate(names)}
+            index = np.array([where.get(n, -1) for n in self.marker_names])
+            if len(self._order_cache) > 16:
+                self._order_cache.clear()
+            self._order_cache[names] = index
+            if not (index >= 0).any():
+                self._warn_once(f"names:{names[:3]}", f"markers named {', '.join(names[:5])}... match none of "
+                                f"marker set {self.p['marker_set']!r}: set parameter ik_node.marker_set")
+        if len(msg.positions) != len(names):
+            self._warn_once("len", f"VirtualMarkers with {len(names)} names but {len(msg.positions)} positions: skipped")
+            return None
+        sent = np.array([[pt.x, pt.y, pt.z] for pt in msg.positions], dtype=float).reshape(-1, 3)
+        out = np.full((len(self.marker_names), 3), np.nan)
+        ok = index >= 0
+        out[ok] = sent[index[ok]]
+        return out
+
+    def _remember(self, t: float, positions: np.ndarray) -> None:
+        self._recent.append((t, positions))
+        horizon = t - self.p["calibration_buffer_s"]
+        while self._recent and (self._recent[0][0] < horizon or self._recent[0][0] > t):
+            self._recent.popleft()
+
+    def _on_markers(self, msg) -> None:
+        try:
+            self._process(msg)
+        finally:
+            self.acks.ack(msg.header.stamp)
+
+    def _process(self, msg) -> None:
+        if msg.person_id != self.p["person_id"]:
+            self._warn_once(f"person:{msg.person_id}", f"ignoring markers of body {msg.person_id}: this node "
+                            f"follows body {self.p['person_id']} (parameter ik_node.person_id)")
+            return
+        if msg.header.frame_id and msg.header.frame_id != "world":
+            self._warn_once(f"frame:{msg.header.frame_id}", f"markers arrive in frame {msg.header.frame_id!r}; "
+                            "IK assumes the OpenSim world frame (y up)")
+        positions = self._positions(msg)
+        if positions is None:
+            return
+        t = stamp_to_sec(msg.header.stamp)
+        if t <= self._last_time:
+            # Source restarted or looped: velocities across the jump would be garbage.
+            self.ik.reset()
+        self._last_time = t
+        self._remember(t, positions)
+        n_valid = int(np.isfinite(positions).all(axis=1).sum())
+        if n_valid < self.p["min_markers"]:
+            self.get_logger().warning(f"t={t:.3f}: {n_valid} markers < min_markers={self.p['min_markers']}: "
+                                      "nothing published", throttle_duration_sec=5.0)
+            return
+        try:
+            frame = self.ik.solve(t, positions)
+        except Sam4dcapError as exc:
+            self.ik.reset()
+            self.get_logger().warning(f"IK failed: {exc}", throttle_duration_sec=5.0)
+            return
+        if frame is None:
+            return
+        if not (frame.marker_rms_m <= self.p["max_marker_rms_m"]) or not np.all(np.isfinite(frame.q)):
+            self.ik.reset()  # never warm-start from a fit this bad
+            self.get_logger().warning(
+                f"t={t:.3f}: IK marker RMS {frame.marker_rms_m * 1000:.0f} mm > max_marker_rms_m="
+                f"{self.p['max_marker_rms_m']} (worst {frame.max_error_marker}): nothing published",
+                throttle_duration_sec=5.0)
+            return
+        self._publish(msg.header.stamp, frame)
+
+    def _publish(self, stamp, frame) -> None:
+        names = list(frame.coordinate_names)
+        q = [float(v) for v in frame.q]
+        qdot = [] if frame.qdot is None or not np.all(np.isfinite(frame.qdot)) else [float(v) for v in frame.qdot]
+        kin = self._JointKinematics()
+        kin.header.stamp = stamp
+        kin.header.frame_id = "world"
+        kin.person_id = self.p["person_id"]
+        kin.model_name = self.ik.model.getName()
+        kin.name = names
+        kin.position = q
+        kin.velocity = qdot
+        if frame.confidence is not None:
+            kin.confidence = [float(c) for c in frame.confidence]
+        kin.marker_error_rms = float(frame.marker_rms_m)
+        kin.marker_error_max = float(frame.marker_max_m)
+        kin.marker_error_max_name = frame.max_error_marker
+        kin.markers_used = int(frame.markers_used)
+        self.kinematics_pub.publish(kin)
+        js = self._JointState()
+        js.header.stamp = stamp
+        js.name = names
+        js.position = q
+        js.velocity = qdot
+        self.joint_states_pub.publish(js)
+
+    # --- calibration -----------------------------------------------------------------------
+    def _on_calibrate(self, request, response):
+        t0 = time.perf_counter()
+        try:
+            result = self._calibrate(request.height_m, request.mass_kg, request.window_s)
+        except Sam4dcapError as exc:
+            response.success = False
+            response.message = str(exc)
+            self.get_logger().warning(f"calibration refused: {exc}")
+            return response
+        scaled_path, start_s, end_s, rms_m = result
+        response.success = True
+        response.scaled_model_path = str(scaled_path)
+        response.static_start_s, response.static_end_s = float(start_s), float(end_s)
+        response.marker_error_rms = float(rms_m)
+        response.message = (f"scaled to {request.height_m:.2f} m, {request.mass_kg:.1f} kg from "
+                            f"{start_s:.2f}-{end_s:.2f} s (marker RMS {rms_m * 1000:.1f} mm) in "
+                            f"{time.perf_counter() - t0:.1f} s; IK now uses {scaled_path}")
+        self.get_logger().info(response.message)
+        return response
+
+    def _recent_markers(self):
+        from ..timeseries import TimeSeries
+
+        if len(self._recent) < 2:
+            raise Sam4dcapError(f"only {len(self._recent)} marker frames received on {MARKERS_TOPIC} in the last "
+                                f"{self.p['calibration_buffer_s']:.0f} s: stand still in view, then call again")
+        times = np.array([t for t, _ in self._recent])
+        values = np.stack([v for _, v in self._recent])
+        keep = np.append(np.diff(times) > 0, True)  # strictly increasing (a repeated stamp: last wins)
+        return TimeSeries(times[keep], self.marker_names, values[keep], unit="m", frame="world",
+                          meta={"marker_set": self.p["marker_set"]})
+
+    def _calibrate(self, height_m: float, mass_kg: float, window_s: float):
+        from ..scaling import scale_model
+        from ..static_window import find_static_window
+
+        for name, value, lo, hi in (("height_m", height_m, 0.5, 2.5), ("mass_kg", mass_kg, 10.0, 300.0)):
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise Sam4dcapError(f"{name}={value!r} out of range [{lo}, {hi}]")
+        if not (math.isfinite(window_s) and window_s >= 0):
+            raise Sam4dcapError(f"window_s={window_s!r} must be >= 0 (0 = detect the stillest window)")
+        markers = self._recent_markers()
+        min_duration = window_s if window_s > 0 else self.p["static_min_duration_s"]
+        window = find_static_window(markers, min_duration_s=min_duration,
+                                    max_speed_m_s=self.p["static_max_speed_m_s"])
+        start_s, end_s = float(window[0]), float(window[1])
+        if window_s > 0:
+            end_s = min(end_s, start_s + window_s)
+        out_dir = Path(self.p["output_dir"])
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
+        result = scale_model(str(self.base_model_path), markers, height_m=height_m, mass_kg=mass_kg,
+                             out_path=out_path, marker_set=self.p["marker_set"], window=(start_s, end_s))
+        scaled_path = Path(getattr(result, "model_path", out_path))
+        new_ik = self._make_ik(scaled_path)
+        self.ik = new_ik          # hot swap: the next frame is solved on the scaled model
+        self._last_time = -math.inf
+        self.model_path = scaled_path
+        self._publish_model_path()
+        rms = float(getattr(result, "marker_rms_m", float("nan")))
+        return scaled_path, start_s, end_s, rms
+
+
+def main(args=None) -> int:
+    return run_node(IKNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
