@@ -58,7 +58,8 @@ def opensim_log(path: str | Path | None, *, level: str = "info"):
             with stdout_to(None):
                 yield None
         finally:
-            opensim.Logger.setLevelString(previous)
+            if opensim.Logger.getLevelString().lower() != previous.lower():
+                opensim.Logger.setLevelString(previous)
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +67,13 @@ def opensim_log(path: str | Path | None, *, level: str = "info"):
         path.unlink()
     opensim.Logger.removeFileSink()
     opensim.Logger.addFileSink(str(path))
-    opensim.Logger.setLevelString(level)
+    if previous.lower() != level.lower():
+        opensim.Logger.setLevelString(level)
     log.debug("OpenSim log -> %s", path)
     try:
         with stdout_to(os.devnull):
             yield path
     finally:
         opensim.Logger.removeFileSink()
-        opensim.Logger.setLevelString(previous)
+        if opensim.Logger.getLevelString().lower() != previous.lower():
+            opensim.Logger.setLevelString(previous)

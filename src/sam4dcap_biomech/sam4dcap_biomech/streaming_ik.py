@@ -70,13 +70,16 @@ class IKFrame:
 def _load_model(model):
     import opensim
 
+    from .opensim_logging import stdout_to
+
     if isinstance(model, opensim.Model):
         return opensim.Model(model)  # own copy: initSystem() mutates the model
     path = Path(model)
     if not path.is_file():
         raise Sam4dcapError(f"model file not found: {path}")
     try:
-        return opensim.Model(str(path))
+        with stdout_to(None):   # "Loaded model ..." and missing-geometry chatter
+            return opensim.Model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError with its own text
         raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
 
