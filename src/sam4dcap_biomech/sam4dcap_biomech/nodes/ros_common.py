@@ -117,6 +117,11 @@ def run_node(node_factory, args=None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM shut the context down under a running spin: rclpy may then raise
+        # RCLError ("context is not valid") instead of ExternalShutdownException. Clean stop.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             close = getattr(node, "close", None)
@@ -126,3 +131,58 @@ def run_node(node_factory, args=None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+# --- Offline flow control and publisher-matched subscriptions (see sam4dcap_perception.graph) ---
+
+# Frame acks: each pipeline stage publishes std_msgs/Header(stamp=capture stamp of the input it
+# consumed, frame_id=its node name) after every input, output or not. File/bag sources wait for
+# them so no frame is dropped (sam4dcap_perception.graph.PROGRESS_TOPIC is the same name).
+PROGRESS_TOPIC = "/sam4dcap/progress"
+# Reliable and deep: small per-frame messages a stage may emit in bursts (markers after the
+# ground-plane window, frame acks).
+DEEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class FrameAcks:
+    """Publishes this node's frame acks on PROGRESS_TOPIC: call `ack(stamp)` after each input."""
+
+    def __init__(self, node: Node):
+        from std_msgs.msg import Header
+
+        self._header = Header
+        self._name = node.get_name()
+        self._pub = node.create_publisher(Header, PROGRESS_TOPIC, DEEP_QOS)
+
+    def ack(self, stamp) -> None:
+        self._pub.publish(self._header(stamp=stamp, frame_id=self._name))
+
+
+def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw: bool = False,
+                             poll_s: float = 0.1, on_subscribed=None):
+    """Subscribe to `topic` with the reliability its publisher offers, once one exists.
+
+    Images: a live camera publishes best effort (a reliable reader would not match it), a file
+    source publishes reliable with a deep queue (a best-effort reader with sensor-data depth
+    would drop frames). Polls the graph every `poll_s` until a publisher appears; returns the
+    timer (cancelled once subscribed). `on_subscribed(subscription)` is called then.
+    """
+    state = {}
+
+    def try_subscribe():
+        if "sub" in state:
+            return
+        infos = node.get_publishers_info_by_topic(topic)
+        if not infos:
+            return
+        reliable = any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        qos = image_qos(offline=True) if reliable else SENSOR_QOS
+        state["sub"] = node.create_subscription(msg_type, topic, callback, qos, raw=raw)
+        timer.cancel()
+        node.get_logger().info(f"subscribed to {topic} ({'reliable' if reliable else 'best effort'})")
+        if on_subscribed is not None:
+            on_subscribed(state["sub"])
+
+    timer = node.create_timer(poll_s, try_subscribe)
+    return timer

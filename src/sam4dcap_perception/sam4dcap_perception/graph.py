@@ -1,0 +1,191 @@
+"""The sam4dcap ROS 2 graph, defined once: topics, nodes, and each node's parameters.
+
+Used by `launch/sam4dcap.launch.py` (ros2 launch), by `graph_runner` (`sam4dcap graph`), by
+the recorder (which topics exist, their types and QoS) and by the docs/tests (RViz config,
+console scripts). ROS-free: plain data only.
+
+QoS (see `qos` of each topic; profiles in sam4dcap_biomech.nodes.ros_common):
+  image    live cameras: sensor data (best effort, newest wins); file/bag sources: reliable,
+           deep queue, and the source waits for downstream (no frame silently dropped).
+  results  reliable, keep-last 100: every marker/kinematics sample matters.
+  deep     reliable, keep-last 1000: small per-frame messages a stage may emit in bursts.
+  latched  reliable + transient-local depth 1: static transforms (late joiners get them).
+
+Offline flow control ("frame acks"): every stage listed with `acks=True` publishes a
+std_msgs/Header on PROGRESS_TOPIC after it has consumed each input frame (stamp = the frame's
+capture stamp, frame_id = node name), whether or not it produced an output for it. A file or
+bag source publishes frame i only while fewer than `max_queue_frames` frames are un-acked by
+each of its `ack_nodes`; it starts once those nodes exist, and exits when all frames are acked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROGRESS_TOPIC = "/sam4dcap/progress"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    msgtype: str          # "pkg/msg/Name"
+    qos: str              # image | results | deep | latched
+    publisher: str        # node name
+    description: str
+
+
+def body_id(person_id: int) -> str:
+    """REP-155 body id of a tracked person. ROS 2 name tokens may not start with a digit, so
+    the numeric person_id gets a prefix: person 1 -> "body1"."""
+    return f"body{int(person_id)}"
+
+
+def joint_states_topic(person_id: int) -> str:
+    """REP-155 body joint states of one tracked person: /humans/bodies/body<id>/joint_states."""
+    return f"/humans/bodies/{body_id(person_id)}/joint_states"
+
+
+TOPICS: tuple[Topic, ...] = (
+    Topic("/camera/image_raw", "sensor_msgs/msg/Image", "image", "video_source_node",
+          "Source frames, rgb8, stamp = capture time."),
+    Topic("/camera/camera_info", "sensor_msgs/msg/CameraInfo", "image", "video_source_node",
+          "Pinhole intrinsics of the source (one per frame, same stamp)."),
+    Topic("/sam4dcap/segmentation", "sam4dcap_msgs/msg/PersonSegmentation", "results", "body_estimator_node",
+          "Person mask + box + prompt; one per frame (tracked=false when lost)."),
+    Topic("/sam4dcap/keypoints", "sam4dcap_msgs/msg/BodyKeypoints", "results", "body_estimator_node",
+          "2D + metric 3D keypoints in the camera frame; one per frame (NaN when lost)."),
+    Topic("/sam4dcap/mesh", "sam4dcap_msgs/msg/BodyMesh", "results", "body_estimator_node",
+          "Body mesh (mesh backends only, e.g. sam3d)."),
+    Topic("/sam4dcap/markers", "sam4dcap_msgs/msg/VirtualMarkers", "deep", "markers_node",
+          "Virtual anatomical markers in the world frame (y up, metres)."),
+    Topic("/tf_static", "tf2_msgs/msg/TFMessage", "latched", "markers_node",
+          "world -> camera transform."),
+    Topic("/sam4dcap/joint_kinematics", "sam4dcap_msgs/msg/JointKinematics", "results", "ik_node",
+          "Inverse-kinematics coordinates (rad, m) with marker errors."),
+    Topic(joint_states_topic(1), "sensor_msgs/msg/JointState", "results", "ik_node",
+          "REP-155 joint states of body <id> (OpenSim coordinate names)."),
+    Topic("/sam4dcap/model_path", "std_msgs/msg/String", "latched", "ik_node",
+          "Path of the (scaled) .osim model the IK uses; follows calibration hot swaps."),
+    Topic("/sam4dcap/joint_kinetics", "sam4dcap_msgs/msg/JointKinetics", "results", "id_node",
+          "Inverse-dynamics generalized forces (N m, N)."),
+    Topic("/sam4dcap/visualization", "visualization_msgs/msg/MarkerArray", "results", "visualization_node",
+          "RViz markers: virtual markers, skeleton, mesh, twin."),
+    Topic(PROGRESS_TOPIC, "std_msgs/msg/Header", "deep", "",
+          "Frame acks of the pipeline stages (offline flow control)."),
+)
+
+
+def topic(name: str) -> Topic:
+    for t in TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str             # node name == config section == console script
+    package: str
+    subscribes: tuple[str, ...] = ()
+    publishes: tuple[str, ...] = ()
+    acks: bool = False    # publishes frame acks on PROGRESS_TOPIC (gates file sources)
+    description: str = ""
+
+    @property
+    def executable(self) -> str:
+        return self.name
+
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
+             ("/camera/image_raw", "/camera/camera_info"), description="file / camera / bag -> images"),
+    NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw", "/camera/camera_info"),
+             ("/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC), acks=True,
+             description="segmentation + keypoints (+ mesh)"),
+    NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info"),
+             ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True,
+             description="keypoints -> world-frame virtual markers"),
+    NodeSpec("ik_node", "sam4dcap_biomech", ("/sam4dcap/markers",),
+             ("/sam4dcap/joint_kinematics", joint_states_topic(1), "/sam4dcap/model_path", PROGRESS_TOPIC), acks=True,
+             description="streaming inverse kinematics"),
+    NodeSpec("id_node", "sam4dcap_biomech", ("/sam4dcap/joint_kinematics",), ("/sam4dcap/joint_kinetics",),
+             description="inverse dynamics (enabled: false by default)"),
+    NodeSpec("trial_writer_node", "sam4dcap_biomech",
+             ("/sam4dcap/markers", "/sam4dcap/joint_kinematics", "/sam4dcap/joint_kinetics"), (),
+             description="TRC/MOT/STO per trial"),
+    NodeSpec("visualization_node", "sam4dcap_perception",
+             ("/sam4dcap/markers", "/sam4dcap/keypoints", "/sam4dcap/mesh", "/sam4dcap/joint_kinematics"),
+             ("/sam4dcap/visualization",), description="RViz MarkerArray"),
+    NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.name != PROGRESS_TOPIC),
+             (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder"),
+)
+
+
+def node(name: str) -> NodeSpec:
+    for n in NODES:
+        if n.name == name:
+            return n
+    raise KeyError(name)
+
+
+@dataclass
+class GraphOptions:
+    """What `sam4dcap graph` and the launch file take as arguments."""
+    video: str = ""                  # video file, image folder or bag; or
+    camera: int | None = None        # camera device index
+    height_m: float | None = None
+    mass_kg: float | None = None
+    record: str = ""                 # bag folder; empty = no recorder
+    backend: str | None = None       # body estimator backend
+    realtime: bool | None = None     # None: true for cameras, false for files/bags
+    person_id: int | None = None
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
+
+    @property
+    def source(self) -> str:
+        return f"camera:{self.camera}" if self.camera is not None else self.video
+
+    @property
+    def offline(self) -> bool:
+        if self.realtime is not None:
+            return not self.realtime
+        return self.camera is None
+
+
+def selected_nodes(options: GraphOptions, *, available: set[str] | None = None) -> list[NodeSpec]:
+    """The nodes to start: all, minus the recorder without --record, minus unavailable ones."""
+    out = []
+    for n in NODES:
+        if n.name == "recorder_node" and not options.record:
+            continue
+        if available is not None and n.name not in available:
+            continue
+        out.append(n)
+    return out
+
+
+def node_overrides(options: GraphOptions, nodes: list[NodeSpec]) -> dict[str, dict[str, Any]]:
+    """Per-node parameter values on top of the config file, from the graph options."""
+    names = {n.name for n in nodes}
+    o: dict[str, dict[str, Any]] = {n.name: {} for n in nodes}
+
+    def put(node_name: str, key: str, value: Any) -> None:
+        if node_name in names and value is not None:
+            o[node_name][key] = value
+
+    put("video_source_node", "source", options.source)
+    put("video_source_node", "realtime", not options.offline)
+    if options.offline:
+        put("video_source_node", "ack_nodes", ",".join(n.name for n in nodes if n.acks))
+    put("markers_node", "subject_height_m", options.height_m)
+    put("ik_node", "subject_height_m", options.height_m)
+    put("ik_node", "subject_mass_kg", options.mass_kg)
+    put("body_estimator_node", "backend", options.backend)
+    put("body_estimator_node", "person_id", options.person_id)
+    put("ik_node", "person_id", options.person_id)
+    put("recorder_node", "bag_dir", options.record or None)
+    for node_name, params in options.extra.items():
+        for k, v in params.items():
+            put(node_name, k, v)
+    return {k: v for k, v in o.items()}

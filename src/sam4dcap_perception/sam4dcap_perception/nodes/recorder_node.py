@@ -1,0 +1,115 @@
+"""recorder_node: the session's topics -> a rosbag2 (mcap) bag, closed cleanly on shutdown.
+
+Subscriptions are raw (CDR bytes straight into the bag, no deserialization), one per topic of
+`graph.TOPICS` (or the `topics` parameter), each with the QoS its publisher offers (images:
+best effort from cameras, reliable from files), plus any /humans/bodies/<id>/joint_states that
+appears. The bag is flushed every `flush_period_s` (a SIGKILLed recorder keeps all but the last
+period; `bag_io.recover_bag` completes it) and closed on SIGINT/SIGTERM (rclpy's signal
+handler shuts the context down; run_node then calls close()). Frame acks are published for
+/camera/image_raw, so a file source never outruns the recorder.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from rclpy.node import Node
+
+from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters,
+                                               run_node, subscribe_like_publisher)
+
+from .. import graph
+from ..bag_io import BagWriter, TopicQos
+
+_JOINT_STATES = re.compile(r"^/humans/bodies/[A-Za-z_][A-Za-z0-9_]*/joint_states$")
+_IMAGE_TOPIC = "/camera/image_raw"
+
+
+def _import_type(msgtype: str):
+    import importlib
+
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def _stamp_from_cdr(cdr: bytes):
+    """header.stamp of a CDR message whose first field is std_msgs/Header (all image types)."""
+    from builtin_interfaces.msg import Time
+
+    sec = int.from_bytes(cdr[4:8], "little", signed=True)
+    nanosec = int.from_bytes(cdr[8:12], "little")
+    return Time(sec=sec, nanosec=nanosec)
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder_node")
+        p = declare_parameters(self, "recorder_node")
+        if not p["bag_dir"]:
+            raise Sam4dcapError("parameter recorder_node.bag_dir is empty: give the bag folder to write")
+        known = {t.name: t for t in graph.TOPICS if t.name != graph.PROGRESS_TOPIC}
+        wanted = list(p["topics"])
+        if wanted == ["all"]:
+            wanted = list(known)
+        unknown = [t for t in wanted if t not in known and not _JOINT_STATES.match(t)]
+        if unknown:
+            raise Sam4dcapError(f"parameter recorder_node.topics: unknown topic(s) {', '.join(unknown)} "
+                                f"(known: all, {', '.join(known)})")
+        self.writer = BagWriter(p["bag_dir"])
+        self.acks = FrameAcks(self)
+        self._subs = {}
+        self._timers = []
+        self._record_all = p["topics"] == ["all"]
+        for name in wanted:
+            t = known.get(name) or graph.Topic(name, "sensor_msgs/msg/JointState", "results", "ik_node", "")
+            self._add(t)
+        self._flush_timer = self.create_timer(p["flush_period_s"], self.writer.flush)
+        if self._record_all:
+            self._discover_timer = self.create_timer(1.0, self._discover)
+        self.get_logger().info(f"recording {len(wanted)} topics to {p['bag_dir']}")
+
+    def _add(self, t: graph.Topic) -> None:
+        if t.name in self._subs:
+            return
+        cls = _import_type(t.msgtype)
+        is_image = t.name == _IMAGE_TOPIC
+
+        def on_msg(cdr: bytes, topic=t.name):
+            self.writer.write(topic, time.time_ns(), cdr)
+            if is_image:
+                self.acks.ack(_stamp_from_cdr(cdr))
+
+        if t.qos == "image":
+            # The offered QoS is recorded as the subscriber saw it: reliable from files,
+            # best effort from cameras.
+            def on_subscribed(sub, t=t):
+                reliable = sub.qos_profile.reliability.name == "RELIABLE"
+                self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=reliable, depth=30 if reliable else 5))
+                self._subs[t.name] = sub
+
+            self._timers.append(subscribe_like_publisher(self, cls, t.name, on_msg, raw=True,
+                                                         on_subscribed=on_subscribed))
+            self._subs[t.name] = None
+            return
+        qos = {"latched": LATCHED_QOS, "deep": DEEP_QOS}.get(t.qos, RESULTS_QOS)
+        self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=True, transient_local=t.qos == "latched",
+                                                          depth=qos.depth))
+        self._subs[t.name] = self.create_subscription(cls, t.name, on_msg, qos, raw=True)
+
+    def _discover(self) -> None:
+        for name, types in self.get_topic_names_and_types():
+            if _JOINT_STATES.match(name) and name not in self._subs and "sensor_msgs/msg/JointState" in types:
+                self._add(graph.Topic(name, "sensor_msgs/msg/JointState", "results", "ik_node", ""))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

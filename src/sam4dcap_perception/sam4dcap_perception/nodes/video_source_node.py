@@ -1,0 +1,295 @@
+"""video_source_node: video file / image folder / camera / rosbag -> /camera/image_raw + camera_info.
+
+Stamps: a file's frames carry their container capture times (seconds from the start of the
+file); a camera's frames carry wall-clock capture times; a bag's images keep their recorded
+stamps. Modes:
+  offline (file or bag with realtime=false): images are published reliably and the source
+      waits for downstream: it starts once every node of `ack_nodes` has subscribed to its
+      inputs, keeps at most `max_queue_frames` frames un-acked per ack node (acks on
+      /sam4dcap/progress, see graph.py), and exits 0 once every frame is acked. No frame is
+      dropped; a node silent for `ack_timeout_s` with frames pending is reported by name and
+      no longer waited for.
+  realtime (cameras, or realtime=true): frames are published at their capture times with
+      sensor-data QoS (best effort, newest wins); a slow consumer skips frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, PROGRESS_TOPIC, declare_parameters, image_qos, run_node,
+                                               sec_to_stamp)
+
+from .. import graph
+from .image_conversion import camera_info_from_intrinsics, numpy_to_image
+
+IMAGE_TOPIC = "/camera/image_raw"
+INFO_TOPIC = "/camera/camera_info"
+
+
+def is_bag(source: str) -> bool:
+    p = Path(source)
+    return (p.is_dir() and ((p / "metadata.yaml").is_file() or any(p.glob("*.mcap")))) or p.suffix == ".mcap"
+
+
+def load_camera_info_file(path: str, width: int, height: int):
+    """Intrinsics from a ROS camera_info YAML (camera_matrix.data) or an OpenCV YAML (K /
+    camera_matrix / cameraMatrix)."""
+    import numpy as np
+
+    from ..observations import CameraIntrinsics
+
+    p = Path(path)
+    if not p.is_file():
+        raise Sam4dcapError(f"parameter video_source_node.camera_info_file: {p} not found")
+    k = None
+    try:
+        import yaml
+
+        doc = yaml.safe_load(p.read_text())
+        if isinstance(doc, dict) and isinstance(doc.get("camera_matrix"), dict):
+            k = np.reshape(doc["camera_matrix"]["data"], (3, 3))
+            width, height = int(doc.get("image_width", width)), int(doc.get("image_height", height))
+    except Exception:  # noqa: BLE001 - OpenCV YAML (%YAML:1.0 + !!opencv-matrix) is not plain YAML
+        k = None
+    if k is None:
+        import cv2
+
+        fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_READ)
+        for key in ("K", "camera_matrix", "cameraMatrix"):
+            node = fs.getNode(key)
+            if not node.empty():
+                k = node.mat()
+                break
+        fs.release()
+    if k is None or np.shape(k) != (3, 3):
+        raise Sam4dcapError(f"parameter video_source_node.camera_info_file: {p} has no 3x3 camera matrix "
+                            "(ROS camera_info YAML `camera_matrix` or OpenCV `K`/`camera_matrix`)")
+    return CameraIntrinsics(width, height, float(k[0][0]), float(k[1][1]), float(k[0][2]), float(k[1][2]))
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class VideoSourceNode(Node):
+    def __init__(self):
+        super().__init__("video_source_node")
+        p = self.p = declare_parameters(self, "video_source_node")
+        if not p["source"]:
+            raise Sam4dcapError("parameter video_source_node.source is empty: give a video file, image folder, "
+                                "bag folder or camera:N")
+        self.error: str | None = None
+        self.bag = is_bag(p["source"])
+        self.camera = p["source"].startswith("camera:")
+        self.offline = not p["realtime"] and not self.camera
+        self.src = None
+        if self.bag:
+            from .. import bag_io
+
+            topics = bag_io.bag_topics(p["source"])
+            if IMAGE_TOPIC not in topics or topics[IMAGE_TOPIC].count == 0:
+                raise Sam4dcapError(f"parameter video_source_node.source: bag {p['source']} has no {IMAGE_TOPIC} "
+                                    "messages")
+            self.n_frames = topics[IMAGE_TOPIC].count
+        else:
+            from ..video_source import open_source
+
+            self.src = open_source(p["source"], start_s=p["start_s"], end_s=p["end_s"] or None)
+            self.n_frames = self.src.n_frames_hint
+            self.intrinsics = (load_camera_info_file(p["camera_info_file"], self.src.width, self.src.height)
+                               if p["camera_info_file"] else self.src.intrinsics_default(p["horizontal_fov_deg"]))
+        qos = image_qos(self.offline)
+        self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
+        self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, qos)
+        self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()] if self.offline else []
+        self._lock = threading.Condition()
+        self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes}
+        self.last_ack_wall: dict[str, float] = {}
+        self.published_ns: list[int] = []
+        if self.ack_nodes:
+            self.create_subscription(Header, PROGRESS_TOPIC, self._on_progress, DEEP_QOS)
+        self.frames_published = 0
+        self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
+        self._thread.start()
+        mode = "offline (reliable, acked by " + (", ".join(self.ack_nodes) or "nobody") + ")" if self.offline \
+            else "realtime (sensor-data QoS)"
+        self.get_logger().info(f"source {p['source']}: {mode}")
+
+    # --- flow control ---------------------------------------------------------------------
+    def _on_progress(self, msg: Header) -> None:
+        with self._lock:
+            if msg.frame_id in self.acked_ns:
+                t = _stamp_ns(msg.stamp)
+                if t > self.acked_ns[msg.frame_id]:
+                    self.acked_ns[msg.frame_id] = t
+                self.last_ack_wall[msg.frame_id] = time.monotonic()
+                self._lock.notify_all()
+
+    def _pending(self, node_name: str) -> int:
+        """Frames published but not yet acked by `node_name` (acks are watermarks: stamp <= t)."""
+        return len(self.published_ns) - bisect.bisect_right(self.published_ns, self.acked_ns[node_name])
+
+    def _wait_for_acks(self, max_pending: int) -> None:
+        timeout = self.p["ack_timeout_s"]
+        with self._lock:
+            while True:
+                waiting = [n for n in self.acked_ns if self._pending(n) > max_pending]
+                if not waiting:
+                    return
+                now = time.monotonic()
+                for n in waiting:
+                    since = self.last_ack_wall.get(n, self._started_wall)
+                    since = max(since, self._last_publish_wall)
+                    if now - since > timeout:
+                        self.get_logger().error(
+                            f"{n} acked no frame for {timeout:.1f} s with {self._pending(n)} pending: "
+                            "no longer waiting for it (its results may be incomplete)")
+                        del self.acked_ns[n]
+                if not self.context.ok():
+                    raise Sam4dcapError("shut down while waiting for downstream")
+                self._lock.wait(timeout=0.1)
+
+    def _wait_for_pipeline(self) -> None:
+        """Until each ack node subscribes to all its inputs (so no early frame is lost)."""
+        deadline = time.monotonic() + self.p["startup_timeout_s"]
+        known = {n.name: n for n in graph.NODES}
+        while True:
+            missing = []
+            for name in self.ack_nodes:
+                inputs = [t for t in known[name].subscribes if t != PROGRESS_TOPIC] if name in known else []
+                for t in inputs:
+                    if not any(i.node_name == name for i in self.get_subscriptions_info_by_topic(t)):
+                        missing.append(f"{name} on {t}")
+                if not inputs and name not in self.get_node_names():
+                    missing.append(name)
+            if not self.ack_nodes and self.image_pub.get_subscription_count() == 0:
+                missing.append(f"a subscriber on {IMAGE_TOPIC}")
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise Sam4dcapError(f"downstream not ready after {self.p['startup_timeout_s']:.0f} s "
+                                    f"(startup_timeout_s): waiting for {', '.join(missing)}")
+            if not self.context.ok():
+                raise Sam4dcapError("shut down before the first frame")
+            time.sleep(0.1)
+        time.sleep(0.5)  # discovery is per participant: give the other side's matching a moment
+
+    # --- publishing ------------------------------------------------------------------------
+    def _frames(self):
+        """(stamp, Image or CDR bytes, CameraInfo or CDR bytes, capture time for pacing)."""
+        if self.bag:
+            from rclpy.serialization import deserialize_message
+
+            from .. import bag_io
+            from .recorder_node import _stamp_from_cdr
+
+            infos = {}
+            for topic, _, _, raw in bag_io.read_messages(self.p["source"], [INFO_TOPIC, IMAGE_TOPIC],
+                                                         deserialize=False):
+                if topic == INFO_TOPIC:
+                    infos[_stamp_ns(_stamp_from_cdr(raw))] = bytes(raw)
+            start_ns = int(self.p["start_s"] * 1e9)
+            end_ns = int(self.p["end_s"] * 1e9) if self.p["end_s"] else None
+            first = None
+            for topic, _, _, raw in bag_io.read_messages(self.p["source"], [IMAGE_TOPIC], deserialize=False):
+                stamp = _stamp_from_cdr(raw)
+                t_ns = _stamp_ns(stamp)
+                first = t_ns if first is None else first
+                if t_ns - first < start_ns or (end_ns is not None and t_ns - first > end_ns):
+                    continue
+                info = infos.get(t_ns)
+                if info is None:
+                    img = deserialize_message(bytes(raw), Image)
+                    from ..observations import CameraIntrinsics
+
+                    info = camera_info_from_intrinsics(
+                        CameraIntrinsics.from_fov(img.width, img.height, self.p["horizontal_fov_deg"]),
+                        stamp=stamp, frame_id=img.header.frame_id)
+                yield stamp, bytes(raw), info, t_ns * 1e-9
+            return
+        wall0 = None
+        for frame in self.src:
+            if self.camera:
+                wall0 = wall0 if wall0 is not None else (self.src.wall_time_at_start or time.time())
+                stamp = sec_to_stamp(wall0 + frame.time_s)
+            else:
+                stamp = sec_to_stamp(frame.time_s)
+            img = numpy_to_image(frame.image, "rgb8", stamp=stamp, frame_id=self.p["frame_id"])
+            info = camera_info_from_intrinsics(self.intrinsics, stamp=stamp, frame_id=self.p["frame_id"])
+            yield stamp, img, info, frame.time_s
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Sam4dcapError as exc:
+            if self.context.ok():
+                self.error = str(exc)
+                self.get_logger().error(self.error)
+        except Exception as exc:  # noqa: BLE001 - report, then stop the node with an error
+            if self.context.ok():
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(self.error)
+        finally:
+            if self.src is not None:
+                self.src.close()
+            self.context.try_shutdown()
+
+    def _run(self) -> None:
+        self._started_wall = time.monotonic()
+        self._last_publish_wall = self._started_wall
+        if self.offline:
+            self._wait_for_pipeline()
+        t_start = time.monotonic()
+        pace0 = None
+        for stamp, img, info, t_capture in self._frames():
+            if not self.context.ok():
+                return
+            if self.offline:
+                self._wait_for_acks(self.p["max_queue_frames"] - 1)
+            elif not self.camera:  # realtime replay of a file/bag: pace at the capture times
+                pace0 = pace0 if pace0 is not None else (time.monotonic() - t_capture)
+                delay = pace0 + t_capture - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            with self._lock:
+                self.published_ns.append(_stamp_ns(stamp))
+                self._last_publish_wall = time.monotonic()
+            self.image_pub.publish(img)
+            self.info_pub.publish(info)
+            self.frames_published += 1
+        if self.offline:
+            self._wait_for_acks(0)
+        dt = time.monotonic() - t_start
+        self.get_logger().info(f"source ended: {self.frames_published} frames in {dt:.1f} s "
+                               f"({self.frames_published / max(dt, 1e-9):.1f} fps)")
+        if self.frames_published == 0:
+            self.error = f"no frames published from {self.p['source']} (check start_s/end_s)"
+
+
+def main(args=None) -> int:
+    holder = {}
+
+    def factory():
+        holder["node"] = VideoSourceNode()
+        return holder["node"]
+
+    rc = run_node(factory, args)
+    node = holder.get("node")
+    if rc == 0 and node is not None and node.error:
+        print(f"error: {node.error}", file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
