@@ -23,6 +23,7 @@ Assumptions (documented because the tables do not give them):
 - The trunk of de Leva is split at the omphalion: lower trunk = pelvis body, upper + middle
   trunk = torso body (lumbar joint at the omphalion level on the trunk axis). Head + neck is one
   body (de Leva's VERT-CERV segment) jointed at C7/T1.
+- Mass fractions are normalised by their sum (100.00 % male, 99.99 % female).
 - The foot mass is split 6% talus, 80% calcaneus/mid-foot, 14% toes (the proportions of the
   Rajagopal 2016 model), keeping de Leva's foot centre of mass; the forearm mass is split equally
   between ulna and radius.
@@ -232,8 +233,12 @@ def body_layout(height_m: float, mass_kg: float, sex: str = "male") -> BodyLayou
         O[f"hand_{side}"] = P[f"wjc_{side}"]
 
     # --- mass properties -----------------------------------------------------------------
+    # The female column sums to 99.99 %: normalise so the model mass is exactly the subject's.
+    total_pct = table["head"][1] + table["upper_trunk"][1] + table["middle_trunk"][1] + table["lower_trunk"][1] \
+        + 2 * sum(table[k][1] for k in ("upper_arm", "forearm", "hand", "thigh", "shank", "foot"))
+
     def frac(name):
-        return table[name][1] / 100.0 * mass_kg
+        return table[name][1] / total_pct * mass_kg
 
     def along(name, start, end):
         """(com point, length) of a de Leva segment from its proximal to distal end point."""

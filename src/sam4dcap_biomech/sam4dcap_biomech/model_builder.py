@@ -366,6 +366,9 @@ def add_marker_set(model, xml_path) -> None:
     missing = {}
     for i in range(marker_set.getSize()):
         body = _marker_body_name(marker_set.get(i))
+        if not body:
+            raise Sam4dcapError(f"marker {marker_set.get(i).getName()} in {xml_path} names no body: add "
+                                "<socket_parent_frame>/bodyset/BODY</socket_parent_frame> (or <body>BODY</body>)")
         if body not in bodies and body != "ground":
             missing.setdefault(body, []).append(marker_set.get(i).getName())
     if missing:
