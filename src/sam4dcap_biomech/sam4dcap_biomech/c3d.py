@@ -3,10 +3,14 @@
 Points are stored in millimetres (POINT:UNITS "mm", the usual C3D convention) as 32-bit floats
 (~1e-4 mm resolution); missing markers are NaN, which ezc3d writes as invalid points (negative
 residual) and reads back as NaN. C3D has one constant point rate and a first frame: times are
-written as rate = 1/median step, first frame = round(time[0] * rate); irregular time stamps are
+written as rate = the nominal rate (`filters.sampling_rate_hz`), first frame = round(time[0] * rate); irregular time stamps are
 not representable (a warning names the largest error). Analogs must be sampled at an integer
 multiple of the point rate with exactly that many samples per point frame. The series' frame id
 is kept in a SAM4DCAP:FRAME parameter.
+
+ezc3d and opensim share SWIG's runtime type table: once opensim has converted a Python list to
+a std::vector in the process, ezc3d can no longer convert parameter strings. `write_c3d` then
+writes from a fresh interpreter (`python -m sam4dcap_biomech.c3d`), transparently.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ def _ezc3d():
 
 def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -> Path:
     """Write markers (any length unit; stored in mm) and optional analogs as a C3D file."""
-    ezc3d = _ezc3d()
+    from .filters import sampling_rate_hz
+
+    _ezc3d()
     path = Path(path)
     if not markers.is_points:
         raise Sam4dcapError("write_c3d needs a point series (N, M, 3) of markers")
@@ -42,24 +48,21 @@ def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -
         raise Sam4dcapError(f"marker series unit {markers.unit!r} is not a length; cannot write {path}")
     if markers.n_frames < 1 or np.isnan(markers.values).all():
         raise Sam4dcapError(f"no valid marker samples to write to {path}")
-    rate = 1.0 / float(np.median(np.diff(markers.time))) if markers.n_frames > 1 \
+    rate = float(sampling_rate_hz(markers)) if markers.n_frames > 1 \
         else float(markers.meta.get("data_rate_hz", 100.0))
     first_frame = int(round(markers.time[0] * rate))
     if first_frame < 0:
         raise Sam4dcapError(f"C3D cannot hold negative times (first time {markers.time[0]} s); shift the series")
     implied = (first_frame + np.arange(markers.n_frames)) / rate
     err = float(np.max(np.abs(implied - markers.time)))
-    if err > 0.01 / rate:
+    if err > 0.1 / rate:
         log.warning("%s: C3D stores a constant rate; time stamps move by up to %.2f ms", path, 1e3 * err)
 
-    c3d = ezc3d.c3d()
-    c3d["parameters"]["POINT"]["RATE"]["value"] = [rate]
-    c3d["parameters"]["POINT"]["LABELS"]["value"] = tuple(markers.names)
-    c3d["parameters"]["POINT"]["UNITS"]["value"] = ["mm"]
     mm = markers.to_unit("mm").values  # (N, M, 3)
     points = np.ones((4, len(markers.names), markers.n_frames))
     points[:3] = np.transpose(mm, (2, 1, 0))
-    c3d["data"]["points"] = points
+    payload = {"points": points, "labels": np.array(markers.names, dtype=str), "rate": np.array(rate),
+               "first_frame": np.array(first_frame), "frame": np.array(markers.frame)}
     if analogs is not None:
         if analogs.is_points:
             raise Sam4dcapError("C3D analogs must be scalar channels (N, K)")
@@ -67,16 +70,52 @@ def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -
         if ratio < 1 or ratio != int(ratio):
             raise Sam4dcapError(f"C3D analogs need a whole number of samples per marker frame: "
                                 f"{analogs.n_frames} analog samples for {markers.n_frames} marker frames")
-        c3d["parameters"]["ANALOG"]["RATE"]["value"] = [rate * int(ratio)]
-        c3d["parameters"]["ANALOG"]["LABELS"]["value"] = tuple(analogs.names)
-        c3d["parameters"]["ANALOG"]["UNITS"]["value"] = [analogs.unit_of(n) for n in analogs.names]
-        c3d["data"]["analogs"] = np.nan_to_num(analogs.values.T[None, :, :], nan=0.0)
-    c3d["header"]["points"]["first_frame"] = first_frame
-    if markers.frame:
-        c3d.add_parameter("SAM4DCAP", "FRAME", [markers.frame])
+        payload.update(analogs=np.nan_to_num(analogs.values.T[None, :, :], nan=0.0),
+                       analog_labels=np.array(analogs.names, dtype=str),
+                       analog_units=np.array([analogs.unit_of(n) for n in analogs.names], dtype=str),
+                       analog_rate=np.array(rate * int(ratio)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    c3d.write(str(path))
+    try:
+        _write_payload(payload, path)
+    except (TypeError, ValueError) as e:
+        # Once opensim has converted Python lists to std::vector in this process, ezc3d's
+        # SWIG wrappers can no longer convert strings (shared SWIG type table): write from a
+        # fresh interpreter instead.
+        log.debug("ezc3d in-process write failed (%s); writing %s in a subprocess", e, path)
+        _write_in_subprocess(payload, path)
     return path
+
+
+def _write_payload(payload: dict, path: Path) -> None:
+    ezc3d = _ezc3d()
+    c3d = ezc3d.c3d()
+    c3d["parameters"]["POINT"]["RATE"]["value"] = [float(payload["rate"])]
+    c3d["parameters"]["POINT"]["LABELS"]["value"] = tuple(str(n) for n in payload["labels"])
+    c3d["parameters"]["POINT"]["UNITS"]["value"] = ["mm"]
+    c3d["data"]["points"] = np.asarray(payload["points"], float)
+    if "analogs" in payload:
+        c3d["parameters"]["ANALOG"]["RATE"]["value"] = [float(payload["analog_rate"])]
+        c3d["parameters"]["ANALOG"]["LABELS"]["value"] = tuple(str(n) for n in payload["analog_labels"])
+        c3d["parameters"]["ANALOG"]["UNITS"]["value"] = [str(u) for u in payload["analog_units"]]
+        c3d["data"]["analogs"] = np.asarray(payload["analogs"], float)
+    c3d["header"]["points"]["first_frame"] = int(payload["first_frame"])
+    if str(payload["frame"]):
+        c3d.add_parameter("SAM4DCAP", "FRAME", [str(payload["frame"])])
+    c3d.write(str(path))
+
+
+def _write_in_subprocess(payload: dict, path: Path) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sam4dcap-c3d-") as tmp:
+        npz = Path(tmp) / "payload.npz"
+        np.savez(npz, **payload)
+        proc = subprocess.run([sys.executable, "-m", "sam4dcap_biomech.c3d", str(npz), str(path)],
+                              capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise Sam4dcapError(f"cannot write C3D file {path}: {proc.stderr.strip().splitlines()[-1:]}")
 
 
 def _read(path: Path):
@@ -127,3 +166,10 @@ def read_c3d(path) -> TimeSeries:
                                      channel_units={n: u for n, u in zip(a_labels, a_units) if u != unit},
                                      meta={"data_rate_hz": a_rate, "source": str(path)})
     return TimeSeries(time=time, names=tuple(labels), values=values, unit="m", frame=frame, meta=meta)
+
+
+if __name__ == "__main__":  # subprocess writer (see _write_in_subprocess)
+    import sys
+
+    with np.load(sys.argv[1]) as data:
+        _write_payload({k: data[k] for k in data.files}, Path(sys.argv[2]))

@@ -68,3 +68,18 @@ def test_c3d_errors(tmp_path):
         write_c3d(tmp_path / "x.c3d", markers.with_values(np.full_like(markers.values, np.nan)))
     with pytest.raises(Sam4dcapError, match="point series"):
         write_c3d(tmp_path / "x.c3d", TimeSeries.from_dict([0.0, 0.1], {"a": [1.0, 2.0]}, unit="m"))
+
+
+def test_write_after_opensim_used_std_vectors(tmp_path):
+    """opensim converting Python lists to std::vector breaks ezc3d's string conversion in-process;
+    write_c3d must still produce the same file."""
+    import opensim
+
+    labels = opensim.StdVectorString()
+    labels.append("a")
+    table = opensim.TimeSeriesTable([0.0, 0.1], opensim.Matrix(2, 1), labels)
+    assert table.getNumRows() == 2
+    markers = make_markers()
+    back = read_c3d(write_c3d(tmp_path / "after_opensim.c3d", markers))
+    assert back.names == NAMES and back.frame == "world"
+    np.testing.assert_allclose(back.values, markers.values, atol=1e-6, equal_nan=True)
