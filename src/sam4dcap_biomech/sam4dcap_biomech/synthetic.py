@@ -163,7 +163,6 @@ def squat_trajectory(duration_s: float = 4.0, rate_hz: float = 60.0, *, height_m
         q[f"hip_flexion_{s}"] = 0.9 * k
         # Feet flat: the shank's forward lean equals the ankle dorsiflexion.
         q[f"ankle_angle_{s}"] = -(q["pelvis_tilt"] + q[f"hip_flexion_{s}"] - k)
-        q[f"hip_adduction_{s}"] = -0.08 * k
         q[f"arm_flex_{s}"] = 0.8 * k
         q[f"elbow_flex_{s}"] = 0.2 + 0.1 * k
         q[f"pro_sup_{s}"] = np.full(time.size, 80 * _D)
