@@ -156,7 +156,8 @@ def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.nda
     lowest = np.where(np.isfinite(h), h, np.inf).min(1)
     stance = slow.any(1) & np.isfinite(lowest)
     if not stance.any():
-        return {"stance_frames": 0}
+        return {"stance_frames": 0, "stance_lowest_foot_median_m": float("nan"), "stance_lowest_foot_p5_m": float("nan"),
+                "stance_lowest_foot_p95_m": float("nan"), "stance_within_2cm_fraction": float("nan")}
     low = lowest[stance]
     return {
         "stance_frames": int(stance.sum()),

@@ -1,0 +1,96 @@
+"""Virtual markers from synthetic observations with a known answer: offline result, missing
+frames (NaN + flagged, never zeros), no person, and the streaming estimator (ROS node path)."""
+
+import numpy as np
+import pytest
+from _synthetic_body import NAMES, Scene
+
+from sam4dcap_biomech.config import load_config
+from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_perception import world_frame as wf
+from sam4dcap_perception.virtual_markers import StreamingMarkerEstimator, markers_from_observations
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return Scene(estimator_scale=1.1, n_frames=180)
+
+
+def test_offline_markers_match_the_ground_truth(scene):
+    res = markers_from_observations(scene.observations(), height_m=scene.height_m, intrinsics=scene.intrinsics,
+                                    offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+    expected = scene.expected_world()
+    assert res.raw.names == NAMES and res.raw.frame == "world" and res.raw.unit == "m"
+    assert res.raw.meta["marker_set"] == "blazepose33"
+    np.testing.assert_allclose(res.raw.values, expected, atol=0.003)
+    # Zero-phase filter: smooth motion (constant speed) passes unchanged, except heel lifts (5 Hz+).
+    feet = [NAMES.index(n) for n in ("left_heel", "right_heel")]
+    others = [i for i in range(len(NAMES)) if i not in feet]
+    np.testing.assert_allclose(res.filtered.values[:, others], expected[:, others], atol=0.003)
+    assert res.flags["tracked"].all()
+    np.testing.assert_allclose(wf.lowest_foot_height(res.filtered.values, NAMES), 0.0, atol=0.003)
+    assert res.world.scale == pytest.approx(1 / 1.1, rel=1e-6)
+    # Camera-frame series is the metric camera frame (subject scale).
+    np.testing.assert_allclose(res.camera.values, scene.camera, atol=0.003)
+
+
+def test_missing_frames_are_nan_and_flagged_never_zero(scene):
+    gone = list(range(60, 90))          # the person leaves and comes back
+    res = markers_from_observations(scene.observations(missing=gone), height_m=scene.height_m,
+                                    intrinsics=scene.intrinsics, offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+    tracked = res.flags["tracked"]
+    assert not tracked[gone].any() and tracked[[i for i in range(scene.time.size) if i not in gone]].all()
+    for series in (res.raw, res.filtered, res.camera):
+        assert np.isnan(series.values[gone]).all()
+        assert np.isfinite(series.values[tracked]).all()
+        assert not (series.values[gone] == 0).any()
+    assert (res.confidence[gone] == 0).all()
+    assert res.quality["tracked_fraction"] == pytest.approx(1 - len(gone) / scene.time.size)
+    np.testing.assert_allclose(res.raw.values[tracked], scene.expected_world()[tracked], atol=0.003)
+
+
+def test_no_person_at_all_is_a_clear_error(scene):
+    obs = scene.observations(missing=range(scene.time.size))
+    with pytest.raises(Sam4dcapError, match="no person"):
+        markers_from_observations(obs, height_m=1.8, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0)
+    with pytest.raises(Sam4dcapError, match="no frames"):
+        markers_from_observations([], height_m=1.8, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0)
+
+
+def test_streaming_estimator_matches_truth_after_the_ground_window(scene):
+    params = load_config().params("markers_node", {"subject_height_m": scene.height_m, "ground_window_s": 1.0,
+                                                        "min_travel_m": 0.2})
+    est = StreamingMarkerEstimator(params, scene.intrinsics)
+    obs = scene.observations(missing=[150, 151, 152])
+    outputs = [est.push(o) for o in obs]
+    window_frames = int(np.ceil(1.0 * 60)) + 1
+    assert all(o is None for o in outputs[:window_frames - 1])
+    assert all(o is not None for o in outputs[window_frames:])
+    assert est.ready and est.world.frame_id == "world"
+    # The lag budget of the live filter: at most one frame.
+    assert est._filter.lag_frames <= 1.0 + 1e-9
+    expected = scene.expected_world()
+    # World frame from the first second only: a shorter walk, the same answer (x = travel).
+    for i in range(window_frames, len(obs)):
+        out = outputs[i]
+        if i in (150, 151, 152):
+            assert not out.tracked and np.isnan(out.positions).all() and np.isnan(out.raw).all()
+            assert (out.confidence == 0).all()
+            continue
+        assert out.tracked and out.names == NAMES and out.frame_id == "world"
+        np.testing.assert_allclose(out.raw, expected[i], atol=0.005)
+    # Causal filter on a constant-velocity walk: within a frame's travel of the truth.
+    step = np.linalg.norm(np.diff(scene.pelvis, axis=0), axis=1).max()
+    hip = NAMES.index("left_hip")
+    errs = [np.linalg.norm(outputs[i].positions[hip] - expected[i, hip]) for i in range(window_frames + 10, 150)]
+    assert max(errs) <= step + 0.002
+
+
+def test_streaming_drops_out_of_order_frames(scene):
+    params = load_config().params("markers_node", {"subject_height_m": scene.height_m, "ground_window_s": 0.2})
+    est = StreamingMarkerEstimator(params, scene.intrinsics)
+    obs = scene.observations()
+    for o in obs[:30]:
+        est.push(o)
+    assert est.push(obs[10]) is None          # older than the last one: dropped, no crash
+    assert est.push(obs[30]) is not None

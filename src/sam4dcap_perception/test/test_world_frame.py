@@ -1,0 +1,221 @@
+"""World-frame geometry on synthetic data with known answers: translation from 2D-3D
+correspondences, robust plane fit (with and without the up prior), scale from the height,
+the whole world frame of a synthetic walking subject, extrinsics files."""
+
+import json
+
+import numpy as np
+import pytest
+from _synthetic_body import NAMES, Scene, standing_body
+
+from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_perception import world_frame as wf
+from sam4dcap_perception.observations import CameraIntrinsics
+
+K = CameraIntrinsics.from_fov(1080, 1920, 60.0)
+
+
+def _deg(a, b):
+    return np.degrees(np.arccos(np.clip(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
+
+
+def _body_and_pixels(t_true, *, noise_px=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    body = standing_body(1.75)
+    body = body - body[[NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(0)
+    # y-up body -> camera axes (y down), slightly rotated so depth varies across the body.
+    body_cam = body * np.array([1.0, -1.0, 1.0]) @ wf.RigidTransform(
+        __import__("scipy.spatial.transform", fromlist=["Rotation"]).Rotation.from_euler("y", 35, degrees=True).as_matrix(),
+        np.zeros(3)).rotation.T
+    pix = wf.project(body_cam + t_true, K) + rng.normal(0, noise_px, (len(body), 2))
+    return body_cam, pix
+
+
+def test_translation_exact_on_noise_free_projections():
+    t_true = np.array([0.4, -0.25, 3.7])
+    body, pix = _body_and_pixels(t_true)
+    t, rms = wf.recover_translation(body, pix, K)
+    np.testing.assert_allclose(t, t_true, atol=1e-6)
+    assert rms < 1e-4
+
+
+def test_translation_with_pixel_noise_and_an_outlier():
+    t_true = np.array([-0.3, 0.1, 4.5])
+    body, pix = _body_and_pixels(t_true, noise_px=1.0, seed=1)
+    pix[3] += 150.0    # one keypoint on the wrong spot: Huber weights keep it from dominating
+    t, rms = wf.recover_translation(body, pix, K)
+    # Depth from the body's size in pixels: 1 px noise on ~800 px body -> mm; the outlier adds cm.
+    assert np.linalg.norm(t - t_true) < 0.05
+    w = np.ones(len(body))
+    w[3] = 0.0        # ... and ignored entirely when its weight (visibility) is 0
+    t0, _ = wf.recover_translation(body, pix, K, weights=w)
+    assert np.linalg.norm(t0 - t_true) < 0.02
+
+
+def test_translation_needs_three_points():
+    body, pix = _body_and_pixels(np.array([0, 0, 3.0]))
+    body[2:] = np.nan
+    t, rms = wf.recover_translation(body, pix, K)
+    assert np.isnan(t).all() and np.isnan(rms)
+
+
+def test_scale_invariance_of_projection_is_what_height_fixes():
+    # The same pixels from a body 10% smaller and 10% closer: translation scales with the body.
+    t_true = np.array([0.2, 0.3, 4.0])
+    body, pix = _body_and_pixels(t_true)
+    t_small, _ = wf.recover_translation(0.9 * body, pix, K)
+    np.testing.assert_allclose(t_small, 0.9 * t_true, atol=1e-6)
+
+
+def _plane_points(normal, offset, n, *, spread, seed, noise=0.004, outlier_fraction=0.0):
+    rng = np.random.default_rng(seed)
+    normal = normal / np.linalg.norm(normal)
+    a = np.cross(normal, [1.0, 0, 0])
+    a /= np.linalg.norm(a)
+    b = np.cross(normal, a)
+    uv = rng.normal(0, 1, (n, 2)) * spread
+    pts = offset * normal + uv[:, :1] * a + uv[:, 1:] * b + rng.normal(0, noise, (n, 1)) * normal
+    n_out = int(outlier_fraction * n)
+    pts[:n_out] += rng.uniform(0.05, 0.3, (n_out, 1)) * normal   # lifted feet: above the ground only
+    return pts, a, b
+
+
+def test_plane_fit_robust_to_lifted_points():
+    normal = np.array([0.2, -0.95, -0.25])
+    normal /= np.linalg.norm(normal)
+    pts, _, _ = _plane_points(normal, 1.3, 400, spread=(0.8, 0.5), seed=2, outlier_fraction=0.3)
+    plane = wf.fit_plane(pts, inlier_m=0.02)
+    n = plane.normal if plane.normal @ normal > 0 else -plane.normal
+    assert _deg(n, normal) < 1.0
+    assert abs(plane.offset * np.sign(plane.normal @ normal) - 1.3) < 0.005
+    assert plane.inliers[int(0.3 * 400):].mean() > 0.95 and plane.inliers[:int(0.3 * 400)].mean() < 0.2
+
+
+def test_plane_prior_only_fills_the_undetermined_direction():
+    # Contacts along a line (side steps): the tilt along the line is measured, the roll about it is not.
+    normal = np.array([0.0, 1.0, 0.0])
+    pts, a, b = _plane_points(normal, 0.0, 300, spread=(1.0, 0.01), seed=3)
+    line = a   # the direction the points spread along
+    from scipy.spatial.transform import Rotation
+
+    roll_prior = Rotation.from_rotvec(np.radians(8) * line).apply(normal)     # about the line
+    tilt_prior = Rotation.from_rotvec(np.radians(8) * b).apply(normal)        # along the line
+    fit_roll = wf.fit_plane(pts, prior_normal=roll_prior, prior_spread_m=0.3)
+    fit_tilt = wf.fit_plane(pts, prior_normal=tilt_prior, prior_spread_m=0.3)
+    assert _deg(fit_roll.normal, roll_prior) < 1.0      # data say nothing: prior kept
+    assert _deg(fit_tilt.normal, normal) < 1.0          # data say a lot: prior overruled
+
+
+def test_stature_from_segments_is_posture_invariant():
+    H = 1.82
+    body = standing_body(H)
+    stature, n = wf.stature_from_segments(body[None], NAMES)
+    assert n == 1 and stature == pytest.approx(H, rel=1e-9)
+    # Bend the right knee 60 deg and lean the trunk 30 deg: same segments, same stature.
+    from scipy.spatial.transform import Rotation
+
+    bent = body.copy()
+    knee = bent[NAMES.index("right_knee")]
+    rot = Rotation.from_euler("z", 60, degrees=True)
+    for name in ("right_ankle", "right_heel", "right_foot_index"):
+        bent[NAMES.index(name)] = knee + rot.apply(bent[NAMES.index(name)] - knee)
+    hip_c = bent[[NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(0)
+    lean = Rotation.from_euler("z", -30, degrees=True)
+    upper = [i for i, n in enumerate(NAMES) if not any(s in n for s in ("hip", "knee", "ankle", "heel", "foot"))]
+    bent[upper] = hip_c + lean.apply(bent[upper] - hip_c)
+    assert wf.stature_from_segments(bent[None], NAMES)[0] == pytest.approx(H, rel=1e-9)
+    # Median over frames: a few frames with a mislocated knee do not move it.
+    frames = np.repeat(body[None], 9, axis=0)
+    frames[:3, NAMES.index("left_knee")] += [0.3, 0, 0]
+    frames[:3, NAMES.index("right_knee")] += [0.3, 0, 0]
+    assert wf.stature_from_segments(frames, NAMES)[0] == pytest.approx(H, rel=1e-9)
+
+
+def test_world_frame_of_a_synthetic_walk():
+    scene = Scene(estimator_scale=0.9)
+    t, rms = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
+    assert np.nanmax(rms) < 1e-3
+    raw = scene.estimator_3d + t[:, None, :]
+    world = wf.estimate_world_frame(raw, NAMES, height_m=scene.height_m, min_travel_m=0.5)
+    assert world.scale == pytest.approx(1 / 0.9, rel=1e-6)
+    assert world.stats["forward_method"] == "travel"
+    pts = world.apply(raw)
+    np.testing.assert_allclose(pts, scene.expected_world(), atol=0.002)
+    # The camera pose in the world (what the markers node publishes as TF).
+    expected_cam = scene.expected_world()[0, 0] * 0 + (scene.camera_position - scene.pelvis[0] * [1, 0, 1])
+    x = scene.direction
+    R = np.stack([x, [0, 1, 0], np.cross(x, [0, 1, 0])])
+    np.testing.assert_allclose(world.world_from_camera.translation, R @ expected_cam, atol=0.002)
+    assert world.stats["camera_height_m"] == pytest.approx(scene.camera_position[1], abs=0.002)
+    np.testing.assert_allclose(world.world_from_camera.rotation, R @ scene.R_cw.T, atol=1e-3)
+
+
+def test_forward_points_to_the_camera_when_standing_still():
+    scene = Scene(travel_m=0.05)
+    t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
+    world = wf.estimate_world_frame(scene.estimator_3d + t[:, None], NAMES, height_m=1.8, min_travel_m=0.5)
+    assert world.stats["forward_method"] == "camera"
+    cam = world.world_from_camera.translation
+    pelvis0 = world.apply(scene.estimator_3d[0] + t[0])[[NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(0)
+    to_cam = (cam - pelvis0) * [1, 0, 1]
+    assert _deg(to_cam, [1, 0, 0]) < 3.0
+
+
+def test_ground_contact_shift_moves_along_the_camera_ray():
+    scene = Scene()
+    world = scene.expected_world()[:5].copy()
+    camera = np.array([2.0, 1.6, 1.0])
+    world[:, :, 1] += 0.05                      # feet 5 cm above the ground
+    shift = wf.ground_contact_shift(world, NAMES, camera, wf.lowest_foot_height(world, NAMES))
+    fixed = world + shift[:, None]
+    np.testing.assert_allclose(wf.lowest_foot_height(fixed, NAMES), 0.0, atol=1e-9)
+    pel = world[:, [NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(1)
+    ray = (pel - camera) / np.linalg.norm(pel - camera, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.cross(shift, ray), 0.0, atol=1e-9)   # along the ray: same pixel
+
+
+def test_rigid_transform_algebra_and_quaternion():
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.from_euler("xyz", [10, -20, 30], degrees=True)
+    T = wf.RigidTransform(r.as_matrix(), [1.0, 2.0, 3.0])
+    p = np.array([[0.3, -0.2, 5.0], [np.nan, 0, 0]])
+    back = T.inverse().apply(T.apply(p))
+    np.testing.assert_allclose(back[0], p[0], atol=1e-12)
+    assert np.isnan(back[1]).all()
+    np.testing.assert_allclose(T.compose(T.inverse()).matrix, np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(np.abs(T.quaternion_xyzw), np.abs(r.as_quat()), atol=1e-12)
+    with pytest.raises(Sam4dcapError, match="rotation"):
+        wf.RigidTransform(np.diag([1.0, 1.0, -1.0]), np.zeros(3))
+
+
+def test_extrinsics_files(tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.from_euler("y", 40, degrees=True).as_matrix()
+    f = tmp_path / "ext.json"
+    f.write_text(json.dumps({"rotation": r.tolist(), "translation": [1, 2, 3]}))
+    T = wf.load_extrinsics(f)
+    np.testing.assert_allclose(T.rotation, r)
+    # OpenCV rvec/tvec are world->camera: the loaded transform is its inverse.
+    g = tmp_path / "ext.yaml"
+    rvec = Rotation.from_matrix(r).as_rotvec()
+    g.write_text(f"rvec: {rvec.tolist()}\ntvec: [0.5, 0.0, 2.0]\n")
+    T2 = wf.load_extrinsics(g)
+    np.testing.assert_allclose(T2.inverse().rotation, r, atol=1e-12)
+    np.testing.assert_allclose(T2.inverse().translation, [0.5, 0, 2.0], atol=1e-12)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"R": 1}))
+    with pytest.raises(Sam4dcapError, match="rotation\\+translation"):
+        wf.load_extrinsics(bad)
+    with pytest.raises(Sam4dcapError, match="not found"):
+        wf.load_extrinsics(tmp_path / "missing.json")
+
+
+def test_world_frame_errors():
+    scene = Scene()
+    with pytest.raises(Sam4dcapError, match="height"):
+        wf.estimate_world_frame(scene.camera, NAMES, height_m=0.0)
+    blank = np.full_like(scene.camera, np.nan)
+    with pytest.raises(Sam4dcapError, match="cannot scale"):
+        wf.estimate_world_frame(blank, NAMES, height_m=1.7)
