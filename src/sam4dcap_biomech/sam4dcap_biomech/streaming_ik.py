@@ -88,8 +88,10 @@ class StreamingIK:
     """Frame-by-frame IK with warm start; the engine of `sam4dcap ik --streaming` and the ik_node.
 
     marker_names: the order of the rows of `positions` given to `solve()`. Names the model does
-    not carry raise an error naming them. Markers without a weight (weights given and the name
-    not in them) are ignored; weight 0 ignores a marker.
+    not carry are ignored (like the InverseKinematicsTool; listed in `ignored_markers`); too few
+    usable markers is an error naming both sides. marker_weights None = the project's
+    marker-set weights (inverse_kinematics.MARKER_SET_WEIGHTS) when the names are a project set,
+    else equal weights; names missing from given weights, or weight 0, are ignored.
     """
 
     def __init__(self, model, marker_names: Sequence[str], *,
@@ -120,8 +122,13 @@ class StreamingIK:
         if self.ignored_markers:
             log.info("markers not on the model, ignored: %s", ", ".join(self.ignored_markers))
         self.marker_names = tuple(names)
-        weights = np.array([0.0 if n not in have else 1.0 if marker_weights is None
-                            else float(marker_weights.get(n, 0.0)) for n in names])
+        if marker_weights is None:
+            # The project's marker-set weights when the names are one of its sets, else equal.
+            from .inverse_kinematics import MARKER_SET_WEIGHTS, marker_set_of
+
+            key = marker_set_of(names)
+            marker_weights = MARKER_SET_WEIGHTS[key] if key else {n: 1.0 for n in names}
+        weights = np.array([0.0 if n not in have else float(marker_weights.get(n, 0.0)) for n in names])
         if np.any(weights < 0) or not np.all(np.isfinite(weights)):
             raise Sam4dcapError("marker weights must be finite and >= 0")
         self.weights = weights
