@@ -8,9 +8,11 @@ not representable (a warning names the largest error). Analogs must be sampled a
 multiple of the point rate with exactly that many samples per point frame. The series' frame id
 is kept in a SAM4DCAP:FRAME parameter.
 
-ezc3d and opensim share SWIG's runtime type table: once opensim has converted a Python list to
-a std::vector in the process, ezc3d can no longer convert parameter strings. `write_c3d` then
-writes from a fresh interpreter (`python -m sam4dcap_biomech.c3d`), transparently.
+ezc3d and opensim share SWIG's runtime type table: in one process, whichever converts a Python
+list to a std::vector first breaks the other's conversions (opensim.TimeSeriesTable(list, ...)
+fails after an ezc3d write; an ezc3d write fails after opensim converted lists). So
+`write_c3d` always writes from a fresh interpreter (`python -m sam4dcap_biomech.c3d`, ~0.3 s);
+reading is safe in-process.
 """
 
 from __future__ import annotations
@@ -75,14 +77,7 @@ def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -
                        analog_units=np.array([analogs.unit_of(n) for n in analogs.names], dtype=str),
                        analog_rate=np.array(rate * int(ratio)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _write_payload(payload, path)
-    except (TypeError, ValueError) as e:
-        # Once opensim has converted Python lists to std::vector in this process, ezc3d's
-        # SWIG wrappers can no longer convert strings (shared SWIG type table): write from a
-        # fresh interpreter instead.
-        log.debug("ezc3d in-process write failed (%s); writing %s in a subprocess", e, path)
-        _write_in_subprocess(payload, path)
+    _write_in_subprocess(payload, path)
     return path
 
 
@@ -105,17 +100,23 @@ def _write_payload(payload: dict, path: Path) -> None:
 
 
 def _write_in_subprocess(payload: dict, path: Path) -> None:
+    import os
     import subprocess
     import sys
     import tempfile
+
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])  # importable even if not installed
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
 
     with tempfile.TemporaryDirectory(prefix="sam4dcap-c3d-") as tmp:
         npz = Path(tmp) / "payload.npz"
         np.savez(npz, **payload)
         proc = subprocess.run([sys.executable, "-m", "sam4dcap_biomech.c3d", str(npz), str(path)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, env=env)
     if proc.returncode != 0:
-        raise Sam4dcapError(f"cannot write C3D file {path}: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise Sam4dcapError(f"cannot write C3D file {path}: {last}")
 
 
 def _read(path: Path):

@@ -70,16 +70,21 @@ def test_c3d_errors(tmp_path):
         write_c3d(tmp_path / "x.c3d", TimeSeries.from_dict([0.0, 0.1], {"a": [1.0, 2.0]}, unit="m"))
 
 
-def test_write_after_opensim_used_std_vectors(tmp_path):
-    """opensim converting Python lists to std::vector breaks ezc3d's string conversion in-process;
-    write_c3d must still produce the same file."""
+def test_c3d_and_opensim_coexist_in_one_process(tmp_path):
+    """In-process, an ezc3d write and opensim's list -> std::vector conversions break each other
+    (shared SWIG type table); write_c3d must leave opensim working and work after opensim."""
     import opensim
 
-    labels = opensim.StdVectorString()
-    labels.append("a")
-    table = opensim.TimeSeriesTable([0.0, 0.1], opensim.Matrix(2, 1), labels)
-    assert table.getNumRows() == 2
     markers = make_markers()
+
+    def opensim_table_from_lists():
+        labels = opensim.StdVectorString()
+        labels.append("a")
+        return opensim.TimeSeriesTable([0.0, 0.1], opensim.Matrix(2, 1), labels)
+
+    write_c3d(tmp_path / "first.c3d", markers)
+    assert opensim_table_from_lists().getNumRows() == 2
     back = read_c3d(write_c3d(tmp_path / "after_opensim.c3d", markers))
     assert back.names == NAMES and back.frame == "world"
     np.testing.assert_allclose(back.values, markers.values, atol=1e-6, equal_nan=True)
+    assert opensim_table_from_lists().getNumRows() == 2
