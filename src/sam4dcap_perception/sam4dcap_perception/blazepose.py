@@ -209,6 +209,8 @@ class BlazePoseEstimator:
                 log.info("frame size changed %s -> %s: restarting the landmark graph", self._image_shape, (wh, ww))
                 self._graph.reset()
                 self._roi = None
+                self.tracker.mark_lost()
+                self.tracker.rescale(ww / self._image_shape[1], wh / self._image_shape[0])
             self._image_shape = (wh, ww)
 
         try:

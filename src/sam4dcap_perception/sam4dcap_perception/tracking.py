@@ -114,6 +114,12 @@ class PromptTracker:
         self.tracking = True
         return True
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """The frames changed size: express the last box in the new pixels."""
+        if self.last is not None:
+            x0, y0, x1, y1 = self.last.box
+            self.last = TrackState(box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), time_s=self.last.time_s)
+
     def mark_lost(self) -> None:
         self.tracking = False
 

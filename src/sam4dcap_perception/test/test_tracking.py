@@ -1,0 +1,131 @@
+"""Auto-prompt and tracking: the box logic on its own, then real frames with two people side by
+side (two demo cameras concatenated), a person leaving and re-entering, and an empty scene."""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from sam4dcap_perception.blazepose import BlazePoseEstimator
+from sam4dcap_perception.observations import Frame
+from sam4dcap_perception.person_detector import PersonDetector
+from sam4dcap_perception.tracking import PromptTracker, box_iou, prompt_from_box
+from sam4dcap_perception.video_source import open_source
+
+
+@dataclass
+class Det:
+    box_xyxy: tuple
+    score: float
+
+
+def test_prompt_is_box_plus_centroid():
+    p = prompt_from_box((10, 20, 30, 60), 0.8, 1.5, source="auto")
+    assert p.box_xyxy == (10, 20, 30, 60) and p.time_s == 1.5 and p.score == 0.8
+    np.testing.assert_allclose(p.points, [[20, 40]])
+    assert p.labels.tolist() == [1]
+
+
+def test_box_iou():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def test_select_best_score_above_threshold_then_relock_near_last_box():
+    t = PromptTracker(person_id=7, prompt_min_score=0.5, max_jump=0.5, relock_s=1.0)
+    assert t.select([Det((0, 0, 10, 10), 0.49)], 0.0) is None and t.prompt is None
+    a, b = Det((0, 0, 100, 200), 0.6), Det((500, 0, 600, 200), 0.9)
+    assert t.select([b, a], 0.0) is b and t.prompt.source == "auto" and t.prompt.score == 0.9
+    assert t.accept(b.box_xyxy, 0.0)
+    # A result that jumps to the other person is rejected (identity switch).
+    assert not t.accept(a.box_xyxy, 0.1) and not t.tracking
+    # Lost: within relock_s only a detection near the last box may re-prompt ...
+    assert t.select([a], 0.3) is None
+    near = Det((520, 10, 620, 210), 0.7)
+    assert t.select([a, near], 0.3) is near and t.prompt.source == "reprompt"
+    assert t.accept(near.box_xyxy, 0.3)
+    # ... after relock_s the best-scoring person is taken.
+    t.mark_lost()
+    assert t.select([a], 0.3 + 1.01) is a and t.person_id == 7 and t.n_prompts == 3
+
+
+@pytest.fixture(scope="module")
+def two_people(pose2sim_demo):
+    """0.5 s of cam01 (left) and cam03 (right) side by side: two people in one frame."""
+    left = list(open_source(pose2sim_demo / "videos" / "cam01.mp4", end_s=0.5))
+    right = list(open_source(pose2sim_demo / "videos" / "cam03.mp4", end_s=0.5))
+    frames = [Frame(a.index, a.time_s, np.ascontiguousarray(np.concatenate(
+        [a.image, cv2.resize(b.image, (1080, 1920))], axis=1))) for a, b in zip(left, right)]
+    return frames, left
+
+
+def test_detector_sees_both_people(two_people):
+    frames, _ = two_people
+    det = PersonDetector()
+    try:
+        found = det.detect(frames[0].image)
+    finally:
+        det.close()
+    assert len(found) == 2
+    centres = sorted(d.centroid_xy[0] for d in found)
+    assert centres[0] < 1080 < centres[1]
+
+
+def test_tracking_stays_on_the_prompted_person(two_people):
+    frames, left = two_people
+    det = PersonDetector()
+    best = det.detect(frames[0].image)[0]
+    det.close()
+    side = "right" if best.centroid_xy[0] > 1080 else "left"
+    with BlazePoseEstimator({}) as est:
+        obs = [est.process(f) for f in frames]
+    assert all(o.tracked for o in obs)
+    assert {o.prompt.source for o in obs} == {"auto"} and len({id(o.prompt) for o in obs}) == 1
+    for o in obs:
+        hips_x = o.keypoints_2d[23:25, 0]
+        assert ((hips_x > 1080) if side == "right" else (hips_x < 1080)).all()
+        # The mask is of that person only: nothing on the other half.
+        other = o.mask[:, :1080] if side == "right" else o.mask[:, 1080:]
+        assert not other.any()
+
+
+def test_other_person_in_view_when_ours_leaves_and_returns(two_people):
+    """Ours (the prompted one) leaves for 10 frames while the other stays: no identity switch
+    (NaN frames), then a re-prompt on ours when back, same person id."""
+    frames, _ = two_people
+    det = PersonDetector()
+    best = det.detect(frames[0].image)[0]
+    det.close()
+    ours = slice(1080, 2160) if best.centroid_xy[0] > 1080 else slice(0, 1080)
+    seq = []
+    for f in frames[:30]:
+        img = f.image.copy()
+        if 10 <= f.index < 20:
+            img[:, ours] = 127                       # our person gone, the other still there
+        seq.append(Frame(f.index, f.time_s, img))
+    with BlazePoseEstimator({}) as est:
+        obs = [est.process(f) for f in seq]
+    tracked = [o.tracked for o in obs]
+    assert all(tracked[:10]) and not any(tracked[10:20]) and all(tracked[22:30])
+    for o in obs[10:20]:
+        assert np.isnan(o.keypoints_2d).all() and np.isnan(o.keypoints_3d).all() and not o.mask.any()
+    assert obs[29].prompt.source == "reprompt" and obs[29].prompt.time_s >= 20 / 60 - 1e-9
+    assert {o.person_id for o in obs} == {1}
+    lo, hi = ours.start, ours.stop
+    assert all(((o.keypoints_2d[23:25, 0] >= lo) & (o.keypoints_2d[23:25, 0] < hi)).all()
+               for o in obs if o.tracked)
+
+
+def test_person_leaving_and_reentering_single(pose2sim_demo):
+    frames = list(open_source(pose2sim_demo / "videos" / "cam02.mp4", end_s=0.5))
+    with BlazePoseEstimator({}) as est:
+        obs = []
+        for f in frames:
+            img = f.image if not 8 <= f.index < 16 else np.full_like(f.image, 90)
+            obs.append(est.process(Frame(f.index, f.time_s, img)))
+    tracked = [o.tracked for o in obs]
+    assert all(tracked[:8]) and not any(tracked[8:16]) and sum(tracked[16:]) >= len(tracked[16:]) - 1
+    assert obs[10].extra["reason"] == "tracked person not found"
+    assert obs[-1].prompt.source == "reprompt" and obs[0].prompt.source == "auto"
