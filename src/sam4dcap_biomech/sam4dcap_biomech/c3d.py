@@ -76,7 +76,10 @@ def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -
                        analog_labels=np.array(analogs.names, dtype=str),
                        analog_units=np.array([analogs.unit_of(n) for n in analogs.names], dtype=str),
                        analog_rate=np.array(rate * int(ratio)))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Sam4dcapError(f"cannot write C3D file {path}: {e.strerror or e}") from None
     _write_in_subprocess(payload, path)
     return path
 

@@ -234,8 +234,11 @@ def _write_storage(path, series: TimeSeries, *, in_degrees: bool, name: str | No
         return "NaN" if not math.isfinite(v) else f"{v:.10g}"
 
     body = [f"{series.time[i]:.9f}\t" + "\t".join(fmt(v) for v in values[i]) for i in range(series.n_frames)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header + body) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(header + body) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise Sam4dcapError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 

@@ -250,6 +250,9 @@ def write_trc(path, markers: TimeSeries, *, units: str = "m") -> Path:
     flat = values.reshape(n_frames, n_markers * 3)
     for i in range(n_frames):
         out.append(f"{i + 1}\t{markers.time[i]:.9f}\t" + "\t".join(_fmt(v, digits) for v in flat[i]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise Sam4dcapError(f"cannot write TRC file {path}: {e.strerror or e}") from None
     return path

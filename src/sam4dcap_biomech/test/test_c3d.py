@@ -66,6 +66,10 @@ def test_c3d_errors(tmp_path):
                   analogs=TimeSeries.from_dict(np.arange(45) / 150.0, {"a": np.zeros(45)}, unit="V"))
     with pytest.raises(Sam4dcapError, match="no valid marker samples"):
         write_c3d(tmp_path / "x.c3d", markers.with_values(np.full_like(markers.values, np.nan)))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Sam4dcapError, match="cannot write C3D file .*file/sub/x.c3d"):
+        write_c3d(blocker / "sub" / "x.c3d", markers)
     with pytest.raises(Sam4dcapError, match="point series"):
         write_c3d(tmp_path / "x.c3d", TimeSeries.from_dict([0.0, 0.1], {"a": [1.0, 2.0]}, unit="m"))
 

@@ -194,3 +194,10 @@ def test_marker_error_file_and_state_paths(tmp_path):
               "0\t0.5\t90\n")
     st = read_mot(write_text(tmp_path, states, "s.sto"))
     np.testing.assert_allclose(st.values[0], [0.5, np.pi / 2])
+
+
+def test_error_unwritable_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Sam4dcapError, match="cannot write .*file/ik.mot"):
+        write_mot(blocker / "ik.mot", make_coordinates())

@@ -198,3 +198,10 @@ def test_require_markers_names_missing_and_misnamed():
     with pytest.raises(Sam4dcapError, match=r"2 expected marker\(s\) missing in x.trc: R.ASIS_study "
                                             r"\(found 'r.ASIS_study': rename it\?\), RHEE$"):
         require_markers(markers, ["R.ASIS_study", "C7", "RHEE"], source="x.trc")
+
+
+def test_error_unwritable_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Sam4dcapError, match="cannot write TRC file .*file/sub/a.trc"):
+        write_trc(blocker / "sub" / "a.trc", make_markers(n_frames=12))
