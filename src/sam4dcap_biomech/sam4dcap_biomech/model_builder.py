@@ -25,8 +25,8 @@ LaiUhlrich 2022 (OpenCap), so results compare 1:1 with OpenCap, Rajagopal and Ga
 Segment dimensions, masses, centres of mass and inertias come from `anthropometry` (de Leva 1996,
 Harrington 2007 hip joint centre, Drillis & Contini 1966); marker placement from `model_markers`.
 Each body carries a simple ellipsoid/brick geometry (display only, e.g. the RViz twin).
-Frames named `vertex`, `heel_sole_{r,l}` and `toe_tip_sole_{r,l}` mark the top of the head and the
-foot soles; `standing_height_m` uses them.
+Frames named `vertex` and `heel_sole_{r,l}`, `mtp_sole_{r,l}`, `toe_tip_sole_{r,l}` (`SOLE_FRAMES`)
+mark the top of the head and the foot soles; `standing_height_m` and the synthetic trials use them.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ COORDINATE_NAMES: tuple[str, ...] = PELVIS_COORDINATES + tuple(c for _, _, _, cs
 TRANSLATIONAL_COORDINATES = ("pelvis_tx", "pelvis_ty", "pelvis_tz")
 COORDINATE_RANGES: dict[str, tuple[float, float]] = dict(PELVIS_RANGES)
 COORDINATE_RANGES.update({c: (lo * _D, hi * _D) for _, _, _, cs in JOINTS for c, _, (lo, hi) in cs})
+# Frames on the foot soles (heel, under the MTP joint, toe tip): the lowest one touches the floor.
+SOLE_FRAMES = tuple(f"{p}_sole_{s}" for s in ("r", "l") for p in ("heel", "mtp", "toe_tip"))
 BODY_NAMES: tuple[str, ...] = ("pelvis",) + tuple(child for _, _, child, _ in JOINTS)
 
 SOURCES = ("Anthropometry: de Leva P. (1996) J Biomech 29(9):1223-1230 (segment lengths, masses, "
@@ -286,6 +288,8 @@ def build_model(*, height_m: float, mass_kg: float, markers: str = "blazepose33"
     _add_point_frame(osim, bodies["head"], "vertex", lay.local("head", lay.points["vertex"]))
     for s in ("r", "l"):
         _add_point_frame(osim, bodies[f"calcn_{s}"], f"heel_sole_{s}", lay.local(f"calcn_{s}", lay.points[f"heel_sole_{s}"]))
+        mtp_sole = lay.points[f"mtp_{s}"] * np.array([1.0, 0.0, 1.0])
+        _add_point_frame(osim, bodies[f"calcn_{s}"], f"mtp_sole_{s}", lay.local(f"calcn_{s}", mtp_sole))
         _add_point_frame(osim, bodies[f"toes_{s}"], f"toe_tip_sole_{s}", lay.local(f"toes_{s}", lay.points[f"toe_tip_sole_{s}"]))
 
     if isinstance(marker_arg, Path):
@@ -330,7 +334,7 @@ def standing_height_m(model) -> float:
     """
     state = model.initSystem()
     model.realizePosition(state)
-    wanted = {"vertex", "heel_sole_r", "heel_sole_l", "toe_tip_sole_r", "toe_tip_sole_l"}
+    wanted = {"vertex", *SOLE_FRAMES}
     frames = _find_frames(model, wanted)
     if "vertex" in frames and len(frames) > 1:
         top = frames["vertex"].getPositionInGround(state).get(1)

@@ -4,8 +4,9 @@ drop jump, static standing), their markers by forward kinematics, and soft-tissu
 Trajectories are TimeSeries of every coordinate of `model_builder.COORDINATE_NAMES` in radians,
 with pelvis_tx/ty/tz in metres (`channel_units`). Joint curves are periodic splines through
 typical adult values (gait: normative sagittal curves as in Winter 2009 / Perry 2010, rounded);
-the pelvis height keeps the lowest foot point on the floor (planar leg chain of the same
-anthropometry as the model), so feet neither float nor sink by more than a few millimetres.
+in gait the pelvis height puts the lowest foot-sole point of the 3D model on the floor in every
+frame (then smoothed over 20 ms: within ~5 mm); squats keep the ankle centre planted and the
+soles on the floor; drop-jump contacts keep the soles within ~2 mm of the floor.
 The drop jump is kinematic only: the pelvis velocity jumps at landing/take-off (use it for IK,
 not for inverse dynamics).
 """
@@ -23,6 +24,7 @@ from .timeseries import TimeSeries
 
 _D = np.pi / 180.0
 G = 9.80665
+GAIT_FLOOR_SMOOTHING_S = 0.02
 CHANNEL_UNITS = {c: "m" for c in TRANSLATIONAL_COORDINATES}
 
 # Gait cycle from right heel strike: (% cycle, degrees) keypoints of periodic curves.
@@ -96,6 +98,35 @@ def _lowest_foot_y(lay, q) -> np.ndarray:
     return np.min(lows, axis=0)
 
 
+def lowest_sole_y(model, coordinates: TimeSeries) -> np.ndarray:
+    """(N,) height of the lowest foot-sole frame (`model_builder.SOLE_FRAMES`) per frame."""
+    from .model_builder import SOLE_FRAMES
+
+    state = model.initSystem()
+    frames = [model.getComponent(f.getAbsolutePathString()) for f in model.getFrameList()
+              if f.getName() in SOLE_FRAMES]
+    if not frames:
+        raise Sam4dcapError(f"model {model.getName()} has no foot-sole frames: use a generated model")
+    coords = [model.getCoordinateSet().get(c) for c in coordinates.names]
+    out = np.empty(coordinates.n_frames)
+    for i, row in enumerate(coordinates.values):
+        for coord, value in zip(coords, row):
+            coord.setValue(state, float(value), False)
+        model.realizePosition(state)
+        out[i] = min(f.getPositionInGround(state).get(1) for f in frames)
+    return out
+
+
+def _touch_floor(q: dict[str, np.ndarray], *, height_m: float, sex: str) -> None:
+    """Shift pelvis_ty so that the lowest sole point of the full 3D model is on the floor in every
+    frame (pelvis_ty translates along ground y, so one forward-kinematics pass is exact)."""
+    from .model_builder import build_model
+
+    model = build_model(height_m=height_m, mass_kg=70.0, markers="none", sex=sex)
+    time = np.arange(len(q["pelvis_ty"]), dtype=float)
+    q["pelvis_ty"] = q["pelvis_ty"] - lowest_sole_y(model, _series(time, q, "tmp"))
+
+
 def static_trajectory(duration_s: float = 1.0, rate_hz: float = 60.0, *, height_m: float = 1.75,
                       sex: str = "male") -> TimeSeries:
     """Static standing trial: default pose (anatomical position), feet on the floor."""
@@ -136,6 +167,11 @@ def gait_trajectory(duration_s: float = 3.0, rate_hz: float = 60.0, *, height_m:
     q["neck_rotation"] = 2.0 * np.sin(w + np.pi / 2) * _D
     q["pelvis_tx"] = speed * time
     q["pelvis_ty"] = -_lowest_foot_y(lay, q)
+    _touch_floor(q, height_m=height_m, sex=sex)
+    # The three-point soles make the exact floor contact kinked (pelvis acceleration spikes of
+    # 4-6 g when the lowest point switches heel -> MTP -> toe); a real foot rolls. Smooth over 20 ms:
+    # soles stay within ~5 mm of the floor, vertical pelvis acceleration below ~15 m/s^2.
+    q["pelvis_ty"] = gaussian_filter1d(q["pelvis_ty"], sigma=GAIT_FLOOR_SMOOTHING_S * rate_hz, mode="nearest")
     return _series(time, q, "gait", height_m=height_m, speed_m_s=speed, stride_s=stride_s)
 
 
@@ -169,6 +205,7 @@ def squat_trajectory(duration_s: float = 4.0, rate_hz: float = 60.0, *, height_m
     q["lumbar_extension"] = -0.1 * k
     q["neck_extension"] = 0.1 * k
     _planted_pelvis(lay, q)
+    _touch_floor(q, height_m=height_m, sex=sex)  # the oblique ankle axis lifts/lowers the sole ~1 mm
     return _series(time, q, "squat", height_m=height_m, depth_deg=depth_deg, period_s=period_s)
 
 

@@ -6,7 +6,7 @@ import pytest
 from sam4dcap_biomech.anthropometry import body_layout
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.model_builder import COORDINATE_NAMES, COORDINATE_RANGES, build_model
-from sam4dcap_biomech.synthetic import (add_marker_noise, drop_jump_trajectory, gait_trajectory,
+from sam4dcap_biomech.synthetic import (add_marker_noise, drop_jump_trajectory, gait_trajectory, lowest_sole_y,
                                         markers_from_coordinates, squat_trajectory, static_trajectory)
 
 RATE = 60.0
@@ -88,6 +88,17 @@ def test_fk_matches_single_pose_and_degrees(model, gait):
     in_degrees = markers_from_coordinates(model, gait.frames(slice(frame, frame + 1)).to_unit("deg"),
                                           marker_names=["left_wrist", "nose"])
     np.testing.assert_allclose(in_degrees.values, markers.values, atol=1e-12)
+
+
+def test_feet_touch_the_floor(model, gait):
+    # Gait: the lowest sole point is on the floor within the 20 ms smoothing's 6 mm; pelvis
+    # vertical acceleration stays physiological (< 15 m/s^2, no heel->toe contact kinks).
+    low = lowest_sole_y(model, gait)
+    assert np.abs(low).max() < 0.006
+    assert np.abs(np.diff(gait.get("pelvis_ty"), 2) * RATE ** 2).max() < 15.0
+    squat = squat_trajectory(2.0, RATE, height_m=1.75)
+    np.testing.assert_allclose(lowest_sole_y(model, squat), 0.0, atol=1e-9)
+    np.testing.assert_allclose(lowest_sole_y(model, static_trajectory(0.5, RATE, height_m=1.75)), 0.0, atol=1e-9)
 
 
 def test_squat_keeps_feet_planted(opencap_model):
