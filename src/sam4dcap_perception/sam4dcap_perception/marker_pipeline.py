@@ -56,7 +56,7 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
     source = open_source(video, start_s=start_s, end_s=end_s)
     if intrinsics is None:
         intrinsics = source.intrinsics_default(float(fov))
-        log.info("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
+        log.debug("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
                  fov, intrinsics.fx, intrinsics.width, intrinsics.height)
     estimator = create_estimator(est_params)
     observations = []
@@ -88,7 +88,7 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         keep_observations=keep_observations)
     result.quality["source_truncated"] = bool(getattr(source, "truncated", False))
     result.quality["horizontal_fov_deg"] = float(fov)
-    log.info("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",
+    log.debug("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",
              name, result.quality["frames"], 100 * result.tracked_fraction, result.world.scale,
              result.world_from_camera.translation[1])
     return result
