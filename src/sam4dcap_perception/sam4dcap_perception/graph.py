@@ -100,7 +100,7 @@ class NodeSpec:
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
              ("/camera/image_raw", "/camera/camera_info"), description="file / camera / bag -> images"),
-    NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw", "/camera/camera_info"),
+    NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw",),
              ("/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC), acks=True,
              description="segmentation + keypoints (+ mesh)"),
     NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info"),
@@ -115,7 +115,7 @@ NODES: tuple[NodeSpec, ...] = (
              ("/sam4dcap/markers", "/sam4dcap/joint_kinematics", "/sam4dcap/joint_kinetics"), (),
              description="TRC/MOT/STO per trial"),
     NodeSpec("visualization_node", "sam4dcap_perception",
-             ("/sam4dcap/markers", "/sam4dcap/keypoints", "/sam4dcap/mesh", "/sam4dcap/joint_kinematics"),
+             ("/sam4dcap/markers", "/sam4dcap/mesh"),
              ("/sam4dcap/visualization",), description="RViz MarkerArray"),
     NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.name != PROGRESS_TOPIC),
              (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder"),

@@ -1,0 +1,164 @@
+"""body_estimator_node: /camera/image_raw -> segmentation + keypoints (+ mesh) of the tracked person.
+
+Publishes one PersonSegmentation and one BodyKeypoints for EVERY input frame (tracked=false,
+all-zero mask and NaN keypoints when the person is lost), so downstream stages see every
+capture stamp; BodyMesh only from mesh backends (sam3d). keypoints_3d frame convention:
+header.frame_id is the camera frame when the backend knows the body's camera translation
+(mesh backends); BlazePose's metric landmarks are hip-centred with camera axes, marked by
+frame_id "<camera>_hip_centred" (the markers node recovers the translation from 2D-3D).
+Frame acks on /sam4dcap/progress after each frame (offline flow control, see graph.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, declare_parameters, run_node,
+                                               sec_to_stamp, stamp_to_sec, subscribe_like_publisher)
+
+from ..observations import BodyObservation, Frame
+from .image_conversion import numpy_to_image, to_rgb8
+
+HIP_CENTRED_SUFFIX = "_hip_centred"
+
+
+def _points(a) -> list[Point]:
+    if a is None:
+        return []
+    a = np.asarray(a, float)
+    if a.ndim != 2:
+        return []
+    if a.shape[1] == 2:
+        a = np.concatenate([a, np.zeros((len(a), 1))], axis=1)
+    return [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in a]
+
+
+def _floats(a, n: int) -> list[float]:
+    if a is None:
+        return [math.nan] * n
+    return [float(v) for v in np.asarray(a, float).ravel()]
+
+
+def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, int]):
+    """(PersonSegmentation, BodyKeypoints, BodyMesh or None) of one observation."""
+    from sensor_msgs.msg import RegionOfInterest
+
+    from sam4dcap_msgs.msg import BodyKeypoints, BodyMesh, PersonSegmentation, Prompt
+
+    seg = PersonSegmentation()
+    seg.header = header
+    seg.person_id = int(obs.person_id)
+    seg.backend = str(obs.extra.get("mask_backend", obs.backend))
+    mask = obs.mask if obs.mask is not None else np.zeros(image_shape, np.uint8)
+    numpy_to_image(np.ascontiguousarray(mask, dtype=np.uint8), "mono8", stamp=header.stamp,
+                   frame_id=header.frame_id, msg=seg.mask)
+    if obs.box_xyxy is not None:
+        x0, y0, x1, y1 = (float(v) for v in obs.box_xyxy)
+        h, w = image_shape
+        x0, y0 = max(0.0, x0), max(0.0, y0)
+        x1, y1 = min(float(w), x1), min(float(h), y1)
+        if x1 > x0 and y1 > y0:
+            seg.box = RegionOfInterest(x_offset=int(x0), y_offset=int(y0), width=int(math.ceil(x1 - x0)),
+                                       height=int(math.ceil(y1 - y0)))
+    seg.score = float(obs.score)
+    seg.tracked = bool(obs.tracked)
+    if obs.prompt is not None:
+        pr = obs.prompt
+        seg.prompt = Prompt(stamp=sec_to_stamp(pr.time_s), source=str(pr.source), x_min=float(pr.box_xyxy[0]),
+                            y_min=float(pr.box_xyxy[1]), x_max=float(pr.box_xyxy[2]), y_max=float(pr.box_xyxy[3]),
+                            points=_points(np.asarray(pr.points, float).reshape(-1, 2)),
+                            point_labels=[int(v) for v in np.asarray(pr.labels).ravel()], score=float(pr.score))
+
+    kp = BodyKeypoints()
+    kp.header.stamp = header.stamp
+    kp.person_id = int(obs.person_id)
+    kp.skeleton = str(obs.skeleton)
+    kp.names = list(obs.names)
+    n = len(obs.names)
+    k3 = obs.keypoints_3d
+    if k3 is not None and obs.camera_translation is not None:
+        k3 = np.asarray(k3, float) + np.asarray(obs.camera_translation, float).reshape(1, 3)
+        kp.header.frame_id = header.frame_id
+    else:
+        kp.header.frame_id = header.frame_id + HIP_CENTRED_SUFFIX
+    nan_pts = np.full((n, 3), np.nan)
+    kp.keypoints_2d = _points(obs.keypoints_2d if obs.keypoints_2d is not None else nan_pts)
+    kp.keypoints_3d = _points(k3 if k3 is not None else nan_pts)
+    kp.confidence = _floats(obs.confidence, n)
+    kp.visibility = _floats(obs.visibility, n)
+
+    mesh = None
+    if obs.mesh_vertices is not None:
+        mesh = BodyMesh()
+        mesh.header = header
+        mesh.person_id = int(obs.person_id)
+        mesh.model = str(obs.mesh_model or "")
+        mesh.topology_id = str(obs.extra.get("topology_id", ""))
+        mesh.vertices = np.asarray(obs.mesh_vertices, np.float32).ravel().tolist()
+        faces = obs.extra.get("faces")
+        if faces is not None:
+            mesh.faces = np.asarray(faces, np.uint32).ravel().tolist()
+        if obs.camera_translation is not None:
+            t = np.asarray(obs.camera_translation, float).ravel()
+            mesh.camera_translation.x, mesh.camera_translation.y, mesh.camera_translation.z = map(float, t[:3])
+    return seg, kp, mesh
+
+
+class BodyEstimatorNode(Node):
+    def __init__(self):
+        super().__init__("body_estimator_node")
+        from sam4dcap_msgs.msg import BodyKeypoints, BodyMesh, PersonSegmentation
+
+        from ..body_estimator import create_estimator
+
+        self.p = declare_parameters(self, "body_estimator_node")
+        self.estimator = create_estimator(self.p)
+        self.seg_pub = self.create_publisher(PersonSegmentation, "/sam4dcap/segmentation", RESULTS_QOS)
+        self.kp_pub = self.create_publisher(BodyKeypoints, "/sam4dcap/keypoints", RESULTS_QOS)
+        self.mesh_pub = self.create_publisher(BodyMesh, "/sam4dcap/mesh", RESULTS_QOS)
+        self.acks = FrameAcks(self)
+        self.frames = 0
+        self.last_stamp_s = -math.inf
+        self._timer = subscribe_like_publisher(self, Image, "/camera/image_raw", self._on_image)
+        self.get_logger().info(f"body estimator {self.estimator.backend} ready")
+
+    def _on_image(self, msg: Image) -> None:
+        t = stamp_to_sec(msg.header.stamp)
+        try:
+            if t <= self.last_stamp_s:
+                # Replays or a restarted source: the tracker's filters need increasing times.
+                self.get_logger().warning(f"frame stamp {t:.3f} s not after {self.last_stamp_s:.3f} s: "
+                                          "restarting the tracker")
+                self.estimator.close()
+                from ..body_estimator import create_estimator
+
+                self.estimator = create_estimator(self.p)
+            self.last_stamp_s = t
+            rgb = to_rgb8(msg)
+            obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source="/camera/image_raw"))
+            self.frames += 1
+            seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
+            self.seg_pub.publish(seg)
+            self.kp_pub.publish(kp)
+            if mesh is not None:
+                self.mesh_pub.publish(mesh)
+        except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
+            self.get_logger().error(f"frame at {t:.3f} s: {type(exc).__name__}: {exc}")
+        finally:
+            self.acks.ack(msg.header.stamp)
+
+    def close(self) -> None:
+        self.estimator.close()
+
+
+def main(args=None) -> int:
+    return run_node(BodyEstimatorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""visualization_node: results -> /sam4dcap/visualization (visualization_msgs/MarkerArray) for RViz.
+
+Namespaces (one MarkerArray per marker frame, in `world_frame`):
+  markers   SPHERE_LIST of the virtual markers (missing ones left out)
+  skeleton  LINE_LIST between anatomical neighbours (BlazePose names)
+  twin      the body's segments as cylinders (thigh, shank, foot, upper arm, forearm, trunk,
+            pelvis). They are posed from the markers (segment end points), not from the IK
+            model: the twin drawn from JointKinematics needs the model's geometry and is not
+            done yet (show_twin switches this namespace).
+  mesh      TRIANGLE_LIST of the last BodyMesh with faces (mesh backends only), in its frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from std_msgs.msg import ColorRGBA
+
+from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, declare_parameters, run_node
+
+SKELETON = (
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+    ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("left_ankle", "left_heel"),
+    ("left_heel", "left_foot_index"), ("left_ankle", "left_foot_index"),
+    ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("right_ankle", "right_heel"),
+    ("right_heel", "right_foot_index"), ("right_ankle", "right_foot_index"),
+    ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
+)
+# (segment, proximal end, distal end, diameter as a fraction of length)
+TWIN_SEGMENTS = (
+    ("thigh_l", "left_hip", "left_knee", 0.30), ("thigh_r", "right_hip", "right_knee", 0.30),
+    ("shank_l", "left_knee", "left_ankle", 0.25), ("shank_r", "right_knee", "right_ankle", 0.25),
+    ("foot_l", "left_heel", "left_foot_index", 0.35), ("foot_r", "right_heel", "right_foot_index", 0.35),
+    ("upper_arm_l", "left_shoulder", "left_elbow", 0.30), ("upper_arm_r", "right_shoulder", "right_elbow", 0.30),
+    ("forearm_l", "left_elbow", "left_wrist", 0.25), ("forearm_r", "right_elbow", "right_wrist", 0.25),
+    ("trunk", "mid_hip", "mid_shoulder", 0.55), ("pelvis", "left_hip", "right_hip", 0.45),
+)
+
+
+def _quaternion_z_to(direction: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w) rotating +z onto `direction`."""
+    d = direction / np.linalg.norm(direction)
+    z = np.array([0.0, 0.0, 1.0])
+    c = float(np.dot(z, d))
+    if c < -1 + 1e-9:
+        return (1.0, 0.0, 0.0, 0.0)
+    axis = np.cross(z, d)
+    w = 1.0 + c
+    n = math.sqrt(w * w + float(axis @ axis))
+    return (float(axis[0] / n), float(axis[1] / n), float(axis[2] / n), float(w / n))
+
+
+def _color(r, g, b, a=1.0) -> ColorRGBA:
+    return ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a))
+
+
+def marker_array(names, positions: np.ndarray, header, *, diameter_m: float, show_twin: bool):
+    """MarkerArray of one VirtualMarkers frame (markers, skeleton, twin)."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    pos = {n: p for n, p in zip(names, positions) if np.all(np.isfinite(p))}
+    if "left_hip" in pos and "right_hip" in pos:
+        pos["mid_hip"] = (pos["left_hip"] + pos["right_hip"]) / 2
+    if "left_shoulder" in pos and "right_shoulder" in pos:
+        pos["mid_shoulder"] = (pos["left_shoulder"] + pos["right_shoulder"]) / 2
+    out = MarkerArray()
+
+    spheres = Marker(header=header, ns="markers", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = float(diameter_m)
+    spheres.pose.orientation.w = 1.0
+    spheres.color = _color(1.0, 0.5, 0.0)
+    spheres.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for n, p in pos.items()
+                      if n not in ("mid_hip", "mid_shoulder")]
+    out.markers.append(spheres)
+
+    lines = Marker(header=header, ns="skeleton", id=0, type=Marker.LINE_LIST, action=Marker.ADD)
+    lines.scale.x = float(diameter_m) / 3
+    lines.pose.orientation.w = 1.0
+    lines.color = _color(0.2, 0.8, 1.0)
+    for a, b in SKELETON:
+        if a in pos and b in pos:
+            lines.points += [Point(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in (pos[a], pos[b])]
+    out.markers.append(lines)
+
+    if show_twin:
+        for i, (seg, a, b, frac) in enumerate(TWIN_SEGMENTS):
+            m = Marker(header=header, ns="twin", id=i, type=Marker.CYLINDER)
+            if a in pos and b in pos and np.linalg.norm(pos[b] - pos[a]) > 1e-6:
+                d = pos[b] - pos[a]
+                length = float(np.linalg.norm(d))
+                mid = (pos[a] + pos[b]) / 2
+                m.action = Marker.ADD
+                m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, mid)
+                (m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
+                 m.pose.orientation.w) = _quaternion_z_to(d)
+                m.scale.x = m.scale.y = frac * length
+                m.scale.z = length
+                m.color = _color(0.85, 0.85, 0.9, 0.6)
+            else:
+                m.action = Marker.DELETE  # segment not seen this frame
+            m.text = seg
+            out.markers.append(m)
+    return out
+
+
+def mesh_marker(mesh_msg, faces: np.ndarray):
+    from visualization_msgs.msg import Marker
+
+    v = np.asarray(mesh_msg.vertices, float).reshape(-1, 3)
+    m = Marker(header=mesh_msg.header, ns="mesh", id=0, type=Marker.TRIANGLE_LIST, action=Marker.ADD)
+    m.scale.x = m.scale.y = m.scale.z = 1.0
+    m.pose.orientation.w = 1.0
+    m.color = _color(0.7, 0.7, 0.75, 0.8)
+    tri = v[faces.reshape(-1)]
+    m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in tri]
+    return m
+
+
+class VisualizationNode(Node):
+    def __init__(self):
+        super().__init__("visualization_node")
+        from visualization_msgs.msg import MarkerArray
+
+        from sam4dcap_msgs.msg import BodyMesh, VirtualMarkers
+
+        self.p = declare_parameters(self, "visualization_node")
+        self.pub = self.create_publisher(MarkerArray, "/sam4dcap/visualization", RESULTS_QOS)
+        self.faces: dict[str, np.ndarray] = {}
+        self.create_subscription(VirtualMarkers, "/sam4dcap/markers", self._on_markers, DEEP_QOS)
+        self.create_subscription(BodyMesh, "/sam4dcap/mesh", self._on_mesh, RESULTS_QOS)
+
+    def _on_markers(self, msg) -> None:
+        pos = np.array([[p.x, p.y, p.z] for p in msg.positions], float).reshape(-1, 3)
+        header = msg.header
+        if self.p["world_frame"] and header.frame_id != self.p["world_frame"]:
+            self.get_logger().warning(f"markers in {header.frame_id!r}, expected {self.p['world_frame']!r}",
+                                      throttle_duration_sec=10.0)
+        self.pub.publish(marker_array(msg.names, pos, header, diameter_m=self.p["marker_diameter_m"],
+                                      show_twin=self.p["show_twin"]))
+
+    def _on_mesh(self, msg) -> None:
+        from visualization_msgs.msg import MarkerArray
+
+        if len(msg.faces):
+            self.faces[msg.topology_id] = np.asarray(msg.faces, np.int64)
+        faces = self.faces.get(msg.topology_id)
+        if faces is None or not len(msg.vertices):
+            return
+        self.pub.publish(MarkerArray(markers=[mesh_marker(msg, faces)]))
+
+
+def main(args=None) -> int:
+    return run_node(VisualizationNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
