@@ -170,7 +170,7 @@ def _add_display_geometry(osim, body, name: str, lay: BodyLayout) -> None:
         return ("ellipsoid", np.asarray(center_world) - o, radii)
 
     if name == "pelvis":
-        g = ell((P["mid_asis"] + P["mid_hip"]) / 2 + [-0.04 * s * 1000 / 1000, 0, 0], (80 * s, 70 * s, 150 * s))
+        g = ell((P["mid_asis"] + P["mid_hip"]) / 2 + np.array([-40.0, 0, 0]) * s, (90 * s, 70 * s, 150 * s))
     elif name == "torso":
         g = ell((P["omphalion"] + P["c7"]) / 2, (110 * s, np.linalg.norm(P["c7"] - P["omphalion"]) / 2 + 40 * s, 170 * s))
     elif name == "head":
