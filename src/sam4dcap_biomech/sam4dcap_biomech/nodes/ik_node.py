@@ -277,13 +277,14 @@ class IKNode(Node):
         out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
         result = scale_model(str(self.base_model_path), markers, height_m=height_m, mass_kg=mass_kg,
                              out_path=out_path, marker_set=self.p["marker_set"], window=(start_s, end_s))
-        scaled_path = Path(getattr(result, "model_path", out_path))
+        scaled_path = Path(result.scaled_model)
         new_ik = self._make_ik(scaled_path)
         self.ik = new_ik          # hot swap: the next frame is solved on the scaled model
         self._last_time = -math.inf
         self.model_path = scaled_path
         self._publish_model_path()
-        rms = float(getattr(result, "marker_rms_m", float("nan")))
+        start_s, end_s = (float(v) for v in result.window)
+        rms = float(result.marker_rms_m)
         return scaled_path, start_s, end_s, rms
 
 

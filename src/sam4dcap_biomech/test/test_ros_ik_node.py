@@ -1,0 +1,248 @@
+"""ik_node in its own process: forward-kinematics markers of known coordinates in, JointState and
+JointKinematics out (same stamps, OpenSim names, known values), nothing for bad frames, the
+calibration service, parameter refusal, and recovery after a kill/restart mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import opensim
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from sam4dcap_biomech.markersets import BLAZEPOSE33
+from sam4dcap_biomech.model_builder import write_model
+from sam4dcap_biomech.nodes.ik_node import KINEMATICS_TOPIC, MODEL_PATH_TOPIC, joint_states_topic
+from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, RESULTS_QOS
+from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates, static_trajectory
+from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
+from sam4dcap_msgs.srv import CalibrateSubject
+
+from ros_harness import Harness, markers_msg, node_log, start_node, stamp_key, stop_node
+
+HEIGHT_M, MASS_KG = 1.75, 70.0
+RATE_HZ = 30.0
+T0 = 100.0  # capture times far from 0: stamps must be copied, not re-based
+# Exact (noise-free) markers: IK returns the coordinates to solver accuracy.
+TOL_RAD_OR_M = 1e-4
+
+
+@pytest.fixture(scope="module")
+def truth_model(tmp_path_factory):
+    path = write_model(tmp_path_factory.mktemp("truth") / "truth.osim", height_m=HEIGHT_M, mass_kg=MASS_KG)
+    opensim.Logger.setLevelString("warn")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gait(truth_model):
+    coords = gait_trajectory(1.0, RATE_HZ, height_m=HEIGHT_M)
+    markers = markers_from_coordinates(opensim.Model(str(truth_model)), coords, marker_names=BLAZEPOSE33)
+    return coords, markers
+
+
+@pytest.fixture
+def ros():
+    harness = Harness("ik_node_test")
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch):
+    """The node builds its default model into a fresh cache folder."""
+    monkeypatch.setenv("SAM4DCAP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def observable_coordinates(path, marker_names) -> tuple[list[str], set[str]]:
+    """Coordinate names in model order, and those some marker depends on (a marker rides on the
+    joint's child body or a body below it). The others (the mtp joints: every BlazePose foot
+    landmark sits on the calcaneus) cannot be recovered by any IK."""
+    model = opensim.Model(str(path))
+    model.initSystem()
+    parent_of, child_of_joint = {}, {}
+    joints = model.getJointSet()
+    for i in range(joints.getSize()):
+        joint = joints.get(i)
+        child = joint.getChildFrame().findBaseFrame().getName()
+        parent_of[child] = joint.getParentFrame().findBaseFrame().getName()
+        for k in range(joint.numCoordinates()):
+            child_of_joint[joint.get_coordinates(k).getName()] = child
+    marker_bodies = set()
+    for name in marker_names:
+        body = model.getMarkerSet().get(name).getParentFrame().findBaseFrame().getName()
+        while body in parent_of:  # the marker's body and every body above it
+            marker_bodies.add(body)
+            body = parent_of[body]
+    cs = model.getCoordinateSet()
+    names = [cs.get(i).getName() for i in range(cs.getSize())]
+    return names, {c for c in names if child_of_joint[c] in marker_bodies}
+
+
+def test_joint_states_match_known_coordinates(ros, tmp_path, cache_env, truth_model, gait):
+    coords, markers = gait
+    proc = start_node("ik_node", {"subject_height_m": HEIGHT_M, "subject_mass_kg": MASS_KG, "person_id": 3},
+                      log_path=tmp_path / "ik.log")
+    try:
+        states = ros.collect(JointState, joint_states_topic(3))
+        kinematics = ros.collect(JointKinematics, KINEMATICS_TOPIC)
+        model_paths = ros.collect(String, MODEL_PATH_TOPIC, LATCHED_QOS)
+        pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
+        ros.wait_for_subscriber(pub, procs=[proc])
+        # Default model: the project's generated model at the subject size, built in the cache.
+        assert ros.spin_until(lambda: model_paths, 10.0, procs=[proc])
+        used_model = Path(model_paths[-1].data)
+        assert used_model.is_file() and cache_env in used_model.parents
+
+        good, bad = [], []
+        for i in range(markers.n_frames):
+            t = T0 + markers.time[i]
+            positions = markers.values[i].copy()
+            if i == 12:  # too few markers (5 < min_markers=8): nothing may be published
+                positions[5:] = np.nan
+                bad.append(t)
+            elif i == 20:  # another body: this node follows body 3 only
+                ros.node.get_logger().info("publishing a frame of body 7")
+                pub.publish(markers_msg(t, BLAZEPOSE33, positions, person_id=7))
+                bad.append(t)
+                continue
+            else:
+                good.append(i)
+            pub.publish(markers_msg(t, BLAZEPOSE33, positions, person_id=3))
+        assert ros.spin_until(lambda: len(states) >= len(good) and len(kinematics) >= len(good), 60.0, procs=[proc]), \
+            f"{len(states)} JointState of {len(good)} frames\n{node_log(proc)[-2000:]}"
+        ros.spin_until(lambda: False, 0.5)  # anything extra (the bad frames) would arrive now
+        assert proc.poll() is None  # still running after the bad frames
+
+        stamps = [stamp_key(m.header.stamp) for m in states]
+        expected = [stamp_key(markers_msg(T0 + markers.time[i], (), np.zeros((0, 3))).header.stamp) for i in good]
+        assert stamps == expected
+        assert [stamp_key(m.header.stamp) for m in kinematics] == expected
+
+        names, observable = observable_coordinates(truth_model, BLAZEPOSE33)
+        assert len(observable) >= len(names) - 2  # all but the two mtp joints
+        worst = {}
+        for msg, i in zip(states, good):
+            assert list(msg.name) == names
+            q = dict(zip(msg.name, msg.position))
+            for c in observable:
+                worst[c] = max(worst.get(c, 0.0), abs(q[c] - coords.get(c)[i]))
+        assert max(worst.values()) < TOL_RAD_OR_M, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+
+        last = kinematics[-1]
+        assert list(last.name) == names and last.person_id == 3
+        assert len(last.confidence) == len(names) and all(0.0 <= c <= 1.0 for c in last.confidence)
+        assert last.markers_used == len(BLAZEPOSE33) and last.marker_error_rms < 1e-3
+        assert len(last.velocity) == len(names) and np.all(np.isfinite(last.velocity))
+        assert last.model_name == opensim.Model(str(used_model)).getName()
+    finally:
+        assert stop_node(proc) == 0, node_log(proc)[-2000:]
+
+
+def test_calibration_scales_and_hot_swaps(ros, tmp_path, cache_env):
+    # The subject is shorter than the node's default model: calibration must fix the fit.
+    height_m, mass_kg = 1.60, 58.0
+    subject = write_model(tmp_path / "subject.osim", height_m=height_m, mass_kg=mass_kg)
+    static = static_trajectory(1.5, RATE_HZ, height_m=height_m)
+    static_markers = markers_from_coordinates(opensim.Model(str(subject)), static, marker_names=BLAZEPOSE33)
+    out_dir = tmp_path / "calibration"
+    proc = start_node("ik_node", {"output_dir": str(out_dir)}, log_path=tmp_path / "ik.log")
+    try:
+        kinematics = ros.collect(JointKinematics, KINEMATICS_TOPIC)
+        model_paths = ros.collect(String, MODEL_PATH_TOPIC, LATCHED_QOS)
+        pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
+        client = ros.node.create_client(CalibrateSubject, "/ik_node/calibrate")
+        ros.wait_for_subscriber(pub, procs=[proc])
+
+        refused = ros.call(client, CalibrateSubject.Request(height_m=1.6, mass_kg=58.0), procs=[proc])
+        assert not refused.success and "marker frames received" in refused.message
+
+        for i in range(static_markers.n_frames):
+            pub.publish(markers_msg(T0 + static_markers.time[i], BLAZEPOSE33, static_markers.values[i]))
+        assert ros.spin_until(lambda: len(kinematics) >= static_markers.n_frames, 30.0, procs=[proc])
+        rms_before = np.median([m.marker_error_rms for m in kinematics])
+
+        bad = ros.call(client, CalibrateSubject.Request(height_m=0.0, mass_kg=58.0), procs=[proc])
+        assert not bad.success and "height_m" in bad.message and bad.scaled_model_path == ""
+
+        response = ros.call(client, CalibrateSubject.Request(height_m=height_m, mass_kg=mass_kg, window_s=0.0),
+                            timeout_s=120.0, procs=[proc])
+        assert response.success, response.message
+        scaled = Path(response.scaled_model_path)
+        assert scaled.is_file() and out_dir in scaled.parents
+        assert T0 - 1e-6 <= response.static_start_s < response.static_end_s <= T0 + static.time[-1] + 1e-6
+        assert response.marker_error_rms < 0.02
+        assert ros.spin_until(lambda: model_paths and Path(model_paths[-1].data) == scaled.resolve(), 10.0)
+
+        # Hot swap: the same markers now fit the scaled model far better.
+        n_before = len(kinematics)
+        for i in range(10):
+            pub.publish(markers_msg(T0 + 10.0 + i / RATE_HZ, BLAZEPOSE33, static_markers.values[i]))
+        assert ros.spin_until(lambda: len(kinematics) >= n_before + 10, 30.0, procs=[proc])
+        rms_after = np.median([m.marker_error_rms for m in kinematics[n_before:]])
+        assert rms_after < 0.5 * rms_before, (rms_before, rms_after)
+        assert rms_after < 0.01
+    finally:
+        assert stop_node(proc) == 0, node_log(proc)[-2000:]
+
+
+@pytest.mark.parametrize("param, value", [("accuracy", 5.0), ("model_path", "/no/such/model.osim"),
+                                          ("marker_set", "coco17")])
+def test_bad_parameter_refuses_to_start(tmp_path, param, value):
+    proc = start_node("ik_node", {param: value}, log_path=tmp_path / "ik.log")
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        stop_node(proc)
+    assert code != 0
+    assert param in node_log(proc)
+
+
+def test_restart_mid_stream_resumes(ros, tmp_path, cache_env, gait):
+    """Killed mid-stream (SIGKILL) and restarted: JointState resumes with the live stream.
+
+    How fast (the 1 s goal) is measured by bench/ik_node_restart.py, not asserted here: on
+    two shared cores DDS discovery of the new process alone can take seconds.
+    """
+    _, markers = gait
+    states = ros.collect(JointState, joint_states_topic(1))
+    model_paths = ros.collect(String, MODEL_PATH_TOPIC, LATCHED_QOS)
+    pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
+    counter = {"i": 0}
+
+    def publish_next():  # a live source: one frame every 1/30 s, capture times increasing
+        i = counter["i"]
+        counter["i"] += 1
+        pub.publish(markers_msg(T0 + i / RATE_HZ, BLAZEPOSE33, markers.values[i % markers.n_frames]))
+
+    timer = ros.node.create_timer(1.0 / RATE_HZ, publish_next)
+    first = start_node("ik_node", {}, log_path=tmp_path / "ik1.log")
+    second = None
+    try:
+        assert ros.spin_until(lambda: len(states) >= 10, 60.0, procs=[first])
+        os.kill(first.pid, signal.SIGKILL)  # killed mid-stream: no clean shutdown
+        first.wait(timeout=10)
+        ros.spin_until(lambda: False, 0.5)
+        n_before, paths_before = len(states), len(model_paths)
+        started = time.monotonic()
+        second = start_node("ik_node", {}, log_path=tmp_path / "ik2.log")
+        # The restarted node is up when its latched model path arrives (end of its __init__).
+        assert ros.spin_until(lambda: len(model_paths) > paths_before, 30.0, procs=[second])
+        up = time.monotonic()
+        assert ros.spin_until(lambda: len(states) > n_before, 30.0, procs=[second])
+        resumed = time.monotonic()
+        print(f"restart: process start -> node discovered {up - started:.2f} s, -> first JointState "
+              f"{resumed - started:.2f} s")
+        # It resumes with the live stream (fresh frames), not a backlog.
+        assert stamp_key(states[n_before].header.stamp) > stamp_key(states[n_before - 1].header.stamp)
+    finally:
+        timer.cancel()
+        stop_node(first)
+        if second is not None:
+            assert stop_node(second) == 0, node_log(second)[-2000:]
