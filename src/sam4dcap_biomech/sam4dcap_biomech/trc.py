@@ -44,8 +44,7 @@ _M_AS_MM_SUSPECT_MEDIAN_DIST_M = 1e-3
 def median_marker_distance(points_xyz: np.ndarray) -> float:
     """Median over frames of the median pairwise distance between valid markers (file units).
 
-    With a single marker, the median distance of the marker from the origin is used instead.
-    Returns NaN when there is nothing to measure.
+    Returns NaN when no frame has two valid markers (a lone marker's scale says nothing).
     """
     pts = np.asarray(points_xyz, float)
     n_frames = pts.shape[0]
@@ -58,8 +57,6 @@ def median_marker_distance(points_xyz: np.ndarray) -> float:
             diff = valid[:, None, :] - valid[None, :, :]
             dist = np.sqrt((diff ** 2).sum(-1))[np.triu_indices(len(valid), 1)]
             per_frame.append(np.median(dist))
-        elif len(valid) == 1:
-            per_frame.append(float(np.linalg.norm(valid[0])))
     return float(np.median(per_frame)) if per_frame else float("nan")
 
 
@@ -183,7 +180,8 @@ def read_trc(path) -> TimeSeries:
     if np.isfinite(dist) and dist > _MM_SUSPECT_MEDIAN_DIST_M:
         raise _fail(path, f"values look like millimetres but the header says Units={units} (median distance "
                           f"between markers {dist:.0f} m); set Units to mm on header line 3")
-    if np.isfinite(dist) and dist < _M_AS_MM_SUSPECT_MEDIAN_DIST_M and len(names) >= 2:
+    # dist == 0: coincident markers (degenerate test data), not evidence of a unit mix-up.
+    if np.isfinite(dist) and 0 < dist < _M_AS_MM_SUSPECT_MEDIAN_DIST_M:
         raise _fail(path, f"values look like metres but the header says Units={units} (median distance "
                           f"between markers {dist * 1e3:.4f} mm); set Units to m on header line 3")
 
