@@ -222,7 +222,7 @@ def _normalize_marker_arg(markers) -> str | Path:
         return MARKER_SET_ALIASES[key.lower()]
     if key.lower() == "none":
         return "none"
-    if key.lower().endswith(".xml"):
+    if key.lower().endswith(".xml") or Path(key).is_file():
         return Path(key)
     raise Sam4dcapError(f"unknown marker set {markers!r}: use blazepose33, opencap43, none "
                         "or the path of a marker-set .xml")
