@@ -90,11 +90,15 @@ class KeypointTrack:
                 pixels[i] = np.asarray(o.keypoints_2d, float)
             v = o.visibility if o.visibility is not None else o.confidence
             vis[i] = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else 1.0
-            if o.camera_translation is not None:
-                body[i] = body[i] + np.asarray(o.camera_translation, float).reshape(1, 3)
-                in_cam[i] = True
+            in_cam[i] = _in_camera_frame(o)
             tracked[i] = np.isfinite(body[i]).any()
         return cls(time, names, pixels, body, vis, tracked, in_cam)
+
+
+def _in_camera_frame(obs: BodyObservation) -> bool:
+    """Mesh backends put keypoints_3d in the camera frame already (extra["keypoints_3d_frame"]
+    == "camera"); BlazePose's are hip-centred and need the translation fit."""
+    return (obs.extra or {}).get("keypoints_3d_frame") == "camera"
 
 
 def camera_points_of(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,
@@ -145,7 +149,7 @@ class MarkerResult:
 def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.ndarray, *,
                          max_speed_m_s: float = 0.3) -> dict:
     """Height of the lowest heel/toe in stance frames (a foot point slower than `max_speed_m_s`)."""
-    feet = markers[:, wf._idx(names, wf.FOOT_POINTS)]          # (N, 4, 3)
+    feet = wf.landmarks(markers, names, wf.FOOT_POINTS)          # (N, 4, 3)
     h = feet[..., 1]
     speed = np.full(h.shape, np.nan)
     if len(time) >= 3:
@@ -200,7 +204,7 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     world_pts = world.apply(cam_raw)
     time = track.time
     shift = np.zeros((n, 3))
-    has_feet = all(p in track.names for p in wf.FOOT_POINTS)
+    has_feet = wf.has_landmarks(track.names, wf.FOOT_POINTS + ("left_hip", "right_hip"))
     if extrinsics is None and has_feet and ground_contact_cutoff_hz > 0 and n > 1:
         lowest = wf.lowest_foot_height(world_pts, track.names)
         lowest_series = TimeSeries(time, ("lowest_foot",), lowest[:, None], unit="m")
@@ -227,7 +231,7 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
         "ground_contact_shift_m_max": float(np.abs(np.linalg.norm(shift, axis=1)).max()) if n else 0.0,
         **world.stats,
     }
-    if all(p in track.names for p in wf.FOOT_POINTS):
+    if has_feet:
         quality.update(_stance_ground_stats(filtered.values, track.names, time))
     return MarkerResult(raw=raw, filtered=filtered, camera=camera, confidence=confidence, flags=flags,
                         world=world, quality=quality, intrinsics=intrinsics,
@@ -284,9 +288,7 @@ class StreamingMarkerEstimator:
         elif tuple(obs.names) != self._names:
             raise Sam4dcapError(f"keypoint names changed mid-stream ({obs.skeleton})")
         body = np.asarray(obs.keypoints_3d, float)
-        in_cam = obs.camera_translation is not None
-        if in_cam:
-            body = body + np.asarray(obs.camera_translation, float).reshape(1, 3)
+        in_cam = _in_camera_frame(obs)
         pix = np.asarray(obs.keypoints_2d, float) if obs.keypoints_2d is not None else np.full(body.shape[:1] + (2,), np.nan)
         v = obs.visibility if obs.visibility is not None else obs.confidence
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
@@ -320,7 +322,7 @@ class StreamingMarkerEstimator:
         cutoff = min(float(self.params["online_filter_cutoff_hz"]), 0.45 * rate)
         self._filter = CausalLowpass.low_lag(len(self._names), rate_hz=rate, cutoff_hz=cutoff, max_lag_frames=1.0)
         contact_hz = float(self.params["ground_contact_cutoff_hz"])
-        if self.extrinsics is None and contact_hz > 0 and all(p in self._names for p in wf.FOOT_POINTS):
+        if self.extrinsics is None and contact_hz > 0 and wf.has_landmarks(self._names, wf.FOOT_POINTS + ("left_hip", "right_hip")):
             self._contact_filter = CausalLowpass(1, rate_hz=rate, cutoff_hz=min(contact_hz, 0.45 * rate), order=2)
         log.info("world frame fixed after %.2f s (%d tracked frames): scale %.3f, camera %.2f m above the ground",
                  times[-1] - times[0], len(valid), self.world.scale, self.world.world_from_camera.translation[1])

@@ -61,6 +61,8 @@ FOOT_POINTS = ("left_heel", "right_heel", "left_foot_index", "right_foot_index")
 # H: shank 0.246, thigh 0.245, hip joint to shoulder 0.288, shoulder to eye 0.118 -> 0.897;
 # the rest is the ankle height 0.039 and the vertex above the eyes 0.064).
 CHAIN_FRACTION_OF_STATURE = 0.897
+# Marker sets without eye points (OpenCap 43): legs and trunk only, 0.246 + 0.245 + 0.288.
+CHAIN_NO_HEAD_FRACTION = 0.779
 _CHAIN_LEGS = (("left_ankle", "left_knee", "left_hip"), ("right_ankle", "right_knee", "right_hip"))
 
 
@@ -235,11 +237,44 @@ def project(points_cam: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # 2. Scale from the subject's height
 # --------------------------------------------------------------------------------------------
-def _idx(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
-    missing = [n for n in wanted if n not in names]
-    if missing:
-        raise Sam4dcapError(f"keypoints lack {', '.join(missing)} (needed for the world frame)")
-    return [list(names).index(n) for n in wanted]
+# Geometry landmarks (BlazePose names) from other marker sets: the mean of the listed markers
+# (the 43 OpenCap markers of mesh backends: hip joint centres, lateral+medial knee/ankle, ...).
+LANDMARK_ALIASES = {
+    "left_hip": ("LHJC_study",), "right_hip": ("RHJC_study",),
+    "left_knee": ("L_knee_study", "L_mknee_study"), "right_knee": ("r_knee_study", "r_mknee_study"),
+    "left_ankle": ("L_ankle_study", "L_mankle_study"), "right_ankle": ("r_ankle_study", "r_mankle_study"),
+    "left_heel": ("L_calc_study",), "right_heel": ("r_calc_study",),
+    "left_foot_index": ("L_toe_study",), "right_foot_index": ("r_toe_study",),
+    "left_shoulder": ("L_shoulder_study",), "right_shoulder": ("r_shoulder_study",),
+}
+
+
+def _sources(names: Sequence[str], landmark: str) -> list[int] | None:
+    names = list(names)
+    if landmark in names:
+        return [names.index(landmark)]
+    alias = LANDMARK_ALIASES.get(landmark)
+    if alias and all(a in names for a in alias):
+        return [names.index(a) for a in alias]
+    return None
+
+
+def has_landmarks(names: Sequence[str], wanted: Sequence[str]) -> bool:
+    return all(_sources(names, w) is not None for w in wanted)
+
+
+def landmarks(points: np.ndarray, names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """Points (..., K, 3) -> the `wanted` geometry landmarks (..., len(wanted), 3), by name or
+    through `LANDMARK_ALIASES`; raises naming what is missing."""
+    P = np.asarray(points, float)
+    out = []
+    for w in wanted:
+        src = _sources(names, w)
+        if src is None:
+            raise Sam4dcapError(f"keypoints lack {w} (needed for the world frame; marker set with "
+                                f"{', '.join(list(names)[:4])}, ...)")
+        out.append(P[..., src, :].mean(axis=-2))
+    return np.stack(out, axis=-2)
 
 
 def _nanmean_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -253,19 +288,26 @@ def _nanmean_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def segment_chain_length(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """Per frame (N,): leg (ankle-knee + knee-hip, mean of both sides) + hip-centre to
-    shoulder-centre + shoulder-centre to eye-centre. Posture-invariant; NaN when not measurable."""
-    P = np.asarray(points, float)
+    shoulder-centre (+ shoulder-centre to eye-centre when the eyes are in `names`).
+    Posture-invariant; NaN when not measurable."""
     legs = []
-    for ankle, knee, hip in _CHAIN_LEGS:
-        ia, ik, ih = _idx(names, (ankle, knee, hip))
-        legs.append(np.linalg.norm(P[:, ia] - P[:, ik], axis=-1) + np.linalg.norm(P[:, ik] - P[:, ih], axis=-1))
+    for side in _CHAIN_LEGS:
+        a, k, h = np.moveaxis(landmarks(points, names, side), -2, 0)
+        legs.append(np.linalg.norm(a - k, axis=-1) + np.linalg.norm(k - h, axis=-1))
     leg = _nanmean_pair(*legs)
-    lh, rh, ls, rs, le, re = _idx(names, ("left_hip", "right_hip", "left_shoulder", "right_shoulder",
-                                           "left_eye", "right_eye"))
-    hip_c = (P[:, lh] + P[:, rh]) / 2
-    sho_c = (P[:, ls] + P[:, rs]) / 2
-    eye_c = (P[:, le] + P[:, re]) / 2
-    return leg + np.linalg.norm(sho_c - hip_c, axis=-1) + np.linalg.norm(eye_c - sho_c, axis=-1)
+    lh, rh, ls, rs = np.moveaxis(landmarks(points, names, ("left_hip", "right_hip", "left_shoulder",
+                                                           "right_shoulder")), -2, 0)
+    hip_c, sho_c = (lh + rh) / 2, (ls + rs) / 2
+    chain = leg + np.linalg.norm(sho_c - hip_c, axis=-1)
+    if has_landmarks(names, ("left_eye", "right_eye")):
+        le, re = np.moveaxis(landmarks(points, names, ("left_eye", "right_eye")), -2, 0)
+        chain = chain + np.linalg.norm((le + re) / 2 - sho_c, axis=-1)
+    return chain
+
+
+def chain_fraction_of_stature(names: Sequence[str]) -> float:
+    """The fraction of stature `segment_chain_length` spans for this marker set."""
+    return CHAIN_FRACTION_OF_STATURE if has_landmarks(names, ("left_eye", "right_eye")) else CHAIN_NO_HEAD_FRACTION
 
 
 def stature_from_segments(points: np.ndarray, names: Sequence[str]) -> tuple[float, int]:
@@ -275,7 +317,7 @@ def stature_from_segments(points: np.ndarray, names: Sequence[str]) -> tuple[flo
     chain = chain[np.isfinite(chain)]
     if chain.size == 0:
         return float("nan"), 0
-    return float(np.median(chain) / CHAIN_FRACTION_OF_STATURE), int(chain.size)
+    return float(np.median(chain) / chain_fraction_of_stature(names)), int(chain.size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,15 +402,12 @@ def body_up_direction(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
     trunk may lean for long stretches (on the Pose2Sim demo, triangulated by its calibrated
     cameras, this direction is 3 deg from vertical; the trunk's mean direction is 23 deg off).
     """
-    P = np.asarray(points, float)
-    lh, rh = _idx(names, ("left_hip", "right_hip"))
-    feet = P[:, _idx(names, FOOT_POINTS)]
-    with np.errstate(invalid="ignore"):
-        count = np.isfinite(feet).all(-1).sum(1)
-    ok = (count == len(FOOT_POINTS)) & np.isfinite(P[:, [lh, rh]]).all((1, 2))
+    hips = landmarks(points, names, ("left_hip", "right_hip"))
+    feet = landmarks(points, names, FOOT_POINTS)
+    ok = np.isfinite(feet).all((1, 2)) & np.isfinite(hips).all((1, 2))
     if not ok.any():
         raise Sam4dcapError("no frame shows both hips, heels and toes: cannot find the up direction")
-    v = (P[ok, lh] + P[ok, rh]) / 2 - feet[ok].mean(1)
+    v = hips[ok].mean(1) - feet[ok].mean(1)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     return _unit(np.median(v, axis=0))
 
@@ -384,7 +423,7 @@ def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray,
                        contact_band_m: float) -> tuple[np.ndarray, np.ndarray]:
     """Contact candidates: per frame and foot, the lower of heel and toe, for the feet whose
     lowest point is within `contact_band_m` of the frame's lowest foot point."""
-    feet = np.asarray(points, float)[:, _idx(names, FOOT_POINTS)]    # (N, 4, 3): lh, rh, lt, rt
+    feet = landmarks(points, names, FOOT_POINTS)                      # (N, 4, 3): lh, rh, lt, rt
     h = np.where(np.isfinite(feet).all(-1), feet @ up, np.inf)
     per_foot = np.stack([h[:, [0, 2]], h[:, [1, 3]]], axis=1)          # (N, 2 feet, heel/toe)
     which = np.argmin(per_foot, axis=2)                                 # heel (0) or toe (1)
@@ -479,8 +518,7 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
     ground = estimate_ground(Pm, names, up_prior=up0, contact_band_m=contact_band_m,
                              inlier_m=ground_inlier_m, prior_spread_m=prior_spread_m)
     up = ground.plane.normal
-    lh, rh = _idx(names, ("left_hip", "right_hip"))
-    pelvis = (Pm[:, lh] + Pm[:, rh]) / 2
+    pelvis = landmarks(Pm, names, ("left_hip", "right_hip")).mean(-2)
     forward, forward_method = forward_direction(pelvis, up, min_travel_m=min_travel_m)
     z = np.cross(forward, up)
     # Rows: world axes in camera coordinates -> world<-camera rotation.
@@ -508,7 +546,7 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
 
 def lowest_foot_height(world_points: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """(N,) height (world y) of the lowest heel/toe per frame; NaN when no foot point."""
-    h = np.asarray(world_points, float)[:, _idx(names, FOOT_POINTS), 1]
+    h = landmarks(world_points, names, FOOT_POINTS)[..., 1]
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(h).any(1), np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=1), np.nan)
 
@@ -526,9 +564,7 @@ def ground_contact_shift(world_points: np.ndarray, names: Sequence[str], camera_
     projection stays put) unless that ray is nearly horizontal, then it is vertical.
     NaN error -> zero shift.
     """
-    P = np.asarray(world_points, float)
-    lh, rh = _idx(names, ("left_hip", "right_hip"))
-    pelvis = (P[:, lh] + P[:, rh]) / 2
+    pelvis = landmarks(world_points, names, ("left_hip", "right_hip")).mean(-2)
     ray = pelvis - np.asarray(camera_center, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         ray = ray / np.linalg.norm(ray, axis=1, keepdims=True)

@@ -94,3 +94,42 @@ def test_streaming_drops_out_of_order_frames(scene):
         est.push(o)
     assert est.push(obs[10]) is None          # older than the last one: dropped, no crash
     assert est.push(obs[30]) is not None
+
+
+def _opencap_observations(scene, *, mesh_scale):
+    """OpenCap-43-named observations of the synthetic subject as a mesh backend would send them:
+    keypoints_3d in the camera frame (not hip-centred), at the mesh's own scale."""
+    from sam4dcap_biomech.markersets import OPENCAP43
+    from sam4dcap_perception.observations import BodyObservation
+
+    bp = {n: scene.camera[:, i] for i, n in enumerate(NAMES)}
+    lateral = np.array([0.05, 0.0, 0.0])     # camera-x offset: lateral/medial pairs average to the joint
+    pts = {}
+    for side, s in (("left", "L"), ("right", "r")):
+        pts[f"{s}_knee_study"], pts[f"{s}_mknee_study"] = bp[f"{side}_knee"] + lateral, bp[f"{side}_knee"] - lateral
+        pts[f"{s}_ankle_study"], pts[f"{s}_mankle_study"] = bp[f"{side}_ankle"] + lateral, bp[f"{side}_ankle"] - lateral
+        pts[f"{s}_calc_study"], pts[f"{s}_toe_study"] = bp[f"{side}_heel"], bp[f"{side}_foot_index"]
+        pts[f"{s}_shoulder_study"] = bp[f"{side}_shoulder"]
+    pts["LHJC_study"], pts["RHJC_study"] = bp["left_hip"], bp["right_hip"]
+    rest = (bp["left_hip"] + bp["right_hip"]) / 2
+    cam = np.stack([pts.get(n, rest) for n in OPENCAP43], axis=1) * mesh_scale
+    K = scene.intrinsics
+    pix = np.stack([K.fx * cam[..., 0] / cam[..., 2] + K.cx, K.fy * cam[..., 1] / cam[..., 2] + K.cy], -1)
+    ones = np.ones(len(OPENCAP43))
+    return [BodyObservation(frame_index=i, time_s=float(t), person_id=1, tracked=True, skeleton="opencap43",
+                            names=OPENCAP43, keypoints_2d=pix[i], keypoints_3d=cam[i], visibility=ones,
+                            confidence=ones, backend="sam3d", extra={"keypoints_3d_frame": "camera"})
+            for i, t in enumerate(scene.time)]
+
+
+def test_mesh_backend_opencap43_markers(scene):
+    res = markers_from_observations(_opencap_observations(scene, mesh_scale=1.05), height_m=scene.height_m,
+                                    intrinsics=scene.intrinsics, offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+    assert res.raw.meta["marker_set"] == "opencap43" and len(res.raw.names) == 43
+    assert res.world.scale == pytest.approx(1 / 1.05, rel=1e-6)
+    expected = scene.expected_world()
+    for ocap, bp in (("LHJC_study", "left_hip"), ("r_calc_study", "right_heel"), ("L_toe_study", "left_foot_index"),
+                     ("r_shoulder_study", "right_shoulder")):
+        np.testing.assert_allclose(res.raw.get(ocap), expected[:, NAMES.index(bp)], atol=0.003)
+    knee = (res.raw.get("L_knee_study") + res.raw.get("L_mknee_study")) / 2
+    np.testing.assert_allclose(knee, expected[:, NAMES.index("left_knee")], atol=0.003)
