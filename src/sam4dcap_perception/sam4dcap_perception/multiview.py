@@ -25,7 +25,10 @@ import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from sam4dcap_biomech.timeseries import TimeSeries
 
 import numpy as np
 
@@ -182,19 +185,25 @@ def triangulate(cameras: Sequence[CalibratedCamera], pixels: np.ndarray, weights
     """Triangulate points seen by calibrated views.
 
     pixels (V, ..., 2) distorted image coordinates (NaN = not seen); weights (V, ...) in 0..1
-    (keypoint visibility; views below `min_weight` are not used). While a point's worst used
-    view reprojects farther than `max_error_px` and more than `min_views` views remain, that
-    view is dropped (a keypoint detected on the wrong limb in one view would otherwise pull the
-    point). Returns points (..., 3) in the calibration's world, reprojection errors (V, ...) in
-    pixels for every view that saw the point (NaN otherwise), and the used-view mask (V, ...).
+    (keypoint visibility; views below `min_weight` are not used). For each point the largest
+    set of views (at least `min_views`) whose reprojections all fall within `max_error_px` is
+    kept, the lowest mean error among equals: a keypoint put on the wrong limb in one view is
+    left out instead of pulling the point. A point no view set explains is NaN. Returns points
+    (..., 3) in the calibration's world, reprojection errors (V, ...) in pixels for every view
+    that saw the point (NaN otherwise), and the used-view mask (V, ...).
     """
+    import itertools
+
     V = len(cameras)
     pixels = np.asarray(pixels, float)
     if pixels.shape[0] != V or pixels.shape[-1] != 2:
         raise Sam4dcapError(f"triangulate: pixels must be ({V}, ..., 2) for {V} cameras; got {pixels.shape}")
+    if V > 10:
+        raise Sam4dcapError(f"triangulate: {V} views; at most 10 are supported (view subsets are searched)")
     shape = pixels.shape[1:-1]
     flat = pixels.reshape(V, -1, 2)
-    w = np.ones(flat.shape[:2]) if weights is None else np.asarray(weights, float).reshape(V, -1).copy()
+    P = flat.shape[1]
+    w = np.ones((V, P)) if weights is None else np.asarray(weights, float).reshape(V, -1)
     seen = np.isfinite(flat).all(axis=-1)
     w = np.where(seen & (w >= min_weight), np.clip(w, 0.0, 1.0), 0.0)
     undist = np.stack([cam.undistort(flat[i]) for i, cam in enumerate(cameras)])
@@ -204,24 +213,351 @@ def triangulate(cameras: Sequence[CalibratedCamera], pixels: np.ndarray, weights
         reproj = np.stack([cam.project(points) for cam in cameras])
         return np.linalg.norm(reproj - observed, axis=-1)
 
-    points = _dlt(projections, undist, w)
-    err = errors_of(points, flat)
-    for _ in range(max(0, V - min_views)):
-        used = w > 0
-        worst = np.where(used, err, -np.inf)
-        worst_view = np.argmax(worst, axis=0)
-        worst_err = worst.max(axis=0)
-        redo = (used.sum(axis=0) > min_views) & (worst_err > max_error_px)
-        if not redo.any():
-            break
-        idx = np.nonzero(redo)[0]
-        w[worst_view[idx], idx] = 0.0
-        points[idx] = _dlt(projections, undist[:, idx], w[:, idx])
-        err[:, idx] = errors_of(points[idx], flat[:, idx])
-    err = np.where(seen, err, np.nan)
-    return points.reshape(shape + (3,)), err.reshape((V,) + shape), (w > 0).reshape((V,) + shape)
+    best_points = np.full((P, 3), np.nan)
+    best_size = np.zeros(P, int)
+    best_mean = np.full(P, np.inf)
+    best_used = np.zeros((V, P), bool)
+    for size in range(V, max(min_views, 2) - 1, -1):
+        for subset in itertools.combinations(range(V), size):
+            mask = np.zeros(V, bool)
+            mask[list(subset)] = True
+            # Only points every view of the subset saw, and not already explained by more views.
+            cand = (w[mask] > 0).all(axis=0) & (best_size <= size)
+            if not cand.any():
+                continue
+            idx = np.nonzero(cand)[0]
+            ws = np.where(mask[:, None], w[:, idx], 0.0)
+            pts = _dlt(projections, undist[:, idx], ws)
+            err = errors_of(pts, flat[:, idx])[mask]
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(pts).all(axis=1) & (err.max(axis=0) <= max_error_px)
+            mean = np.where(ok, err.mean(axis=0), np.inf)
+            better = ok & ((best_size[idx] < size) | (mean < best_mean[idx]))
+            sel = idx[better]
+            best_points[sel] = pts[better]
+            best_size[sel] = size
+            best_mean[sel] = mean[better]
+            best_used[:, sel] = mask[:, None]
+    err = np.where(seen, errors_of(best_points, flat), np.nan)
+    return best_points.reshape(shape + (3,)), err.reshape((V,) + shape), best_used.reshape((V,) + shape)
 
 
 def zup_to_yup(points: np.ndarray) -> np.ndarray:
     """Points (..., 3) from a z-up world (Qualisys) to OpenSim's y-up world."""
     return np.asarray(points, float) @ ZUP_TO_YUP.T
+
+
+# --- a multi-view reference trial ----------------------------------------------------------------
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+# Views whose frame rates differ by more than this cannot be paired frame by frame.
+_RATE_TOLERANCE = 0.01
+# Video sizes within this share of the calibration's are taken as the calibrated image (a few
+# pixels cropped by an encoder); beyond it the calibration does not describe the video.
+_SIZE_TOLERANCE = 0.02
+
+
+@dataclass
+class ViewKeypoints:
+    """2D keypoints of the tracked person in one calibrated view."""
+    name: str
+    video: str
+    time_s: np.ndarray          # (N,)
+    names: tuple[str, ...]
+    pixels: np.ndarray          # (N, K, 2), NaN when not seen
+    visibility: np.ndarray      # (N, K) 0..1
+    rate_hz: float
+    width: int
+    height: int
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, name=self.name, video=self.video, time_s=self.time_s, names=np.array(self.names),
+                            pixels=self.pixels, visibility=self.visibility, rate_hz=self.rate_hz,
+                            width=self.width, height=self.height)
+
+    @classmethod
+    def load(cls, path: Path) -> "ViewKeypoints":
+        d = np.load(path)
+        return cls(str(d["name"]), str(d["video"]), d["time_s"], tuple(str(n) for n in d["names"]), d["pixels"],
+                   d["visibility"], float(d["rate_hz"]), int(d["width"]), int(d["height"]))
+
+
+@dataclass
+class MultiviewReference:
+    out_dir: Path
+    markers_trc: Path
+    coordinates_mot: Path
+    scaled_model: Path
+    reprojection: dict           # per view: median/mean/p90 px over used and all observations
+    cameras: list[str]
+
+
+def find_multiview_trial(folder: str | Path) -> tuple[Path, list[Path]]:
+    """(calibration .qca.txt, videos) of a trial folder in the Pose2Sim layout
+    (`calibration/*.qca.txt`, `videos/*`), or with both directly inside."""
+    folder = Path(folder)
+    calibs = sorted(folder.glob("calibration/*.qca.txt")) or sorted(folder.glob("*.qca.txt"))
+    if not calibs:
+        raise Sam4dcapError(f"{folder}: no Qualisys calibration (calibration/*.qca.txt) for a multi-view reference")
+    if len(calibs) > 1:
+        raise Sam4dcapError(f"{folder}: several calibrations ({', '.join(c.name for c in calibs)}); keep one")
+    vdir = folder / "videos" if (folder / "videos").is_dir() else folder
+    videos = sorted((p for p in vdir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: _natural_key(p.name))
+    if len(videos) < 2:
+        raise Sam4dcapError(f"{vdir}: {len(videos)} video(s); a multi-view reference needs at least 2 calibrated views")
+    return calibs[0], videos
+
+
+def match_views(cameras: Sequence[CalibratedCamera], videos: Sequence[Path]) -> list[tuple[CalibratedCamera, Path]]:
+    """Pair each video with its camera by name (the camera's serial in the file name), else in
+    natural order when the counts agree."""
+    pairs = []
+    for v in videos:
+        stem = v.stem.lower()
+        hits = [c for c in cameras if c.name.lower() == stem] or [c for c in cameras if c.name.lower() in stem]
+        if len(hits) == 1:
+            pairs.append((hits[0], v))
+    if len(pairs) == len(videos) and len({c.name for c, _ in pairs}) == len(pairs):
+        return pairs
+    if len(videos) != len(cameras):
+        raise Sam4dcapError(f"{len(videos)} videos but {len(cameras)} calibrated cameras "
+                            f"({', '.join(c.name for c in cameras)}), and the names do not pair them: "
+                            "name each video after its camera (e.g. cam01.mp4)")
+    log.warning("videos paired with cameras in order (names do not match): %s",
+                ", ".join(f"{v.name}->{c.name}" for c, v in zip(cameras, videos)))
+    return list(zip(cameras, videos))
+
+
+def detect_view_keypoints(video: str | Path, *, name: str, backend: str = "blazepose", start_s: float = 0.0,
+                          end_s: float | None = None, progress: bool = False) -> ViewKeypoints:
+    """Run the body estimator over one view; keypoints of the tracked person per frame."""
+    from .body_estimator import create_estimator
+    from .video_source import open_source
+
+    source = open_source(video, start_s=start_s, end_s=end_s)
+    estimator = create_estimator({"backend": backend})
+    times, pix, vis = [], [], []
+    names: tuple[str, ...] = ()
+    try:
+        frames = iter(source)
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=source.n_frames_hint, unit="frame", desc=name, leave=False)
+        for frame in frames:
+            obs = estimator.process(frame)
+            times.append(frame.time_s)
+            if obs.tracked and obs.keypoints_2d is not None:
+                names = names or tuple(obs.names)
+                pix.append(np.asarray(obs.keypoints_2d, float))
+                v = obs.visibility if obs.visibility is not None else obs.confidence
+                vis.append(np.ones(len(obs.names)) if v is None else np.asarray(v, float))
+            else:
+                pix.append(None)
+                vis.append(None)
+    finally:
+        estimator.close()
+        source.close()
+    if not names:
+        raise Sam4dcapError(f"{video}: no person found in any frame of this view")
+    k = len(names)
+    pixels = np.stack([p if p is not None else np.full((k, 2), np.nan) for p in pix])
+    visibility = np.stack([v if v is not None else np.zeros(k) for v in vis])
+    t = np.asarray(times, float)
+    rate = float(1.0 / np.median(np.diff(t))) if t.size > 1 else float(getattr(source, "container_fps", 0.0) or 0.0)
+    return ViewKeypoints(name, str(video), t, names, pixels, visibility, rate, source.width, source.height)
+
+
+def check_views(cameras: Sequence[CalibratedCamera], views: Sequence[ViewKeypoints]) -> None:
+    """Same frame rate everywhere; each video the size its camera was calibrated at."""
+    rates = [v.rate_hz for v in views]
+    if max(rates) - min(rates) > _RATE_TOLERANCE * max(rates):
+        listing = ", ".join(f"{v.name} {v.rate_hz:.2f} fps" for v in views)
+        raise Sam4dcapError(f"views have different frame rates ({listing}): synchronised views of one "
+                            "rate are needed; convert the videos to a common rate")
+    for cam, view in zip(cameras, views):
+        if (view.width, view.height) == (cam.height, cam.width) and cam.width != cam.height:
+            raise Sam4dcapError(f"{view.name}: video is {view.width}x{view.height} but camera {cam.name} was "
+                                f"calibrated at {cam.width}x{cam.height}: the video is rotated against its calibration")
+        if abs(view.width - cam.width) > _SIZE_TOLERANCE * cam.width or \
+                abs(view.height - cam.height) > _SIZE_TOLERANCE * cam.height:
+            raise Sam4dcapError(f"{view.name}: video is {view.width}x{view.height} but camera {cam.name} was "
+                                f"calibrated at {cam.width}x{cam.height}: use the videos of that calibration")
+        if (view.width, view.height) != (cam.width, cam.height):
+            log.info("%s: video %dx%d, calibration %dx%d (within %.0f%%): pixels used as calibrated",
+                     view.name, view.width, view.height, cam.width, cam.height, 100 * _SIZE_TOLERANCE)
+    names = {v.names for v in views}
+    if len(names) > 1:
+        raise Sam4dcapError("views hold different keypoint sets: use one body estimator for every view")
+
+
+def reject_jumps(points: np.ndarray, support: np.ndarray, *, max_deviation_m: float = 0.1,
+                 half_window: int = 7) -> np.ndarray:
+    """NaN where a point leaves its own neighbourhood in time.
+
+    points (N, K, 3); support (N, K) number of views behind each point. The reference of frame
+    i is the median of the point over frames i-half_window..i+half_window, taken from the
+    points seen by 3 or more views when there are any (two views that agree on a wrong
+    keypoint, e.g. both swapping left and right, still reproject well). Returns the mask of
+    rejected samples (N, K).
+    """
+    n, k = points.shape[:2]
+    finite = np.isfinite(points).all(axis=2)
+    rejected = np.zeros((n, k), bool)
+    for j in range(k):
+        strong = finite[:, j] & (support[:, j] >= 3)
+        for i in np.nonzero(finite[:, j])[0]:
+            lo, hi = max(0, i - half_window), min(n, i + half_window + 1)
+            pick = strong[lo:hi] if strong[lo:hi].sum() >= 3 else finite[lo:hi, j]
+            if pick.sum() < 3:
+                continue
+            ref = np.median(points[lo:hi, j][pick], axis=0)
+            rejected[i, j] = np.linalg.norm(points[i, j] - ref) > max_deviation_m
+    return rejected
+
+
+def triangulate_views(cameras: Sequence[CalibratedCamera], views: Sequence[ViewKeypoints], *,
+                      max_error_px: float = 15.0, min_views: int = 2, min_visibility: float = 0.3,
+                      max_deviation_m: float = 0.1) -> tuple["TimeSeries", np.ndarray, np.ndarray]:
+    """Markers (N, K, 3) in the OpenSim world (y up, metres) from synchronised views paired by
+    frame index, with reprojection errors (V, N, K) px and the used-view mask (V, N, K).
+    Samples that jump away from their neighbours in time (`reject_jumps`) are NaN."""
+    from sam4dcap_biomech.timeseries import TimeSeries
+
+    check_views(cameras, views)
+    n = min(v.pixels.shape[0] for v in views)
+    if any(v.pixels.shape[0] != n for v in views):
+        log.warning("views have %s frames: the first %d are used", [v.pixels.shape[0] for v in views], n)
+    pixels = np.stack([v.pixels[:n] for v in views])
+    weights = np.stack([v.visibility[:n] for v in views])
+    points, errors, used = triangulate(cameras, pixels, weights, min_views=min_views,
+                                       max_error_px=max_error_px, min_weight=min_visibility)
+    rejected = reject_jumps(points, used.sum(axis=0), max_deviation_m=max_deviation_m)
+    points[rejected] = np.nan
+    used = used & ~rejected[None]
+    log.info("triangulated %d frames x %d keypoints: %.1f%% missing (%.1f%% rejected as jumps)", n, points.shape[1],
+             100 * np.isnan(points).any(axis=2).mean(), 100 * rejected.mean())
+    markers = TimeSeries(views[0].time_s[:n], views[0].names, zup_to_yup(points), unit="m", frame="world",
+                         meta={"source": "multiview: " + ", ".join(v.name for v in views)})
+    return markers, errors, used
+
+
+def heading_alignment(markers: "TimeSeries", *, window_s: float = 0.5) -> np.ndarray:
+    """(4, 4) transform of a y-up world that turns it about the vertical so the subject faces +x
+    (OpenSim's forward) over the first `window_s`, with the pelvis centre above the origin at the
+    first frame: the pose OpenSim's IK starts from (the default pose faces +x), and the frame
+    the monocular path builds. Heading from the hips: forward = up x (right_hip - left_hip)."""
+    T = np.eye(4)
+    try:
+        r = markers.get("right_hip") - markers.get("left_hip")
+        pelvis = 0.5 * (markers.get("right_hip") + markers.get("left_hip"))
+    except Sam4dcapError:
+        log.warning("no hip markers: the multi-view world is not turned to face +x")
+        return T
+    early = (markers.time <= markers.time[0] + window_s) & np.isfinite(r).all(axis=1)
+    if not early.any():
+        early = np.isfinite(r).all(axis=1)
+    if not early.any():
+        return T
+    forward = np.cross(np.array([0.0, 1.0, 0.0]), r[early])
+    heading = np.arctan2(-forward[:, 2], forward[:, 0])
+    yaw = float(np.arctan2(np.median(np.sin(heading)), np.median(np.cos(heading))))
+    # Rotation about +y by +yaw takes direction (cos h, 0, -sin h) to (cos(h+yaw), 0, -sin(h+yaw)):
+    # turning by -heading faces +x.
+    c, s_ = np.cos(-yaw), np.sin(-yaw)
+    R = np.array([[c, 0.0, s_], [0.0, 1.0, 0.0], [-s_, 0.0, c]])
+    first = pelvis[np.isfinite(pelvis).all(axis=1)]
+    origin = R @ first[0] if len(first) else np.zeros(3)
+    T[:3, :3] = R
+    T[:3, 3] = [-origin[0], 0.0, -origin[2]]
+    return T
+
+
+def apply_transform(markers: "TimeSeries", T: np.ndarray) -> "TimeSeries":
+    return markers.with_values(markers.values @ T[:3, :3].T + T[:3, 3])
+
+
+def reprojection_summary(views: Sequence[ViewKeypoints], errors: np.ndarray, used: np.ndarray) -> dict:
+    out = {}
+    for i, v in enumerate(views):
+        e_all = errors[i][np.isfinite(errors[i])]
+        e_used = errors[i][used[i] & np.isfinite(errors[i])]
+        out[v.name] = {
+            "used_median_px": float(np.median(e_used)) if e_used.size else None,
+            "used_mean_px": float(np.mean(e_used)) if e_used.size else None,
+            "used_p90_px": float(np.percentile(e_used, 90)) if e_used.size else None,
+            "all_median_px": float(np.median(e_all)) if e_all.size else None,
+            "observations_used": int(e_used.size), "observations": int(e_all.size),
+        }
+    return out
+
+
+def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *, out_dir: str | Path,
+                        height_m: float, mass_kg: float | None, backend: str = "blazepose", start_s: float = 0.0,
+                        end_s: float | None = None, force: bool = False, progress: bool = False,
+                        max_error_px: float = 25.0, max_gap_s: float = 0.25) -> MultiviewReference:
+    """Reference trial from calibrated synchronised views: 2D keypoints per view, triangulation,
+    the same zero-phase marker filter as the monocular path, then the same model, scaling and IK
+    (`offline_process.biomech_stages`). Stages are reused like `sam4dcap process`."""
+    from sam4dcap_biomech.config import load_config
+    from sam4dcap_biomech.filters import butterworth_zero_phase, fill_gaps
+    from sam4dcap_biomech.trc import read_trc, write_trc
+
+    from . import offline_process as op
+    from .report import write_json
+
+    out = Path(out_dir)
+    opts = op.ProcessOptions(height_m=height_m, mass_kg=mass_kg, backend=backend, start_s=start_s, end_s=end_s,
+                             force=force)
+    opts.check()
+    cameras = read_qualisys_calibration(calibration)
+    pairs = match_views(cameras, [Path(v) for v in videos])
+    runner = op.StageRunner(out, force=force)
+    kp_paths = []
+    for cam, video in pairs:
+        path = out / f"keypoints_{cam.name}.npz"
+
+        def detect(cam=cam, video=video, path=path):
+            detect_view_keypoints(video, name=cam.name, backend=backend, start_s=start_s, end_s=end_s,
+                                  progress=progress).save(path)
+        runner.run(f"keypoints_{cam.name}", detect, inputs={"video": video},
+                   params={"backend": backend, "start_s": start_s, "end_s": end_s,
+                           "config": op._config_snapshot(("body_estimator_node",))},
+                   outputs=[path])
+        kp_paths.append(path)
+
+    trc_path = out / "multiview_markers.trc"
+    calib_trc_path = out / "multiview_markers_calibration_world.trc"
+    reproj_path = out / "multiview_reprojection.json"
+    cutoff_hz = float(load_config().params("markers_node")["offline_filter_cutoff_hz"])
+
+    def triangulation():
+        views = [ViewKeypoints.load(p) for p in kp_paths]
+        cams = [c for c, _ in pairs]
+        markers, errors, used = triangulate_views(cams, views, max_error_px=max_error_px)
+        # Short gaps (rejected samples) are bridged before the same low-pass as the monocular path.
+        filled, _ = fill_gaps(markers, max_gap_frames=int(round(max_gap_s * views[0].rate_hz)))
+        smooth = butterworth_zero_phase(filled, cutoff_hz=cutoff_hz)
+        write_trc(calib_trc_path, smooth)
+        heading = heading_alignment(smooth)
+        write_trc(trc_path, apply_transform(smooth, heading))
+        summary = reprojection_summary(views, errors, used)
+        write_json(reproj_path, {
+            "calibration": str(calibration), "max_error_px": max_error_px, "views": summary,
+            "calibration_world": f"{calib_trc_path.name}: Qualisys world turned y up ((x, y, z) = (y, z, x) of Qualisys)",
+            "trial_world": f"{trc_path.name}: the same turned about y to face +x, pelvis over the origin at the start",
+            "trial_from_calibration_world": heading.tolist(),
+            "missing_share": float(np.isnan(markers.values).any(axis=2).mean())})
+        return {"views": summary}
+    extra = runner.run("triangulation", triangulation, inputs={"calibration": calibration,
+                                                               **{p.stem: p for p in kp_paths}},
+                       params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s},
+                       outputs=[trc_path, calib_trc_path, reproj_path])
+    from sam4dcap_biomech.inverse_kinematics import marker_set_of
+
+    marker_set = marker_set_of(read_trc(trc_path).names)
+    if marker_set is None:
+        raise Sam4dcapError(f"{trc_path}: triangulated keypoints match no project marker set")
+    arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set)
+    return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
+                              scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
+                              cameras=[c.name for c, _ in pairs])

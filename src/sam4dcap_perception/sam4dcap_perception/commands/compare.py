@@ -31,6 +31,9 @@ def add_arguments(parser):
                         help="multi-view reference: subject height [m] (default: from the result's summary.json)")
     parser.add_argument("--mass", type=float, metavar="KG",
                         help="multi-view reference: subject mass [kg] (default: from the result's summary.json)")
+    parser.add_argument("--max-reproj-error", type=float, default=25.0, metavar="PX",
+                        help="multi-view reference: largest reprojection error of a view kept for a keypoint (default 25)")
+    parser.add_argument("--force", action="store_true", help="multi-view reference: rebuild it even if current")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -51,13 +54,15 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     result = load_series(result_path)
+    mv = None
     if reference_path.is_dir() and not any(reference_path.glob("*.mot")) and not any(reference_path.glob("*.trc")):
         from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
 
         calib, videos = find_multiview_trial(reference_path)
         height, mass = _subject(args, result_path)
         mv = multiview_reference(videos, calib, out_dir=out / "multiview_reference", height_m=height,
-                                 mass_kg=mass, progress=not args.quiet and sys.stderr.isatty())
+                                 mass_kg=mass, progress=not args.quiet and sys.stderr.isatty(),
+                                 max_error_px=args.max_reproj_error, force=args.force)
         reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
     else:
         reference = load_series(reference_path)
@@ -65,11 +70,22 @@ def run(args) -> int:
     comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
                                 rigid=args.rigid, allow_resample=not args.no_resample)
     comparison.sources.update(result=str(result_path), reference=str(reference_path))
-    rp.write_json(out / "comparison.json", comparison.as_dict())
+    data = comparison.as_dict()
+    if mv is not None:
+        data["multiview_reference"] = {"out_dir": str(mv.out_dir), "cameras": mv.cameras,
+                                       "reprojection_px": mv.reprojection, "max_reproj_error_px": args.max_reproj_error}
+    rp.write_json(out / "comparison.json", data)
     overlay = rp.plot_comparison(comparison, out / "overlay.png")
     lag_png = rp.plot_lag_scores(comparison, out / "lag.png") if not args.no_align else None
     page = rp.HtmlReport(f"sam4dcap comparison: {result_path.name} vs {reference_path.name}")
     rp.add_comparison(page, comparison, overlay_png=overlay, lag_png=lag_png)
+    if mv is not None:
+        page.heading("Multi-view reference")
+        page.paragraph(f"Triangulated from {len(mv.cameras)} calibrated views ({', '.join(mv.cameras)}) with "
+                       f"the same model, scaling and IK as the result; files in {mv.out_dir}.")
+        page.table(["view", "median px (used)", "p90 px (used)", "median px (all seen)", "used / seen"],
+                   [[v, r["used_median_px"], r["used_p90_px"], r["all_median_px"],
+                     f"{r['observations_used']} / {r['observations']}"] for v, r in mv.reprojection.items()])
     page.save(out / "comparison.html")
 
     print(f"time alignment: reference lag {comparison.lag_s:+.4f} s (window +-{comparison.max_lag_s:g} s, "
