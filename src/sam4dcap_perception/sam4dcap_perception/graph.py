@@ -33,6 +33,7 @@ class Topic:
     qos: str              # image | results | deep | latched
     publisher: str        # node name
     description: str
+    record: bool = True   # recorded by recorder_node topics=[all]
 
 
 def body_id(person_id: int) -> str:
@@ -53,6 +54,8 @@ TOPICS: tuple[Topic, ...] = (
           "Pinhole intrinsics of the source (one per frame, same stamp)."),
     Topic("/sam4dcap/segmentation", "sam4dcap_msgs/msg/PersonSegmentation", "results", "body_estimator_node",
           "Person mask + box + prompt; one per frame (tracked=false when lost)."),
+    Topic("/sam4dcap/mask", "sensor_msgs/msg/Image", "results", "body_estimator_node",
+          "The person mask alone (mono8) for image viewers; only while someone subscribes.", record=False),
     Topic("/sam4dcap/keypoints", "sam4dcap_msgs/msg/BodyKeypoints", "results", "body_estimator_node",
           "2D + metric 3D keypoints in the camera frame; one per frame (NaN when lost)."),
     Topic("/sam4dcap/mesh", "sam4dcap_msgs/msg/BodyMesh", "results", "body_estimator_node",
@@ -72,7 +75,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("/sam4dcap/visualization", "visualization_msgs/msg/MarkerArray", "results", "visualization_node",
           "RViz markers: virtual markers, skeleton, mesh, twin."),
     Topic(PROGRESS_TOPIC, "std_msgs/msg/Header", "deep", "",
-          "Frame acks of the pipeline stages (offline flow control)."),
+          "Frame acks of the pipeline stages (offline flow control).", record=False),
 )
 
 
@@ -101,7 +104,8 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
              ("/camera/image_raw", "/camera/camera_info"), description="file / camera / bag -> images"),
     NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw",),
-             ("/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC), acks=True,
+             ("/sam4dcap/segmentation", "/sam4dcap/mask", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC),
+             acks=True,
              description="segmentation + keypoints (+ mesh)"),
     NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info"),
              ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True,
@@ -117,7 +121,7 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("visualization_node", "sam4dcap_perception",
              ("/sam4dcap/markers", "/sam4dcap/mesh"),
              ("/sam4dcap/visualization",), description="RViz MarkerArray"),
-    NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.name != PROGRESS_TOPIC),
+    NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.record and t.name != PROGRESS_TOPIC),
              (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder"),
 )
 

@@ -2,7 +2,8 @@
 
 Publishes one PersonSegmentation and one BodyKeypoints for EVERY input frame (tracked=false,
 all-zero mask and NaN keypoints when the person is lost), so downstream stages see every
-capture stamp; BodyMesh only from mesh backends (sam3d). keypoints_3d frame convention:
+capture stamp; BodyMesh only from mesh backends (sam3d); the mask alone as a mono8 Image on
+/sam4dcap/mask while someone (RViz) subscribes to it. keypoints_3d frame convention:
 header.frame_id is the camera frame when the backend knows the body's camera translation
 (mesh backends); BlazePose's metric landmarks are hip-centred with camera axes, marked by
 frame_id "<camera>_hip_centred" (the markers node recovers the translation from 2D-3D).
@@ -120,6 +121,7 @@ class BodyEstimatorNode(Node):
         self.estimator = create_estimator(self.p)
         self.seg_pub = self.create_publisher(PersonSegmentation, "/sam4dcap/segmentation", RESULTS_QOS)
         self.kp_pub = self.create_publisher(BodyKeypoints, "/sam4dcap/keypoints", RESULTS_QOS)
+        self.mask_pub = self.create_publisher(Image, "/sam4dcap/mask", RESULTS_QOS)
         self.mesh_pub = self.create_publisher(BodyMesh, "/sam4dcap/mesh", RESULTS_QOS)
         self.acks = FrameAcks(self)
         self.frames = 0
@@ -145,6 +147,8 @@ class BodyEstimatorNode(Node):
             seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
             self.seg_pub.publish(seg)
             self.kp_pub.publish(kp)
+            if self.mask_pub.get_subscription_count() > 0:  # image viewers (RViz) only
+                self.mask_pub.publish(seg.mask)
             if mesh is not None:
                 self.mesh_pub.publish(mesh)
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node

@@ -52,7 +52,7 @@ class RecorderNode(Node):
         known = {t.name: t for t in graph.TOPICS if t.name != graph.PROGRESS_TOPIC}
         wanted = list(p["topics"])
         if wanted == ["all"]:
-            wanted = list(known)
+            wanted = [name for name, t in known.items() if t.record]
         unknown = [t for t in wanted if t not in known and not _JOINT_STATES.match(t)]
         if unknown:
             raise Sam4dcapError(f"parameter recorder_node.topics: unknown topic(s) {', '.join(unknown)} "

@@ -1,0 +1,262 @@
+"""The node graph on a real video, each node its own process (real rclpy, real BlazePose + IK).
+
+One recorded live run on the Pose2Sim demo clip (100 frames) is shared by the tests: message
+counts per frame, monotonic capture stamps, the bag read back by rosbags AND by the independent
+mcap + mcap-ros2-support reader, a replay of that bag through the graph giving the same joint
+angles, a node killed and restarted mid-stream, and bad parameters refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam4dcap_perception import bag_io, graph
+from sam4dcap_perception.graph import GraphOptions
+from sam4dcap_perception.graph_runner import GraphRun, start_node, stop_node
+
+# The clip is 1.65 s long: a short ground-plane window leaves most of it for IK.
+GROUND_WINDOW_S = 0.25
+HEIGHT_M, MASS_KG = 1.70, 70.0
+JOINT_STATES = graph.joint_states_topic(1)
+
+
+def graph_options(video, tmp: Path, **kw) -> GraphOptions:
+    return GraphOptions(video=str(video), height_m=HEIGHT_M, mass_kg=MASS_KG,
+                        extra={"markers_node": {"ground_window_s": GROUND_WINDOW_S},
+                               "trial_writer_node": {"output_dir": str(tmp / "trials")}}, **kw)
+
+
+@pytest.fixture(scope="module")
+def live_run(demo_video, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("graph_live")
+    run = GraphRun(graph_options(demo_video, tmp, record=str(tmp / "bag")), log_dir=tmp / "logs")
+    run.start()
+    rc = run.wait(timeout_s=300)
+    assert rc == 0, "graph failed:\n" + "\n".join(f"--- {n}\n{p.tail(8)}" for n, p in run.procs.items())
+    return {"bag": tmp / "bag", "tmp": tmp, "run": run}
+
+
+def read_bag(bag: Path, topic: str):
+    return [msg for _, _, _, msg in bag_io.read_messages(bag, [topic])]
+
+
+def stamps_s(msgs) -> np.ndarray:
+    return np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs])
+
+
+def test_every_frame_flows_through_the_graph(live_run, demo_video):
+    bag = live_run["bag"]
+    images = read_bag(bag, "/camera/image_raw")
+    assert len(images) == 100, "offline mode must not drop frames"
+    frame_stamps = stamps_s(images)
+    assert np.all(np.diff(frame_stamps) > 0), "capture stamps must increase"
+    np.testing.assert_allclose(np.diff(frame_stamps), 1 / 60, atol=2e-3)  # 60 fps container times
+    for topic in ("/camera/camera_info", "/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/markers",
+                  "/sam4dcap/visualization"):
+        msgs = read_bag(bag, topic)
+        assert len(msgs) == 100, f"{topic}: {len(msgs)} messages for 100 frames"
+        if topic != "/sam4dcap/visualization":
+            np.testing.assert_array_equal(stamps_s(msgs), frame_stamps, err_msg=topic)
+    segs = read_bag(bag, "/sam4dcap/segmentation")
+    assert sum(s.tracked for s in segs) >= 95
+    assert segs[50].mask.height == 1920 and segs[50].mask.width == 1080 and segs[50].mask.encoding == "mono8"
+    assert int(np.count_nonzero(segs[50].mask.data)) > 1000, "tracked person has a mask"
+
+
+def test_joint_states_for_frames_with_markers(live_run):
+    bag = live_run["bag"]
+    markers = read_bag(bag, "/sam4dcap/markers")
+    valid = [m for m in markers if np.isfinite(np.array([[p.x, p.y, p.z] for p in m.positions])).all(axis=1).sum() >= 8]
+    # Only the ground-plane window (its frames have NaN markers: world frame unknown) lacks markers.
+    window_frames = math.ceil(GROUND_WINDOW_S * 60) + 1
+    assert len(valid) >= 100 - window_frames - 2, f"{len(valid)} frames with markers"
+    js = read_bag(bag, JOINT_STATES)
+    kin = read_bag(bag, "/sam4dcap/joint_kinematics")
+    assert len(js) >= 0.95 * len(valid), f"JointState for {len(js)} of {len(valid)} frames with markers"
+    assert len(kin) == len(js)
+    t = stamps_s(js)
+    assert np.all(np.diff(t) > 0), "JointState capture stamps must increase"
+    assert set(t) <= set(stamps_s(valid)), "JointState stamps are capture stamps of marker frames"
+    names = list(js[0].name)
+    assert "knee_angle_r" in names and "hip_flexion_r" in names
+    q = np.array([j.position for j in js])
+    assert np.all(np.isfinite(q))
+    knee = q[:, names.index("knee_angle_r")]
+    assert np.all(np.abs(knee) < np.radians(160)), "radians, within the joint's anatomical range"
+
+
+def test_static_transform_and_types(live_run):
+    bag = live_run["bag"]
+    tfs = read_bag(bag, "/tf_static")
+    assert len(tfs) == 1
+    tf = tfs[0].transforms[0]
+    assert (tf.header.frame_id, tf.child_frame_id) == ("world", "camera")
+    q = tf.transform.rotation
+    assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1) < 1e-6
+    assert 0.2 < tf.transform.translation.y < 3.0, "camera height above the ground, y up"
+    topics = bag_io.bag_topics(bag)
+    for t in graph.TOPICS:
+        if t.name in topics:
+            assert topics[t.name].msgtype == t.msgtype
+
+
+def test_bag_reads_back_with_the_independent_mcap_reader(live_run):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    bag = live_run["bag"]
+    counts = {t: i.count for t, i in bag_io.bag_topics(bag).items()}
+    (mcap_file,) = bag.glob("*.mcap")
+    seen: dict[str, int] = {}
+    first_image = None
+    with mcap_file.open("rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for schema, channel, message, decoded in reader.iter_decoded_messages():
+            seen[channel.topic] = seen.get(channel.topic, 0) + 1
+            assert schema.encoding == "ros2msg" and channel.message_encoding == "cdr"
+            if channel.topic == "/camera/image_raw" and first_image is None:
+                first_image = decoded
+            if channel.topic == "/sam4dcap/keypoints" and seen[channel.topic] == 50:
+                assert len(decoded.names) == 33 and decoded.skeleton == "blazepose33"
+    assert seen == {t: n for t, n in counts.items() if n}, "both readers see the same messages"
+    assert (first_image.height, first_image.width, first_image.encoding) == (1920, 1080, "rgb8")
+    assert len(first_image.data) == 1920 * 1080 * 3
+    meta = (bag / "metadata.yaml").read_text()
+    assert "storage_identifier: mcap" in meta and "sam4dcap_msgs/msg/VirtualMarkers" in meta
+
+
+def test_replay_of_the_bag_gives_the_same_joint_angles(live_run, tmp_path):
+    bag = live_run["bag"]
+    rec = tmp_path / "replay_bag"
+    run = GraphRun(graph_options(bag, tmp_path, record=str(rec)), log_dir=tmp_path / "logs")
+    run.params["recorder_node"]["topics"] = [JOINT_STATES, "/camera/image_raw"]
+    run.start()
+    assert run.wait(timeout_s=300) == 0
+    live = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in read_bag(bag, JOINT_STATES)}
+    replay = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in read_bag(rec, JOINT_STATES)}
+    assert len(read_bag(rec, "/camera/image_raw")) == 100
+    common = sorted(set(live) & set(replay))
+    assert len(common) >= 0.95 * len(live)
+    names = list(live[common[0]].name)
+    rot = [i for i, n in enumerate(names) if not n.endswith(("_tx", "_ty", "_tz"))]
+    diff = np.array([np.asarray(replay[t].position)[rot] - np.asarray(live[t].position)[rot] for t in common])
+    rms_deg = float(np.degrees(np.sqrt(np.mean(diff ** 2))))
+    assert rms_deg <= 0.5, f"replay differs from live by {rms_deg:.3f} deg RMS"
+
+
+# --- a node killed mid-stream ---------------------------------------------------------------
+
+class TopicWatcher:
+    """Receive times of messages on some topics, in this process (own rclpy context)."""
+
+    def __init__(self, topics: dict[str, type]):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("test_topic_watcher", context=self.ctx)
+        self.received: dict[str, list[tuple[float, object]]] = {t: [] for t in topics}
+        for t, cls in topics.items():
+            qos = DEEP_QOS if t == "/sam4dcap/markers" else RESULTS_QOS
+            self.node.create_subscription(cls, t, lambda m, t=t: self.received[t].append((time.monotonic(), m)), qos)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while not self._stop:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self):
+        import rclpy
+
+        self._stop = True
+        self.thread.join(5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def test_killed_and_restarted_node_recovers(demo_video, tmp_path):
+    from sensor_msgs.msg import JointState
+
+    from sam4dcap_msgs.msg import VirtualMarkers
+
+    watcher = TopicWatcher({"/sam4dcap/markers": VirtualMarkers, JOINT_STATES: JointState})
+    run = GraphRun(graph_options(demo_video, tmp_path), log_dir=tmp_path / "logs")
+    try:
+        run.start()
+        deadline = time.monotonic() + 120
+        while len(watcher.received[JOINT_STATES]) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(watcher.received[JOINT_STATES]) >= 10, "graph never produced joint states"
+        victim = run.procs["markers_node"]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        t_kill = time.monotonic()
+        n_markers_before = len(watcher.received["/sam4dcap/markers"])
+        run.procs["markers_node"] = start_node("markers_node", run.params["markers_node"],
+                                               log_dir=tmp_path / "logs_restart", env=None)
+        rc = run.wait(timeout_s=180)
+        assert rc == 0, run.procs["video_source_node"].tail()
+    finally:
+        watcher.close()
+    markers_after = [(t, m) for t, m in watcher.received["/sam4dcap/markers"][n_markers_before:] if t > t_kill]
+    valid_after = [(t, m) for t, m in markers_after
+                   if np.isfinite([[p.x, p.y, p.z] for p in m.positions]).all(axis=1).sum() >= 8]
+    assert valid_after, "restarted markers node published no valid markers"
+    t_first_valid = valid_after[0][0]
+    js_after = [t for t, _ in watcher.received[JOINT_STATES] if t >= t_first_valid]
+    assert js_after, "IK never recovered after the markers node restarted"
+    recovery_s = js_after[0] - t_first_valid
+    assert recovery_s <= 1.0, f"downstream recovered {recovery_s:.2f} s after the restarted node's first markers"
+    # The source waited for the restarted node: frames after the restart all got markers.
+    assert len(markers_after) >= 20
+
+
+# --- bad parameters -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("node_name, params, expected", [
+    ("markers_node", {"subject_height_m": 9.0}, "markers_node.subject_height_m"),
+    ("video_source_node", {"source": "/nonexistent/walk.mp4"}, "/nonexistent/walk.mp4"),
+    ("video_source_node", {"source": "x.mp4", "max_queue_frames": 0}, "video_source_node.max_queue_frames"),
+    ("recorder_node", {"bag_dir": ""}, "recorder_node.bag_dir"),
+    ("recorder_node", {"bag_dir": "/tmp/unused_bag_dir", "topics": ["/no/such/topic"]}, "recorder_node.topics"),
+    ("visualization_node", {"marker_diameter_m": -1.0}, "visualization_node.marker_diameter_m"),
+    ("body_estimator_node", {"backend": "openpose"}, "body_estimator_node.backend"),
+])
+def test_bad_parameter_refuses_to_start_naming_it(node_name, params, expected, tmp_path):
+    np_ = start_node(node_name, params, log_dir=tmp_path)
+    try:
+        rc = np_.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stop_node(np_)
+        pytest.fail(f"{node_name} started with bad parameters {params}")
+    out = np_.log_path.read_text()
+    assert rc == 2, f"{node_name} exit code {rc}:\n{out[-2000:]}"
+    assert expected in out, out[-2000:]
+    assert "Traceback" not in out
+
+
+def test_graph_cli_refuses_bad_parameter_before_starting(demo_video, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(demo_video),
+                          "--set", "markers_node.subject_height_m=9", "--log-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert out.returncode == 2, out.stderr
+    assert "markers_node.subject_height_m" in out.stderr
+    assert not list(tmp_path.glob("*.log")), "no node may start"
