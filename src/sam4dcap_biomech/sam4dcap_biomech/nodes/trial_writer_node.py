@@ -128,7 +128,10 @@ class TrialWriterNode(Node):
 
     def _on_stop(self, request, response):
         response.success, response.message, response.files = self._finish()
-        (self.get_logger().info if response.success else self.get_logger().warning)(response.message)
+        if response.success:
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().warning(response.message)
         return response
 
     def close(self) -> list[str]:
