@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # Keypoints below this visibility do not take part in the translation fit (their 2D position
 # is a guess); they still become markers, with their visibility as confidence.
 _MIN_FIT_VISIBILITY = 0.2
+# Streaming: most frames kept while looking for the world frame (a minute at 60 fps).
+_MAX_WINDOW_FRAMES = 3600
 
 
 def marker_set_of(names: Sequence[str]) -> str:
@@ -58,7 +60,7 @@ class KeypointTrack:
     body_points: np.ndarray     # (N, K, 3) camera axes; hip-centred unless `in_camera_frame`
     visibility: np.ndarray      # (N, K) 0..1, 0 where missing
     tracked: np.ndarray         # (N,) bool
-    in_camera_frame: np.ndarray  # (N,) bool: body_points already include the camera translation
+    in_camera_frame: np.ndarray  # (N,) bool: body_points are camera-frame positions (see _in_camera_frame)
 
     @property
     def n_frames(self) -> int:
@@ -96,9 +98,11 @@ class KeypointTrack:
 
 
 def _in_camera_frame(obs: BodyObservation) -> bool:
-    """Mesh backends put keypoints_3d in the camera frame already (extra["keypoints_3d_frame"]
-    == "camera"); BlazePose's are hip-centred and need the translation fit."""
-    return (obs.extra or {}).get("keypoints_3d_frame") == "camera"
+    """True when keypoints_3d are already camera-frame positions (not hip-centred): mesh
+    backends say so with extra["keypoints_3d_frame"] == "camera" and/or by carrying their
+    `camera_translation` (already applied to keypoints_3d); the markers node passes absolute
+    keypoints from a topic the same way. BlazePose's are hip-centred: translation fit."""
+    return (obs.extra or {}).get("keypoints_3d_frame") == "camera" or obs.camera_translation is not None
 
 
 def camera_points_of(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,
@@ -257,7 +261,8 @@ class MarkerFrame:
 
 class StreamingMarkerEstimator:
     """Live markers: buffer `ground_window_s` of observations to fix the world frame, then one
-    `MarkerFrame` per observation (`push` returns None while the world frame is being found).
+    `MarkerFrame` per observation (`push` returns None while the world frame is being found;
+    the window's frames come later from `take_backlog()`).
 
     `params` are the markers_node parameters (config section `markers_node`).
     """
@@ -274,6 +279,7 @@ class StreamingMarkerEstimator:
         self._names: tuple[str, ...] | None = None
         self._filter = None
         self._contact_filter = None
+        self._backlog: list[MarkerFrame] = []
         self._last_time: float | None = None
 
     @property
@@ -326,19 +332,38 @@ class StreamingMarkerEstimator:
             self._contact_filter = CausalLowpass(1, rate_hz=rate, cutoff_hz=min(contact_hz, 0.45 * rate), order=2)
         log.info("world frame fixed after %.2f s (%d tracked frames): scale %.3f, camera %.2f m above the ground",
                  times[-1] - times[0], len(valid), self.world.scale, self.world.world_from_camera.translation[1])
-        self._buffer.clear()
 
     def push(self, obs: BodyObservation) -> MarkerFrame | None:
-        """Markers for this observation, or None while the world frame is still being found."""
+        """Markers for this observation, or None while the world frame is still being found.
+
+        On the frame that completes the ground window the world frame is fixed and this frame's
+        markers come back; the window's earlier frames are then available from `take_backlog()`
+        (filtered in order, so the live filter has their history).
+        """
         if self._last_time is not None and obs.time_s <= self._last_time:
             log.warning("observation at %.3f s is not after %.3f s; dropped", obs.time_s, self._last_time)
             return None
         self._last_time = obs.time_s
         pts, vis = self._camera_points(obs)
+        if self.world is not None:
+            return self._emit(obs.time_s, pts, vis)
+        self._buffer.append((obs.time_s, pts, vis))
+        if len(self._buffer) > _MAX_WINDOW_FRAMES:
+            self._buffer.pop(0)   # a stream without a usable person: keep the newest frames only
+        self._try_fix_world()
         if self.world is None:
-            self._buffer.append((obs.time_s, pts, vis))
-            self._try_fix_world()
             return None
+        frames = [self._emit(*b) for b in self._buffer]
+        self._buffer.clear()
+        self._backlog.extend(frames[:-1])
+        return frames[-1]
+
+    def take_backlog(self) -> list[MarkerFrame]:
+        """Markers of the ground-window frames before the one that fixed the world frame (once)."""
+        out, self._backlog = self._backlog, []
+        return out
+
+    def _emit(self, time_s: float, pts: np.ndarray | None, vis: np.ndarray | None) -> MarkerFrame:
         k = len(self._names)
         if pts is None:
             raw = np.full((k, 3), np.nan)
@@ -352,7 +377,7 @@ class StreamingMarkerEstimator:
                 raw = raw + wf.ground_contact_shift(raw[None], self._names, self.world.world_from_camera.translation,
                                                     error)[0]
         filtered = self._filter.step(raw)
-        return MarkerFrame(time_s=obs.time_s, names=self._names, positions=filtered, raw=raw, confidence=conf,
+        return MarkerFrame(time_s=time_s, names=self._names, positions=filtered, raw=raw, confidence=conf,
                            tracked=pts is not None, frame_id=self.frame_id, marker_set=marker_set_of(self._names))
 
 

@@ -63,9 +63,15 @@ def test_streaming_estimator_matches_truth_after_the_ground_window(scene):
     est = StreamingMarkerEstimator(params, scene.intrinsics)
     obs = scene.observations(missing=[150, 151, 152])
     outputs = [est.push(o) for o in obs]
-    window_frames = int(np.ceil(1.0 * 60)) + 1
+    window_frames = int(np.ceil(1.0 * 60)) + 1      # frames 0..60 span the 1 s window
     assert all(o is None for o in outputs[:window_frames - 1])
-    assert all(o is not None for o in outputs[window_frames:])
+    assert all(o is not None for o in outputs[window_frames - 1:])
+    # The window's earlier frames come afterwards, once, in order.
+    backlog = est.take_backlog()
+    assert [b.time_s for b in backlog] == [o.time_s for o in obs[:window_frames - 1]]
+    assert est.take_backlog() == []
+    for i, b in enumerate(backlog):
+        np.testing.assert_allclose(b.raw, scene.expected_world()[i], atol=0.005)
     assert est.ready and est.world.frame_id == "world"
     # The lag budget of the live filter: at most one frame.
     assert est._filter.lag_frames <= 1.0 + 1e-9
@@ -96,6 +102,13 @@ def test_streaming_drops_out_of_order_frames(scene):
     assert est.push(obs[30]) is not None
 
 
+def test_streaming_without_a_person_keeps_waiting(scene):
+    params = load_config().params("markers_node", {"subject_height_m": scene.height_m, "ground_window_s": 0.2})
+    est = StreamingMarkerEstimator(params, scene.intrinsics)
+    assert all(est.push(o) is None for o in scene.observations(missing=range(scene.time.size)))
+    assert not est.ready and est.take_backlog() == []
+
+
 def _opencap_observations(scene, *, mesh_scale):
     """OpenCap-43-named observations of the synthetic subject as a mesh backend would send them:
     keypoints_3d in the camera frame (not hip-centred), at the mesh's own scale."""
@@ -118,7 +131,8 @@ def _opencap_observations(scene, *, mesh_scale):
     ones = np.ones(len(OPENCAP43))
     return [BodyObservation(frame_index=i, time_s=float(t), person_id=1, tracked=True, skeleton="opencap43",
                             names=OPENCAP43, keypoints_2d=pix[i], keypoints_3d=cam[i], visibility=ones,
-                            confidence=ones, backend="sam3d", extra={"keypoints_3d_frame": "camera"})
+                            confidence=ones, backend="sam3d", extra={"keypoints_3d_frame": "camera"},
+                            camera_translation=np.array([0.1, 0.2, 3.0]))   # already applied, as the backend does
             for i, t in enumerate(scene.time)]
 
 
