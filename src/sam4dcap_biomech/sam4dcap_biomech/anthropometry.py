@@ -9,8 +9,8 @@ Sources (all published tables; the numbers below are those tables' values):
 - Hip joint centre in the pelvis frame: Harrington M.E. et al. (2007) "Prediction of the hip
   joint centre in adults, children, and patients with cerebral palsy based on magnetic resonance
   imaging", J Biomech 40(3):595-602 (regression on pelvis width PW and depth PD).
-- Ankle height 0.039 H: Drillis R., Contini R. (1966) "Body segment parameters", NYU report
-  1166-03 (segment lengths as fractions of stature).
+- Ankle height 0.039 H, acromion height 0.818 H, hand length 0.108 H: Drillis R., Contini R.
+  (1966) "Body segment parameters", NYU report 1166-03 (segment lengths as fractions of stature).
 - Joint axes of the ankle, subtalar and metatarsophalangeal joints: Delp S.L. et al. (1990)
   lower-limb model, as used by Gait2392, Rajagopal 2016 and LaiUhlrich 2022 (see model_builder).
 
@@ -88,7 +88,10 @@ ANKLE_HEIGHT_FRACTION = 0.039  # Drillis & Contini 1966
 TRUNK_LEAN_DEG = 5.0         # trunk axis (mid-hip -> C7) leans backwards
 HEAD_LEAN_DEG = 9.5          # head segment axis (C7 -> vertex) leans forwards
 C7_TO_NECK_JOINT_MM = (40.0, 0.0)      # C7 spinous process -> C7/T1 joint, forwards
-C7_TO_SHOULDER_MM = (65.0, -45.0, 172.0)  # C7 -> glenohumeral centre (x, y, |z|)
+# C7 -> glenohumeral centre (x, y, |z|): the acromion lies at 0.818 H (Drillis & Contini 1966),
+# ~90 mm below C7, and the joint centre ~30 mm below the acromion; elbow and wrist then fall at
+# 0.64 H and 0.49 H as in Drillis & Contini (0.630 H, 0.485 H).
+C7_TO_SHOULDER_MM = (65.0, -115.0, 172.0)
 HEEL_BEHIND_ANKLE = 0.20     # heel lies this fraction of foot length behind the ankle centre
 MTP_FROM_HEEL = 0.70         # MTP joint at this fraction of foot length from the heel
 MTP_HEIGHT_MM = 20.0

@@ -74,6 +74,10 @@ def test_standing_height_within_one_percent(height):
     p = marker_positions(model)
     assert 0.88 * height < p["nose"][1] < 0.95 * height
     assert 0.26 * height < p["left_knee"][1] < 0.31 * height
+    # Arms hanging: elbow and wrist heights of Drillis & Contini (0.630 H, 0.485 H) within 2 % H.
+    assert p["right_elbow"][1] == pytest.approx(0.630 * height, abs=0.02 * height)
+    assert p["left_wrist"][1] == pytest.approx(0.485 * height, abs=0.02 * height)
+    assert p["left_shoulder"][1] == pytest.approx(0.818 * height, abs=0.02 * height)
 
 
 @pytest.mark.parametrize("mass,sex", [(70.0, "male"), (52.5, "female"), (110.0, "male")])
