@@ -18,6 +18,9 @@ os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="sam4dcap-roslog-")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_profiles.xml"))
 os.environ.setdefault("SAM4DCAP_CONFIG", str(ROOT / "config" / "sam4dcap.yaml"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# `import opensim` rewrites LD_LIBRARY_PATH in os.environ, which hides the ROS wheels' libraries
+# from child processes; without this flag a child's ros_wheels_bootstrapper rebuilds the path.
+os.environ.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
 
 CACHE = Path(os.environ.get("SAM4DCAP_CACHE", ROOT / ".cache"))
 
