@@ -20,6 +20,14 @@ BlazePose 33 (MediaPipe pose landmarks; marker names = landmark names):
   from typical adult head dimensions relative to the vertex (head length ~ 232 mm to the chin).
 - Feet landmarks ride on the calcaneus body (toes are stiff for video), hands on the hand bodies,
   face on the head, hips on the pelvis, shoulders on the torso.
+- Checked against MediaPipe's own 3D world landmarks (Pose2Sim demo, 4 views x 25 frames,
+  medians, as ratios to the hip-knee distance): hip width 0.49 (model 0.51), shoulder width 0.84
+  (0.85), shoulder-hip 1.23 (1.17), ear-ear 0.37 (0.34). MediaPipe's limbs come out 6-11 % shorter
+  and its feet about half as long (heel-foot_index 0.26 vs 0.56: depth foreshortening of its
+  world landmarks), so the model keeps de Leva's lengths there; scaling adapts them per subject.
+- Caveat for IK: the pelvis carries only the two hip landmarks, both on the pelvis' medio-lateral
+  axis, so pelvis tilt is not observable from them; it trades off against hip flexion and
+  lumbar extension unless IK adds a prior.
 
 OpenCap 43 (LaiUhlrich 2022 "_study" markers): bony landmarks with ~5-10 mm skin thickness:
 ASIS/PSIS on the pelvis, C7 and acromia on the torso, femoral epicondyles and thigh cluster on
