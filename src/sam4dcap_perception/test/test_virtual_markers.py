@@ -147,3 +147,14 @@ def test_mesh_backend_opencap43_markers(scene):
         np.testing.assert_allclose(res.raw.get(ocap), expected[:, NAMES.index(bp)], atol=0.003)
     knee = (res.raw.get("L_knee_study") + res.raw.get("L_mknee_study")) / 2
     np.testing.assert_allclose(knee, expected[:, NAMES.index("left_knee")], atol=0.003)
+
+
+def test_external_extrinsics_put_markers_in_that_world(scene):
+    # The scene's own world (e.g. a mocap lab) given as world<-camera extrinsics: markers come out
+    # in it, scaled to the height, with no ground/forward estimation.
+    ext = wf.RigidTransform(scene.R_cw.T, scene.camera_position)
+    res = markers_from_observations(scene.observations(), height_m=scene.height_m, intrinsics=scene.intrinsics,
+                                    offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0, extrinsics=ext)
+    np.testing.assert_allclose(res.raw.values, scene.world, atol=0.003)
+    assert res.world.stats == {"extrinsics": "file"}
+    assert not res.flags["ground_contact_shift_m"].any()
