@@ -566,9 +566,20 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
                                                        if any("marker_error" in n for n in err.names) else err),
             "low_confidence_frames": rp.low_confidence_frames(conf_time, conf, threshold=LOW_CONFIDENCE),
             "markers_quality": quality.get("quality", {}),
+            "scaling": runner.extras.get("scale", {}),
+            "ik": runner.extras.get("ik", {}),
             "artefacts": {k: Path(v).name for k, v in arts.items()},
             "stages": dict(runner.status),
         }
+        if "id_sto" in arts:
+            forces = read_mot(arts["id_sto"])
+            summary["inverse_dynamics"] = {
+                "external_loads": False,
+                "note": "no external loads: residuals and lower-limb moments are not physical",
+                "peak_abs": {n: {"value": float(np.nanmax(np.abs(forces.values[:, i]))),
+                                 "unit": forces.unit_of(n)}
+                             for i, n in enumerate(forces.names) if np.isfinite(forces.values[:, i]).any()},
+            }
         rp.write_json(summary_path, summary)
         rp.plot_joint_angles(coords, angles_png, title=f"{source.name}: sagittal joint angles")
         err_plot = err.select([n for n in err.names if "marker_error" in n]) \
@@ -587,12 +598,22 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         page.image(angles_png, "hip, knee and ankle flexion, left (red) and right (blue)")
         page.heading("IK marker error")
         page.image(error_png, "distance between the experimental and the model markers after IK")
+        scaling = summary["scaling"]
+        if scaling.get("scaling") == "skipped":
+            page.paragraph(f"Scaling skipped, the generated model sized to the subject's height was used: "
+                           f"{scaling.get('reason', '')}", css_class="warn")
         rp.add_summary_tables(page, summary)
+        if "inverse_dynamics" in summary:
+            page.heading("Inverse dynamics (peak absolute generalized forces)")
+            page.paragraph(summary["inverse_dynamics"]["note"], css_class="warn")
+            page.table(["generalized force", "unit", "peak |value|"],
+                       [[n, v["unit"], v["value"]] for n, v in summary["inverse_dynamics"]["peak_abs"].items()])
         page.heading("Files")
         page.table(["artefact", "file"], [[k, Path(v).name] for k, v in arts.items()])
         page.save(html_path)
 
-    inputs = {k: v for k, v in arts.items() if k in ("ik_mot", "ik_marker_errors", "markers_quality", "scaled_model")}
+    inputs = {k: v for k, v in arts.items()
+              if k in ("ik_mot", "ik_marker_errors", "markers_quality", "scaled_model", "id_sto")}
     runner.run("report", make_report, inputs=inputs,
                params={"height_m": opts.height_m, "mass_kg": opts.mass_kg, "backend": opts.backend,
                        "low_confidence": LOW_CONFIDENCE, "source": str(source)},
@@ -614,7 +635,7 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
     kind = source_kind(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = source.stem if source.is_file() else source.name
+    stem = trial_stem(source)
     stages = [s for s in STAGES if s != "id" or opts.inverse_dynamics]
     bar = _progress_bar(progress, total=len(stages), desc=f"{stem}", unit="stage")
     runner = StageRunner(out, force=opts.force,
@@ -650,9 +671,14 @@ def _trial_worker(source: str, out_dir: str, opts: ProcessOptions, verbose: bool
                        seconds=time.perf_counter() - t0)
 
 
+def trial_stem(source: Path) -> str:
+    """File name without its video/bag extension (a bag folder keeps its name)."""
+    return source.stem if source.suffix.lower() in VIDEO_EXTENSIONS + BAG_EXTENSIONS else source.name
+
+
 def trial_folder_names(sources: Sequence[Path]) -> list[str]:
     """One distinct subfolder name per input (the file stem; parent folder added on clashes)."""
-    stems = [s.stem if s.is_file() else s.name for s in sources]
+    stems = [trial_stem(s) for s in sources]
     out = []
     for s, stem in zip(sources, stems):
         out.append(f"{s.parent.name}_{stem}" if stems.count(stem) > 1 else stem)

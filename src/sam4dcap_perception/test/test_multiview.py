@@ -132,9 +132,11 @@ def test_bad_calibration_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_reference(pose2sim_demo, tmp_path_factory):
-    """The demo's multi-view reference, built once; test_cli_process reuses the same folder."""
+    """The demo's multi-view reference, built once; test_cli_process's compare uses the same
+    folder (`--out demo_compare` puts it in demo_compare/multiview_reference), so the stages
+    built by whichever runs first are reused by the other."""
     calib, videos = mv.find_multiview_trial(pose2sim_demo)
-    out = tmp_path_factory.getbasetemp() / "multiview_demo_reference"
+    out = tmp_path_factory.getbasetemp() / "demo_compare" / "multiview_reference"
     return mv.multiview_reference(videos, calib, out_dir=out, height_m=1.70, mass_kg=70.0)
 
 
