@@ -405,41 +405,33 @@ class StreamingIK:
             dt = time_s - self._prev.time_s
             if dt > 0:
                 qdot = (q - self._prev.q) / dt
-        q_std, confidence = self._uncertainty(r, jac, err[used])
+        q_std, confidence = self._uncertainty(jac, err[used], present)
         return IKFrame(time_s=float(time_s), coordinate_names=self.coordinate_names, q=q, qdot=qdot,
                        marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))),
                        marker_max_m=float(err[used].max()), max_error_marker=worst,
                        markers_used=int(used.size), marker_errors_m=errors, q_std=q_std,
                        confidence=confidence, iterations=iterations, cold_start=cold)
 
-    def _uncertainty(self, r, jac, err_used):
-        """1-sigma coordinate uncertainty from the Gauss-Newton normal matrix.
+    def _uncertainty(self, jac, err_used, present):
+        """1-sigma coordinate uncertainty and a [0, 1] confidence per coordinate.
 
-        Marker noise sigma is taken as the frame's RMS marker error (at least 2 mm); the
-        confidence maps sigma to [0, 1] with 2 deg (rotations) / 2 cm (translations) -> 0.5.
+        Sandwich covariance of the weighted least-squares estimate, with every present marker's
+        position noise taken as the frame's RMS marker error per axis (at least 2 mm): marker rows
+        of `jac` are scaled by s_i = sqrt(w_i / sum w), so cov = sigma^2 A (J_m^T S^2 J_m) A with
+        A = (J^T J)^-1 (coordinate tasks act as exact priors). Confidence maps sigma to
+        1 / (1 + (sigma / ref)^2) with ref = 2 deg (rotations) / 2 cm (translations): 0.5 at ref.
         """
         n = len(self.coordinate_names)
-        q_std = np.full(n, np.inf)
-        sigma = max(float(np.sqrt(np.mean(err_used ** 2))), 0.002)
-        n_marker_rows = 3 * err_used.size
-        jm = jac[:n_marker_rows]
-        # jm rows are scaled by sqrt(w/sum w): undo the common scale so sigma is in metres.
-        w_scale = np.sqrt(np.mean(np.sum(jm ** 2, axis=1))) if jm.size else 0.0
-        try:
-            cov = np.linalg.pinv(jac.T @ jac, rcond=1e-12)
-            std_free = np.sqrt(np.clip(np.diag(cov), 0, None))
-            # residual rows are sqrt(w_i / sum w) * r_i; r_i ~ sigma -> scale std by sigma * mean sqrt.
-            w = self.weights[self._tracked]
-            mean_scale = float(np.sqrt(np.mean(w / w.sum()))) if w.size else 1.0
-            q_std[self._free] = std_free * sigma * mean_scale
-        except np.linalg.LinAlgError:
-            pass
-        del w_scale
-        q_std[self._locked] = 0.0
+        q_std = np.zeros(n)
+        sigma = max(float(np.sqrt(np.mean(err_used ** 2)) / np.sqrt(3.0)), 0.002)
+        w = self.weights[self._tracked][present]
+        s2 = np.repeat(w / w.sum(), 3)
+        jm = jac[:s2.size]
+        a = np.linalg.pinv(jac.T @ jac, rcond=1e-12)
+        cov = sigma ** 2 * a @ (jm.T @ (jm * s2[:, None])) @ a
+        q_std[self._free] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
-        with np.errstate(over="ignore", invalid="ignore"):
-            confidence = 1.0 / (1.0 + (q_std / ref) ** 2)
-        confidence = np.nan_to_num(confidence, nan=0.0)
+        confidence = 1.0 / (1.0 + (q_std / ref) ** 2)
         return q_std, confidence
 
 
