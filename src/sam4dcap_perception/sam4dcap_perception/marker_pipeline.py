@@ -47,7 +47,9 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
     cfg = _config(config)
     marker_params = cfg.params("markers_node", {"subject_height_m": height_m})
     est_params = cfg.params("body_estimator_node", {"backend": backend, **(estimator_overrides or {})})
-    fov = horizontal_fov_deg if horizontal_fov_deg is not None else cfg.params("video_source_node")["horizontal_fov_deg"]
+    fov = horizontal_fov_deg
+    if fov is None:
+        fov = cfg.params("video_source_node")["horizontal_fov_deg"]
     if not (0.0 < float(fov) < 180.0):
         raise Sam4dcapError(f"field of view {fov} deg must be between 0 and 180")
     extrinsics_file = extrinsics_file if extrinsics_file is not None else marker_params["extrinsics_file"]

@@ -164,8 +164,9 @@ def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.nda
     lowest = np.where(np.isfinite(h), h, np.inf).min(1)
     stance = slow.any(1) & np.isfinite(lowest)
     if not stance.any():
-        return {"stance_frames": 0, "stance_lowest_foot_median_m": float("nan"), "stance_lowest_foot_p5_m": float("nan"),
-                "stance_lowest_foot_p95_m": float("nan"), "stance_within_2cm_fraction": float("nan")}
+        nan = float("nan")
+        return {"stance_frames": 0, "stance_lowest_foot_median_m": nan, "stance_lowest_foot_p5_m": nan,
+                "stance_lowest_foot_p95_m": nan, "stance_within_2cm_fraction": nan}
     low = lowest[stance]
     return {
         "stance_frames": int(stance.sum()),
@@ -180,7 +181,8 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
                               intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
                               min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
-                              ground_contact_cutoff_hz: float = 0.0, source: str = "", keep_observations: bool = False) -> MarkerResult:
+                              ground_contact_cutoff_hz: float = 0.0, source: str = "",
+                              keep_observations: bool = False) -> MarkerResult:
     """World-frame virtual markers of a whole trial (offline: the world frame uses every frame)."""
     obs = list(observations)
     track = KeypointTrack.from_observations(obs)
@@ -295,7 +297,10 @@ class StreamingMarkerEstimator:
             raise Sam4dcapError(f"keypoint names changed mid-stream ({obs.skeleton})")
         body = np.asarray(obs.keypoints_3d, float)
         in_cam = _in_camera_frame(obs)
-        pix = np.asarray(obs.keypoints_2d, float) if obs.keypoints_2d is not None else np.full(body.shape[:1] + (2,), np.nan)
+        if obs.keypoints_2d is not None:
+            pix = np.asarray(obs.keypoints_2d, float)
+        else:
+            pix = np.full((len(body), 2), np.nan)
         v = obs.visibility if obs.visibility is not None else obs.confidence
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
         pts, _ = camera_points_of(body, pix, vis, self.intrinsics, in_camera_frame=in_cam)
@@ -328,7 +333,8 @@ class StreamingMarkerEstimator:
         cutoff = min(float(self.params["online_filter_cutoff_hz"]), 0.45 * rate)
         self._filter = CausalLowpass.low_lag(len(self._names), rate_hz=rate, cutoff_hz=cutoff, max_lag_frames=1.0)
         contact_hz = float(self.params["ground_contact_cutoff_hz"])
-        if self.extrinsics is None and contact_hz > 0 and wf.has_landmarks(self._names, wf.FOOT_POINTS + ("left_hip", "right_hip")):
+        has_feet = wf.has_landmarks(self._names, wf.FOOT_POINTS + ("left_hip", "right_hip"))
+        if self.extrinsics is None and contact_hz > 0 and has_feet:
             self._contact_filter = CausalLowpass(1, rate_hz=rate, cutoff_hz=min(contact_hz, 0.45 * rate), order=2)
         log.info("world frame fixed after %.2f s (%d tracked frames): scale %.3f, camera %.2f m above the ground",
                  times[-1] - times[0], len(valid), self.world.scale, self.world.world_from_camera.translation[1])
