@@ -269,12 +269,13 @@ class BlazePoseEstimator:
         conf = np.array([p.presence for p in lm])
         vis = np.array([p.visibility for p in lm])
         kp3 = np.array([[p.x, p.y, p.z] for p in result.pose_world_landmarks.landmark])
-        mask = np.zeros((h, w), np.uint8)
         if result.segmentation_mask is not None:
-            m = np.asarray(result.segmentation_mask)
+            m = np.asarray(result.segmentation_mask, dtype=np.float32)
             if m.shape != (h, w):
                 m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-            mask[m > 0.5] = 255
+            mask = cv2.threshold(m, 0.5, 255, cv2.THRESH_BINARY)[1].astype(np.uint8)
+        else:
+            mask = np.zeros((h, w), np.uint8)
         box = tuple(v / scale for v in self.tracker.last.box)
         return BodyObservation(
             frame_index=frame.index, time_s=frame.time_s, person_id=self.tracker.person_id,

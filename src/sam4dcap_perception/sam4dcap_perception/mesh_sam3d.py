@@ -66,7 +66,8 @@ class Sam3dBodyEstimator:
 
         model, cfg = load_sam_3d_body(str(self.checkpoint), device=self.device, mhr_path=str(self.mhr_model))
         self.estimator = SAM3DBodyEstimator(sam_3d_body_model=model, model_cfg=cfg)
-        self.mapping = SmplMapping(mapping_path, faces=np.asarray(self.estimator.faces))
+        self.faces = np.asarray(self.estimator.faces)
+        self.mapping = SmplMapping(mapping_path, faces=self.faces)
         self.detector = PersonDetector(min_score=float(params["min_detection_confidence"]))
         self.tracker = PromptTracker(person_id=int(params["person_id"]),
                                      prompt_min_score=float(params["prompt_min_score"]),
@@ -105,7 +106,8 @@ class Sam3dBodyEstimator:
             skeleton="opencap43", names=OPENCAP43, keypoints_2d=kp2, keypoints_3d=kp3,
             confidence=ones, visibility=ones.copy(), mask=mask, box_xyxy=det.box_xyxy, score=det.score,
             prompt=self.tracker.prompt, backend=self.backend, mesh_model="MHR", mesh_vertices=verts_cam,
-            camera_translation=cam_t, extra={"focal_length_px": f, "keypoints_3d_frame": "camera"})
+            camera_translation=cam_t, extra={"focal_length_px": f, "keypoints_3d_frame": "camera",
+                                              "topology_id": "MHR_LOD1", "faces": self.faces})
 
     def _untracked(self, frame: Frame, shape, reason: str) -> BodyObservation:
         k = len(OPENCAP43)
