@@ -254,3 +254,31 @@ def test_as_rgb8_conversions():
         as_rgb8(np.zeros((4, 5, 3), np.int32))
     with pytest.raises(Sam4dcapError, match="unsupported image shape"):
         as_rgb8(np.zeros((0, 5, 3), np.uint8))
+
+
+@pytest.mark.parametrize("ext, fourcc, cut_readable", [
+    ("avi", "MJPG", True), ("mkv", "MJPG", True), ("webm", "VP90", True), ("mov", "mp4v", False)])
+def test_containers_and_their_truncation(tmp_path, ext, fourcc, cut_readable):
+    path = tmp_path / f"clip.{ext}"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (64, 48))
+    assert vw.isOpened()
+    for i in range(30):
+        vw.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    vw.release()
+    src = open_source(path)
+    frames = list(src)
+    assert len(frames) == 30 and not src.truncated
+    np.testing.assert_allclose([f.time_s for f in frames], np.arange(30) / 25.0, atol=1e-6)
+    means = np.array([f.image.mean() for f in frames])
+    np.testing.assert_allclose(means, 8 * np.arange(30), atol=4.0)    # lossy codecs: grey levels kept
+    data = path.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    if cut_readable:
+        src = open_source(cut)
+        frames = list(src)
+        assert 0 < len(frames) < 30 and src.truncated
+        np.testing.assert_allclose([f.image.mean() for f in frames], 8 * np.arange(len(frames)), atol=4.0)
+    else:
+        with pytest.raises(Sam4dcapError, match=rf"cut\.{ext}"):
+            open_source(cut)
