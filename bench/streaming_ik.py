@@ -53,14 +53,19 @@ def _max_rot_diff_deg(a, b):
     return float(per.max()), a.names[rot[int(per.argmax())]], float(np.sqrt(np.mean(diff ** 2, axis=0)).mean())
 
 
-def _best_of(n, fn):
-    """Best wall time of n runs (the usual guard against a busy shared machine) and the result."""
-    best, result = float("inf"), None
+def _best_of_interleaved(n, fn_a, fn_b):
+    """Best wall time of n runs of each, alternating a and b so both see the same machine load
+    (the usual guard against a busy shared machine); returns (best_a, result_a, best_b, result_b)."""
+    best_a = best_b = float("inf")
+    result_a = result_b = None
     for _ in range(n):
         t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        result_a = fn_a()
+        best_a = min(best_a, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result_b = fn_b()
+        best_b = min(best_b, time.perf_counter() - t0)
+    return best_a, result_a, best_b, result_b
 
 
 def main() -> int:
@@ -81,10 +86,10 @@ def main() -> int:
         converged = run_ik(model, markers, setup_xml=setup, accuracy=1e-9).coordinates
         rows_out = []
         for acc in (setup_acc, setup_acc / 10):
-            tool_s, tool = _best_of(3, lambda: run_ik(model, markers, setup_xml=setup, accuracy=acc,
-                                                      out_mot=tmp / "tool.mot"))
-            stream_s, stream = _best_of(3, lambda: run_streaming_ik(model, markers, setup_xml=setup,
-                                                                    accuracy=acc, out_mot=tmp / "stream.mot"))
+            tool_s, tool, stream_s, stream = _best_of_interleaved(
+                5,
+                lambda: run_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "tool.mot"),
+                lambda: run_streaming_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "stream.mot"))
             n = tool.coordinates.n_frames
             assert stream.coordinates.n_frames == n, (stream.coordinates.n_frames, n)
             d_tool, worst, rms = _max_rot_diff_deg(tool.coordinates, stream.coordinates)
@@ -100,7 +105,7 @@ def main() -> int:
     rows = [
         "# Streaming IK vs InverseKinematicsTool",
         "",
-        f"Trial: {label}; {rows_out[0]['n']} frames. Both sides timed in one run (best of 3), each "
+        f"Trial: {label}; {rows_out[0]['n']} frames. Both sides timed in one run (best of 5, alternating), each "
         "including model load, marker file handling and writing the .mot. 'converged' = the tool at "
         "accuracy 1e-9 (the exact answer of the same problem).",
         "",

@@ -209,8 +209,7 @@ def check_marker_frames(markers: TimeSeries, weights: Mapping[str, float], *, mi
 def _write_tool_trc(markers: TimeSeries, folder: Path) -> Path:
     from .trc import write_trc
 
-    # OpenSim's TRC reader stops on NaN in some columns of some versions? It reads them as
-    # missing; write metres so no unit conversion is involved.
+    # Metres, so OpenSim applies no unit conversion; NaN samples are read as missing markers.
     return write_trc(folder / "markers.trc", markers, units="m")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,7 +256,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     # moves the model's markers onto the subject's, so after it the static fit is exact).
     mean_pose = _static_frame_mean(markers, window)
     if weights is None:
-        from .inverse_kinematics import read_ik_setup  # noqa: F401 - setup weights live in the tool XML
+        # The setup's MarkerPlacer task weights (IKMarkerTask elements of the scale setup).
         root = ET.parse(setup_xml).getroot()
         weights = {t.get("name"): float(t.findtext("weight") or 1) for t in root.iter("IKMarkerTask")
                    if (t.findtext("apply") or "true").strip() == "true"}

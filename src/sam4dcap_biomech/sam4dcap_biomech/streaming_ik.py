@@ -184,6 +184,7 @@ class StreamingIK:
         if not self._gauss_newton:
             log.info("model has %d enforced constraints (or q' != u): streaming IK uses OpenSim's "
                      "solver on every frame", n_constraints)
+        self._last_eval = None
         self._prev: IKFrame | None = None
         self._prev_q_full: np.ndarray | None = None
         self._q_full = self.state.getQ().to_numpy().copy()
@@ -250,8 +251,11 @@ class StreamingIK:
         if np.nanmax(np.abs(obs)) > 50.0:
             raise Sam4dcapError(f"marker coordinates up to {np.nanmax(np.abs(obs)):.0f} m: "
                                 "positions must be in metres (convert mm data first)")
-        cold = self._prev is None or not self._gauss_newton
-        if cold:
+        cold = self._prev is None
+        if not self._gauss_newton:
+            # Constrained models: OpenSim's solver every frame, warm-started from the last pose.
+            q_full = self._assemble_with_opensim(time_s, pos, q_start=None if cold else self._prev_q_full)
+        elif cold:
             q_full = self._assemble_with_opensim(time_s, pos)
         else:
             q_full = self._prev_q_full.copy()
@@ -320,7 +324,7 @@ class StreamingIK:
         free_q = self._q_index[self._free]
         lo, hi = self._lo[self._free], self._hi[self._free]
         q_full[free_q] = np.clip(q_full[free_q], lo, hi)
-        r, jac, _ = self._residuals(q_full, obs, present)
+        r, jac, x = self._residuals(q_full, obs, present)
         cost = 0.5 * r @ r
         step_tol = max(self.accuracy * 10.0, 1e-9)
         eye = np.eye(self._free.size)
@@ -338,8 +342,11 @@ class StreamingIK:
                 trial[free_q] = np.clip(q_full[free_q] + step, lo, hi)
                 moved = float(np.max(np.abs(trial[free_q] - q_full[free_q])))
                 if moved < step_tol:
+                    # Keep the last evaluation for the frame report: the final step moved no
+                    # coordinate by more than step_tol, so marker errors differ by < ~step_tol m.
+                    self._last_eval = (q_full[free_q].copy(), r, jac, x)
                     return trial, it, True
-                r_new, jac_new, _ = self._residuals(trial, obs, present)
+                r_new, jac_new, x_new = self._residuals(trial, obs, present)
                 cost_new = 0.5 * r_new @ r_new
                 if cost_new <= cost:
                     damping = damping * 0.1 if damping > 1e-6 else 0.0
@@ -347,11 +354,11 @@ class StreamingIK:
                 damping = 1e-4 if damping == 0.0 else damping * 10.0
                 if damping > 1e8:
                     return q_full, it, False
-            q_full, r, jac, cost = trial, r_new, jac_new, cost_new
+            q_full, r, jac, x, cost = trial, r_new, jac_new, x_new, cost_new
         return q_full, self.max_iterations, False
 
-    def _assemble_with_opensim(self, time_s: float, pos: np.ndarray) -> np.ndarray:
-        """OpenSim's InverseKinematicsSolver on one frame, from the model's default pose."""
+    def _assemble_with_opensim(self, time_s: float, pos: np.ndarray, q_start=None) -> np.ndarray:
+        """OpenSim's InverseKinematicsSolver on one frame, from q_start or the model's default pose."""
         import opensim
 
         names = [self.marker_names[i] for i in self._tracked]
@@ -374,9 +381,12 @@ class StreamingIK:
         solver.setAccuracy(self.accuracy)
         s = self.state
         s.setTime(float(time_s))
-        for c, q0 in zip(self._coords, self._default_q):
-            if not c.getLocked(s):
-                c.setValue(s, float(q0), False)
+        if q_start is not None:
+            s.setQ(opensim.Vector.createFromMat(np.asarray(q_start, float)))
+        else:
+            for c, q0 in zip(self._coords, self._default_q):
+                if not c.getLocked(s):
+                    c.setValue(s, float(q0), False)
         try:
             solver.assemble(s)
         except Exception as exc:  # noqa: BLE001
@@ -394,7 +404,11 @@ class StreamingIK:
                                               for k in order)
 
     def _make_frame(self, time_s, q_full, obs, present, iterations, cold) -> IKFrame:
-        r, jac, x = self._residuals(q_full, obs, present)
+        last, self._last_eval = self._last_eval, None
+        if last is not None and np.max(np.abs(last[0] - q_full[self._q_index[self._free]])) < 1e-3:
+            r, jac, x = last[1:]
+        else:
+            r, jac, x = self._residuals(q_full, obs, present)
         err = np.linalg.norm(x - obs, axis=1)
         used = np.flatnonzero(present)
         errors = {self.marker_names[self._tracked[k]]: float(err[k]) for k in used}
