@@ -29,8 +29,13 @@ class CameraIntrinsics:
     @classmethod
     def from_fov(cls, width: int, height: int, horizontal_fov_deg: float) -> "CameraIntrinsics":
         """Pinhole with square pixels and a centred principal point: the documented default
-        when no calibration is given."""
-        fx = 0.5 * width / np.tan(np.radians(horizontal_fov_deg) / 2.0)
+        when no calibration is given.
+
+        The field of view is the sensor's horizontal one, i.e. across the image's LONG side
+        whatever the video's orientation: a phone filming in portrait turns its sensor, not its
+        lens. (On the Pose2Sim demo, 1080x1920 portrait, 60 deg gives f = 1663 px; the lab
+        calibration says about 1680 px. Across the short side it would be 935 px.)"""
+        fx = 0.5 * max(width, height) / np.tan(np.radians(horizontal_fov_deg) / 2.0)
         return cls(width, height, fx, fx, (width - 1) / 2.0, (height - 1) / 2.0)
 
     @property

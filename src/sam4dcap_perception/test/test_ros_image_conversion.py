@@ -133,7 +133,7 @@ def test_camera_info_from_intrinsics_round_trips():
     k = CameraIntrinsics.from_fov(1080, 1920, 60.0)
     info = deserialize_message(serialize_message(camera_info_from_intrinsics(k, frame_id="camera")), CameraInfo)
     assert info.header.frame_id == "camera" and (info.width, info.height) == (1080, 1920)
-    fx = 540.0 / np.tan(np.radians(30.0))
+    fx = 960.0 / np.tan(np.radians(30.0))  # FOV spans the long side (1920 px)
     np.testing.assert_allclose(np.reshape(info.k, (3, 3)), [[fx, 0, 539.5], [0, fx, 959.5], [0, 0, 1]])
     np.testing.assert_allclose(np.reshape(info.p, (3, 4))[:, :3], np.reshape(info.k, (3, 3)))
     np.testing.assert_array_equal(info.d, np.zeros(5))
