@@ -38,6 +38,16 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Log lines printed above the progress bars (multi-view keypoints) instead of through them.
+    with logging_redirect_tqdm() if not args.quiet and sys.stderr.isatty() else contextlib.nullcontext():
+        return _run(args)
+
+
+def _run(args) -> int:
     from sam4dcap_biomech.errors import Sam4dcapError
     from sam4dcap_perception.compare import compare_series, load_series
     from sam4dcap_perception import report as rp

@@ -35,6 +35,17 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    progress = not args.quiet and sys.stderr.isatty()
+    # Log lines printed above the progress bars instead of through them.
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+        return _run(args, progress)
+
+
+def _run(args, progress: bool) -> int:
     from pathlib import Path
 
     from sam4dcap_biomech.config import load_config
@@ -51,7 +62,6 @@ def run(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise Sam4dcapError(f"--jobs must be at least 1 (got {args.jobs})")
     sources = expand_inputs(args.inputs)
-    progress = not args.quiet and sys.stderr.isatty()
     out = Path(args.out)
     # One named video or bag writes into --out itself; a folder or a list is a batch.
     single = len(args.inputs) == 1 and len(sources) == 1 and sources[0] == Path(args.inputs[0])
