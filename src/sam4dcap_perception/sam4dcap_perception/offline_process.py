@@ -267,7 +267,7 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     def scale():
         sc = _need("sam4dcap_biomech.scaling", "scale")
         window = opts.static_window
-        if window is None and not opts.model:
+        if window is None:
             from sam4dcap_biomech.static_window import find_static_window
             from sam4dcap_biomech.trc import read_trc
 
@@ -275,11 +275,13 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                 window = find_static_window(read_trc(markers_trc))
             except Sam4dcapError as exc:
                 # A dynamic-only clip: the generated model is already built to the subject's
-                # height and mass, so it is used as it is (said in the summary).
+                # height and mass (a user's model is taken as already scaled), so it is used
+                # as it is; the summary and the report say so.
                 reason = str(exc).splitlines()[0]
-                log.warning("scaling skipped, the generated model sized by height is used: %s", reason)
+                which = "the user's model" if opts.model else "the generated model sized by height"
+                log.warning("scaling skipped, %s is used as given: %s", which, reason)
                 shutil.copyfile(generic, scaled)
-                return {"scaling": "skipped", "reason": reason}
+                return {"scaling": "skipped", "reason": reason, "model": which}
         result = sc.scale_model(generic, markers_trc, height_m=opts.height_m, mass_kg=mass_kg, window=window,
                                 out_path=scaled, marker_set=marker_set, log_file=out / f"{stem}_scale_opensim.log")
         return dict(_scale_extra(result), scaling="static window")
@@ -600,7 +602,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         page.image(error_png, "distance between the experimental and the model markers after IK")
         scaling = summary["scaling"]
         if scaling.get("scaling") == "skipped":
-            page.paragraph(f"Scaling skipped, the generated model sized to the subject's height was used: "
+            page.paragraph(f"Scaling skipped, {scaling.get('model', 'the model')} was used as given: "
                            f"{scaling.get('reason', '')}", css_class="warn")
         rp.add_summary_tables(page, summary)
         if "inverse_dynamics" in summary:

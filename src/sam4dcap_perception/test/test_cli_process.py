@@ -229,3 +229,36 @@ def test_bad_input_one_line_nonzero(case, processed, demo_video, tmp_path, capsy
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sam4dcap ")]
     assert len(err) == 1 and "error:" in err[0] and expect in err[0], err
+
+
+def test_user_model_and_markerset(processed, tmp_path):
+    """--model/--markerset: the user's model with the marker set added drives IK."""
+    import shutil
+
+    import opensim
+
+    out = tmp_path / "user"
+    (out / ".sam4dcap").mkdir(parents=True)
+    # The markers stage of the same video is reused (same inputs and parameters).
+    for name in (f"{STEM}_markers.trc", f"{STEM}_keypoints.npz", f"{STEM}_keypoints.json",
+                 f"{STEM}_markers_quality.json"):
+        shutil.copy(processed / name, out / name)
+    shutil.copy(processed / ".sam4dcap" / "markers.json", out / ".sam4dcap" / "markers.json")
+    user_model = opensim.Model(str(processed / f"{STEM}_scaled.osim"))
+    markerset_xml = tmp_path / "markers.xml"
+    user_model.getMarkerSet().printToXML(str(markerset_xml))
+    user_model.updMarkerSet().clearAndDestroy()           # the model alone has no markers
+    user_model.finalizeConnections()
+    model_path = tmp_path / "user.osim"
+    user_model.printToXML(str(model_path))
+    assert main(["process", str(processed.parent / "none.mp4"), "--out", str(out), *FLAGS]) == 2
+    demo = json.loads((processed / "summary.json").read_text())["source"]
+    assert main(["process", demo, "--out", str(out), "--height", "1.70", "--quiet",
+                 "--model", str(model_path), "--markerset", str(markerset_xml)]) == 0
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert stages["markers"] == "reused" and stages["model"] == "ran"
+    model = opensim.Model(str(out / f"{STEM}_model.osim"))
+    assert model.getMarkerSet().getSize() == 33
+    a = read_mot(out / f"{STEM}_ik.mot").to_unit("deg").get("knee_angle_r")
+    b = read_mot(processed / f"{STEM}_ik.mot").to_unit("deg").get("knee_angle_r")
+    assert np.max(np.abs(a - b)) < 1.0          # same geometry and markers: same knee angle
