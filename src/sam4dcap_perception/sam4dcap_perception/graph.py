@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROGRESS_TOPIC = "/sam4dcap/progress"
+READY_TOPIC = "/sam4dcap/ready"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ TOPICS: tuple[Topic, ...] = (
           "RViz markers: virtual markers, skeleton, mesh, twin."),
     Topic(PROGRESS_TOPIC, "std_msgs/msg/Header", "deep", "",
           "Frame acks of the pipeline stages (offline flow control).", record=False),
+    Topic(READY_TOPIC, "std_msgs/msg/String", "latched", "",
+          "Names of nodes whose input subscriptions exist (offline start).", record=False),
 )
 
 
@@ -94,6 +97,13 @@ class NodeSpec:
     publishes: tuple[str, ...] = ()
     acks: bool = False    # publishes frame acks on PROGRESS_TOPIC (gates file sources)
     description: str = ""
+    # Announces on READY_TOPIC once its (lazily made) subscriptions exist; a file source waits
+    # for that, and for the other ack nodes until they subscribe to all of `subscribes`.
+    announces_ready: bool = False
+
+    @property
+    def startup_inputs(self) -> tuple[str, ...]:
+        return tuple(t for t in self.subscribes if t != PROGRESS_TOPIC)
 
     @property
     def executable(self) -> str:
@@ -105,10 +115,10 @@ NODES: tuple[NodeSpec, ...] = (
              ("/camera/image_raw", "/camera/camera_info"), description="file / camera / bag -> images"),
     NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw",),
              ("/sam4dcap/segmentation", "/sam4dcap/mask", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC),
-             acks=True,
+             acks=True, announces_ready=True,
              description="segmentation + keypoints (+ mesh)"),
     NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info"),
-             ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True,
+             ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True, announces_ready=True,
              description="keypoints -> world-frame virtual markers"),
     NodeSpec("ik_node", "sam4dcap_biomech", ("/sam4dcap/markers",),
              ("/sam4dcap/joint_kinematics", joint_states_topic(1), "/sam4dcap/model_path", PROGRESS_TOPIC), acks=True,
@@ -122,7 +132,8 @@ NODES: tuple[NodeSpec, ...] = (
              ("/sam4dcap/markers", "/sam4dcap/mesh"),
              ("/sam4dcap/visualization",), description="RViz MarkerArray"),
     NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.record and t.name != PROGRESS_TOPIC),
-             (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder"),
+             (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder (acks the images it wrote)",
+             announces_ready=True),
 )
 
 

@@ -186,3 +186,18 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
 
     timer = node.create_timer(poll_s, try_subscribe)
     return timer
+
+
+# Readiness: a node whose input subscriptions are made lazily (subscribe_like_publisher)
+# announces its name here, latched, once they all exist; file sources wait for it.
+READY_TOPIC = "/sam4dcap/ready"
+
+
+def announce_ready(node: Node):
+    """Publish this node's name on READY_TOPIC (latched: late subscribers get it too)."""
+    from std_msgs.msg import String
+
+    pub = node.create_publisher(String, READY_TOPIC, LATCHED_QOS)
+    pub.publish(String(data=node.get_name()))
+    node.get_logger().info("ready: all input subscriptions exist")
+    return pub

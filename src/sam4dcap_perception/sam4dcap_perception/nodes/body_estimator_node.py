@@ -19,7 +19,7 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, declare_parameters, run_node,
+from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, announce_ready, declare_parameters, run_node,
                                                sec_to_stamp, stamp_to_sec, subscribe_like_publisher)
 
 from ..observations import BodyObservation, Frame
@@ -126,7 +126,8 @@ class BodyEstimatorNode(Node):
         self.acks = FrameAcks(self)
         self.frames = 0
         self.last_stamp_s = -math.inf
-        self._timer = subscribe_like_publisher(self, Image, "/camera/image_raw", self._on_image)
+        self._timer = subscribe_like_publisher(self, Image, "/camera/image_raw", self._on_image,
+                                               on_subscribed=lambda sub: setattr(self, "_ready_pub", announce_ready(self)))
         self.get_logger().info(f"body estimator {self.estimator.backend} ready")
 
     def _on_image(self, msg: Image) -> None:

@@ -14,8 +14,8 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters,
-                                               run_node, stamp_to_sec, subscribe_like_publisher)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
+                                               declare_parameters, run_node, stamp_to_sec, subscribe_like_publisher)
 
 from ..observations import BodyObservation
 from .body_estimator_node import HIP_CENTRED_SUFFIX
@@ -70,8 +70,10 @@ class MarkersNode(Node):
         self.markers_pub = self.create_publisher(VirtualMarkers, "/sam4dcap/markers", DEEP_QOS)
         self.tf_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
         self.acks = FrameAcks(self)
-        self._info_timer = subscribe_like_publisher(self, CameraInfo, "/camera/camera_info", self._on_info)
         self.create_subscription(BodyKeypoints, "/sam4dcap/keypoints", self._on_keypoints, RESULTS_QOS)
+        self._info_timer = subscribe_like_publisher(
+            self, CameraInfo, "/camera/camera_info", self._on_info,
+            on_subscribed=lambda sub: setattr(self, "_ready_pub", announce_ready(self)))
 
     def _on_info(self, msg: CameraInfo) -> None:
         if self.intrinsics is None:

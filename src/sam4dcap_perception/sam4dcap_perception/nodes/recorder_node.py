@@ -17,8 +17,8 @@ import time
 from rclpy.node import Node
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters,
-                                               run_node, subscribe_like_publisher)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
+                                               declare_parameters, run_node, subscribe_like_publisher)
 
 from .. import graph
 from ..bag_io import BagWriter, TopicQos
@@ -65,6 +65,7 @@ class RecorderNode(Node):
         for name in wanted:
             t = known.get(name) or graph.Topic(name, "sensor_msgs/msg/JointState", "results", "ik_node", "")
             self._add(t)
+        self._announce_if_ready()
         self._flush_timer = self.create_timer(p["flush_period_s"], self.writer.flush)
         if self._record_all:
             self._discover_timer = self.create_timer(1.0, self._discover)
@@ -88,6 +89,7 @@ class RecorderNode(Node):
                 reliable = sub.qos_profile.reliability.name == "RELIABLE"
                 self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=reliable, depth=30 if reliable else 5))
                 self._subs[t.name] = sub
+                self._announce_if_ready()
 
             self._timers.append(subscribe_like_publisher(self, cls, t.name, on_msg, raw=True,
                                                          on_subscribed=on_subscribed))
@@ -97,6 +99,10 @@ class RecorderNode(Node):
         self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=True, transient_local=t.qos == "latched",
                                                           depth=qos.depth))
         self._subs[t.name] = self.create_subscription(cls, t.name, on_msg, qos, raw=True)
+
+    def _announce_if_ready(self) -> None:
+        if not getattr(self, "_ready_pub", None) and all(s is not None for s in self._subs.values()):
+            self._ready_pub = announce_ready(self)
 
     def _discover(self) -> None:
         for name, types in self.get_topic_names_and_types():

@@ -26,8 +26,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, PROGRESS_TOPIC, declare_parameters, image_qos, run_node,
-                                               sec_to_stamp)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
+                                               declare_parameters, image_qos, run_node, sec_to_stamp)
 
 from .. import graph
 from .image_conversion import camera_info_from_intrinsics, numpy_to_image
@@ -116,8 +116,12 @@ class VideoSourceNode(Node):
         self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes}
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
+        self.ready_nodes: set[str] = set()
         if self.ack_nodes:
+            from std_msgs.msg import String
+
             self.create_subscription(Header, PROGRESS_TOPIC, self._on_progress, DEEP_QOS)
+            self.create_subscription(String, READY_TOPIC, lambda m: self.ready_nodes.add(m.data), LATCHED_QOS)
         self.frames_published = 0
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
         self._thread.start()
@@ -160,13 +164,18 @@ class VideoSourceNode(Node):
                 self._lock.wait(timeout=0.1)
 
     def _wait_for_pipeline(self) -> None:
-        """Until each ack node subscribes to all its inputs (so no early frame is lost)."""
+        """Until each ack node subscribes to all its inputs (so no early frame is lost): nodes
+        that subscribe lazily announce it on READY_TOPIC; for the others the graph shows it."""
         deadline = time.monotonic() + self.p["startup_timeout_s"]
         known = {n.name: n for n in graph.NODES}
         while True:
             missing = []
             for name in self.ack_nodes:
-                inputs = [t for t in known[name].subscribes if t != PROGRESS_TOPIC] if name in known else []
+                if name in known and known[name].announces_ready:
+                    if name not in self.ready_nodes:
+                        missing.append(f"{name} (ready announcement)")
+                    continue
+                inputs = list(known[name].startup_inputs) if name in known else []
                 for t in inputs:
                     if not any(i.node_name == name for i in self.get_subscriptions_info_by_topic(t)):
                         missing.append(f"{name} on {t}")
