@@ -129,3 +129,29 @@ def test_person_leaving_and_reentering_single(pose2sim_demo):
     assert all(tracked[:8]) and not any(tracked[8:16]) and sum(tracked[16:]) >= len(tracked[16:]) - 1
     assert obs[10].extra["reason"] == "tracked person not found"
     assert obs[-1].prompt.source == "reprompt" and obs[0].prompt.source == "auto"
+
+
+def test_prompted_person_kept_when_a_higher_scoring_one_walks_in(two_people):
+    """Prompt on the only person in view; then a second person appears whose detection score
+    is higher: crop-and-track stays on the prompted one (no re-prompt, no switch)."""
+    frames, _ = two_people
+    det = PersonDetector()
+    found = det.detect(frames[0].image)
+    det.close()
+    best, other = found[0], found[1]
+    assert best.score > other.score
+    keep = slice(0, 1080) if other.centroid_xy[0] < 1080 else slice(1080, 2160)   # the weaker one
+    seq = []
+    for f in frames[:30]:
+        img = f.image.copy()
+        if f.index < 5:                                # only the weaker person in view at first
+            hide = slice(1080, 2160) if keep.start == 0 else slice(0, 1080)
+            img[:, hide] = 127
+        seq.append(Frame(f.index, f.time_s, img))
+    with BlazePoseEstimator({}) as est:
+        obs = [est.process(f) for f in seq]
+    assert all(o.tracked for o in obs)
+    assert all(o.prompt is obs[0].prompt for o in obs) and obs[0].prompt.source == "auto"
+    for o in obs:
+        hips_x = o.keypoints_2d[23:25, 0]
+        assert ((hips_x >= keep.start) & (hips_x < keep.stop)).all()
