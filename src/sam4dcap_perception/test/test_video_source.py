@@ -139,7 +139,8 @@ def test_time_window_and_laziness(demo_video):
 def test_default_intrinsics(demo_video):
     k = open_source(demo_video).intrinsics_default(60.0)
     assert (k.width, k.height) == (1080, 1920)
-    assert k.fx == pytest.approx(540.0 / np.tan(np.radians(30.0)))
+    # The field of view spans the long side (portrait phone videos turn the sensor).
+    assert k.fx == pytest.approx(960.0 / np.tan(np.radians(30.0))) and k.fy == k.fx
     assert (k.cx, k.cy) == (539.5, 959.5)
 
 
