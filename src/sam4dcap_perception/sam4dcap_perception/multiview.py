@@ -289,6 +289,7 @@ class MultiviewReference:
     scaled_model: Path
     reprojection: dict           # per view: median/mean/p90 px over used and all observations
     cameras: list[str]
+    frame_offsets: dict = None   # per view: frames after view 0's that show the same instant
 
 
 def find_multiview_trial(folder: str | Path) -> tuple[Path, list[Path]]:
@@ -415,28 +416,103 @@ def reject_jumps(points: np.ndarray, support: np.ndarray, *, max_deviation_m: fl
     return rejected
 
 
+# Keypoints that locate the body best in every view (used to find the views' frame offsets).
+_SYNC_KEYPOINTS = ("nose", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+                   "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
+
+
+def _pair_error(cameras, views, a: int, b: int, shift: int, keypoints: list[int], min_visibility: float) -> float:
+    """Median two-view reprojection error with view b's frame j+shift paired to view a's frame j."""
+    na, nb = views[a].pixels.shape[0], views[b].pixels.shape[0]
+    ja = np.arange(max(0, -shift), min(na, nb - shift))
+    if ja.size < 3:
+        return float("nan")
+    jb = ja + shift
+    pix = np.stack([views[a].pixels[ja][:, keypoints], views[b].pixels[jb][:, keypoints]])
+    vis = np.stack([views[a].visibility[ja][:, keypoints], views[b].visibility[jb][:, keypoints]])
+    _, err, _ = triangulate([cameras[a], cameras[b]], pix, vis, max_error_px=np.inf, min_weight=min_visibility)
+    e = err[:, np.isfinite(err).all(axis=0)]
+    return float(np.median(e)) if e.size else float("nan")
+
+
+def estimate_frame_offsets(cameras: Sequence[CalibratedCamera], views: Sequence[ViewKeypoints], *,
+                           max_offset_s: float = 0.25, min_visibility: float = 0.5) -> tuple[list[int], dict]:
+    """Frame offsets that synchronise the views: view v's frame i + offsets[v] shows the instant
+    of view 0's frame i.
+
+    Recordings started by hand are rarely frame-synchronous (on the Pose2Sim demo one view is
+    several frames late). For every pair of views and every relative shift within
+    +-max_offset_s the median two-view reprojection error of the main body keypoints is
+    measured; the offsets minimise the sum of these errors over all pairs (exhaustive search).
+    Returns (offsets, {"pair_errors_px": ..., "error_at_zero_px": ..., "error_px": ...}).
+    """
+    V = len(views)
+    rate = views[0].rate_hz
+    m = int(round(max_offset_s * rate))
+    names = views[0].names
+    keypoints = [names.index(n) for n in _SYNC_KEYPOINTS if n in names] or list(range(len(names)))
+    if m == 0 or V < 2:
+        return [0] * V, {}
+    shifts = np.arange(-2 * m, 2 * m + 1)
+    table = {}
+    for a in range(V):
+        for b in range(a + 1, V):
+            table[a, b] = np.array([_pair_error(cameras, views, a, b, int(d), keypoints, min_visibility)
+                                    for d in shifts])
+    import itertools
+
+    best, best_cost = None, np.inf
+    for rest in itertools.product(range(-m, m + 1), repeat=V - 1):
+        o = (0,) + rest
+        cost = 0.0
+        for (a, b), f in table.items():
+            c = f[o[b] - o[a] + 2 * m]
+            cost += c if np.isfinite(c) else 1e6
+        if cost < best_cost - 1e-9 or (abs(cost - best_cost) <= 1e-9 and sum(map(abs, o)) < sum(map(abs, best))):
+            best, best_cost = o, cost
+    zero_cost = sum(f[2 * m] for f in table.values())
+    info = {"max_offset_frames": m, "error_at_zero_px": float(zero_cost / len(table)),
+            "error_px": float(best_cost / len(table)),
+            "pair_errors_px": {f"{views[a].name}-{views[b].name}": float(f[best[b] - best[a] + 2 * m])
+                               for (a, b), f in table.items()}}
+    if any(best):
+        log.info("views synchronised by frame offsets %s (mean pair error %.1f px, %.1f px without)",
+                 dict(zip((v.name for v in views), best)), info["error_px"], info["error_at_zero_px"])
+    return list(best), info
+
+
 def triangulate_views(cameras: Sequence[CalibratedCamera], views: Sequence[ViewKeypoints], *,
-                      max_error_px: float = 15.0, min_views: int = 2, min_visibility: float = 0.3,
-                      max_deviation_m: float = 0.1) -> tuple["TimeSeries", np.ndarray, np.ndarray]:
-    """Markers (N, K, 3) in the OpenSim world (y up, metres) from synchronised views paired by
-    frame index, with reprojection errors (V, N, K) px and the used-view mask (V, N, K).
+                      max_error_px: float = 25.0, min_views: int = 2, min_visibility: float = 0.3,
+                      max_deviation_m: float = 0.1, frame_offsets: Sequence[int] | None = None,
+                      ) -> tuple["TimeSeries", np.ndarray, np.ndarray]:
+    """Markers (N, K, 3) in the OpenSim world (y up, metres) from views paired by frame index
+    (view v's frame i + frame_offsets[v] with view 0's frame i; none = all 0), with
+    reprojection errors (V, N, K) px and the used-view mask (V, N, K). Times are view 0's.
     Samples that jump away from their neighbours in time (`reject_jumps`) are NaN."""
     from sam4dcap_biomech.timeseries import TimeSeries
 
     check_views(cameras, views)
-    n = min(v.pixels.shape[0] for v in views)
-    if any(v.pixels.shape[0] != n for v in views):
-        log.warning("views have %s frames: the first %d are used", [v.pixels.shape[0] for v in views], n)
-    pixels = np.stack([v.pixels[:n] for v in views])
-    weights = np.stack([v.visibility[:n] for v in views])
+    offsets = list(frame_offsets) if frame_offsets is not None else [0] * len(views)
+    if len(offsets) != len(views) or offsets[0] != 0:
+        raise Sam4dcapError(f"frame_offsets must give one offset per view, 0 for the first: {offsets}")
+    i0 = max(-o for o in offsets)
+    i1 = min(v.pixels.shape[0] - o for v, o in zip(views, offsets))
+    if i1 - i0 < 3:
+        raise Sam4dcapError(f"the views overlap in {max(0, i1 - i0)} frame(s) with offsets {offsets}")
+    if len({v.pixels.shape[0] for v in views}) > 1 or any(offsets):
+        log.info("views have %s frames, offsets %s: %d common frames used",
+                 [v.pixels.shape[0] for v in views], offsets, i1 - i0)
+    idx = [np.arange(i0, i1) + o for o in offsets]
+    pixels = np.stack([v.pixels[j] for v, j in zip(views, idx)])
+    weights = np.stack([v.visibility[j] for v, j in zip(views, idx)])
     points, errors, used = triangulate(cameras, pixels, weights, min_views=min_views,
                                        max_error_px=max_error_px, min_weight=min_visibility)
     rejected = reject_jumps(points, used.sum(axis=0), max_deviation_m=max_deviation_m)
     points[rejected] = np.nan
     used = used & ~rejected[None]
-    log.info("triangulated %d frames x %d keypoints: %.1f%% missing (%.1f%% rejected as jumps)", n, points.shape[1],
-             100 * np.isnan(points).any(axis=2).mean(), 100 * rejected.mean())
-    markers = TimeSeries(views[0].time_s[:n], views[0].names, zup_to_yup(points), unit="m", frame="world",
+    log.info("triangulated %d frames x %d keypoints: %.1f%% missing (%.1f%% rejected as jumps)",
+             points.shape[0], points.shape[1], 100 * np.isnan(points).any(axis=2).mean(), 100 * rejected.mean())
+    markers = TimeSeries(views[0].time_s[i0:i1], views[0].names, zup_to_yup(points), unit="m", frame="world",
                          meta={"source": "multiview: " + ", ".join(v.name for v in views)})
     return markers, errors, used
 
@@ -494,7 +570,8 @@ def reprojection_summary(views: Sequence[ViewKeypoints], errors: np.ndarray, use
 def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *, out_dir: str | Path,
                         height_m: float, mass_kg: float | None, backend: str = "blazepose", start_s: float = 0.0,
                         end_s: float | None = None, force: bool = False, progress: bool = False,
-                        max_error_px: float = 25.0, max_gap_s: float = 0.25) -> MultiviewReference:
+                        max_error_px: float = 25.0, max_gap_s: float = 0.25, synchronise: bool = True,
+                        max_offset_s: float = 0.25) -> MultiviewReference:
     """Reference trial from calibrated synchronised views: 2D keypoints per view, triangulation,
     the same zero-phase marker filter as the monocular path, then the same model, scaling and IK
     (`offline_process.biomech_stages`). Stages are reused like `sam4dcap process`."""
@@ -533,7 +610,10 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
     def triangulation():
         views = [ViewKeypoints.load(p) for p in kp_paths]
         cams = [c for c, _ in pairs]
-        markers, errors, used = triangulate_views(cams, views, max_error_px=max_error_px)
+        check_views(cams, views)
+        offsets, sync = estimate_frame_offsets(cams, views, max_offset_s=max_offset_s) if synchronise \
+            else ([0] * len(views), {})
+        markers, errors, used = triangulate_views(cams, views, max_error_px=max_error_px, frame_offsets=offsets)
         # Short gaps (rejected samples) are bridged before the same low-pass as the monocular path.
         filled, _ = fill_gaps(markers, max_gap_frames=int(round(max_gap_s * views[0].rate_hz)))
         smooth = butterworth_zero_phase(filled, cutoff_hz=cutoff_hz)
@@ -546,11 +626,13 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
             "calibration_world": f"{calib_trc_path.name}: Qualisys world turned y up ((x, y, z) = (y, z, x) of Qualisys)",
             "trial_world": f"{trc_path.name}: the same turned about y to face +x, pelvis over the origin at the start",
             "trial_from_calibration_world": heading.tolist(),
+            "frame_offsets": dict(zip((v.name for v in views), offsets)), "synchronisation": sync,
             "missing_share": float(np.isnan(markers.values).any(axis=2).mean())})
-        return {"views": summary}
+        return {"views": summary, "frame_offsets": dict(zip((v.name for v in views), offsets))}
     extra = runner.run("triangulation", triangulation, inputs={"calibration": calibration,
                                                                **{p.stem: p for p in kp_paths}},
-                       params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s},
+                       params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s,
+                               "synchronise": synchronise, "max_offset_s": max_offset_s},
                        outputs=[trc_path, calib_trc_path, reproj_path])
     from sam4dcap_biomech.inverse_kinematics import marker_set_of
 
@@ -560,4 +642,4 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
     arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set)
     return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
                               scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
-                              cameras=[c.name for c, _ in pairs])
+                              cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}))

@@ -100,6 +100,26 @@ def _view(name, rate_hz, w=1088, h=1920, names=BLAZEPOSE33, n=10):
                             np.ones((n, k)), rate_hz, w, h)
 
 
+def test_frame_offsets_are_found_on_shifted_synthetic_views(cameras):
+    """Views of a moving point cloud, one view starting 4 frames late: the offset is found."""
+    rng = np.random.default_rng(1)
+    n, k = 60, 13
+    t = np.arange(n + 10) / 60.0
+    base = rng.uniform([-0.3, -0.3, 0.2], [0.3, 0.3, 1.6], size=(k, 3))
+    traj = base[None] + 0.3 * np.stack([np.sin(2 * np.pi * 1.3 * t + j) for j in range(k)], axis=1)[..., None] \
+        * np.array([1.0, 0.6, 0.2])
+    names = mv._SYNC_KEYPOINTS[:k]
+    views = []
+    for c, lag in zip(cameras, (0, 0, 4, 0)):
+        pix = c.project(traj[lag:lag + n])
+        views.append(mv.ViewKeypoints(c.name, "", t[:n], names, pix, np.ones((n, k)), 60.0, c.width, c.height))
+    offsets, info = mv.estimate_frame_offsets(cameras, views, max_offset_s=0.1)
+    assert offsets == [0, 0, -4, 0]
+    assert info["error_px"] < 1e-3 < info["error_at_zero_px"]
+    markers, err, used = mv.triangulate_views(cameras, views, frame_offsets=offsets)
+    assert markers.n_frames == n - 4 and np.nanmax(err) < 1e-3
+
+
 def test_bad_views_one_clear_error_each(cameras):
     two = cameras[:2]
     with pytest.raises(Sam4dcapError, match="different frame rates.*cam01 60.00 fps, cam02 30.00 fps"):
@@ -145,12 +165,18 @@ def test_demo_reference_reprojects_into_each_view(demo_reference):
     assert ref.cameras == ["cam01", "cam02", "cam03", "cam04"]
     for view, r in ref.reprojection.items():
         # BlazePose keypoints of one body part do not land on one 3D point in every view; the
-        # views kept for a keypoint agree within ~10 px (images 1920 px high).
+        # triangulated points reproject within ~10 px (images 1920 px high) in the views kept,
+        # and most observations of every view are kept.
         assert r["used_median_px"] < 15.0, (view, r)
-        assert r["used_p90_px"] < 25.0, (view, r)
-        assert r["observations_used"] > 0.4 * r["observations"], (view, r)
+        assert r["all_median_px"] < 20.0, (view, r)
+        assert r["observations_used"] > 0.6 * r["observations"], (view, r)
     info = json.loads((ref.out_dir / "multiview_reprojection.json").read_text())
     assert info["missing_share"] < 0.1
+    # Synchronising the views lowers the two-view reprojection error (one view starts late).
+    sync = info["synchronisation"]
+    assert sync["error_px"] <= sync["error_at_zero_px"]
+    assert all(abs(o) <= sync["max_offset_frames"] for o in ref.frame_offsets.values())
+    assert ref.frame_offsets["cam01"] == 0
 
 
 def test_demo_reference_is_a_person_standing_in_a_y_up_world(demo_reference):
@@ -158,7 +184,10 @@ def test_demo_reference_is_a_person_standing_in_a_y_up_world(demo_reference):
 
     for path in (demo_reference.markers_trc, demo_reference.out_dir / "multiview_markers_calibration_world.trc"):
         m = read_trc(path)
-        assert m.n_frames == 100 and set(BLAZEPOSE33) <= set(m.names)
+        # 100 frames per view, less the views' synchronisation offset.
+        offsets = json.loads((demo_reference.out_dir / "multiview_reprojection.json").read_text())["frame_offsets"]
+        assert m.n_frames == 100 - (max(offsets.values()) - min(offsets.values()))
+        assert set(BLAZEPOSE33) <= set(m.names)
         feet = np.nanmedian(m.values[:, [m.index(n) for n in ("left_heel", "right_heel")], 1])
         nose = np.nanmedian(m.get("nose")[:, 1])
         # The treadmill belt is the calibration's floor; the subject bends but the head stays high.
@@ -171,6 +200,6 @@ def test_demo_reference_runs_the_same_model_and_ik(demo_reference):
     from sam4dcap_biomech.storage import read_mot
 
     coords = read_mot(demo_reference.coordinates_mot)
-    assert coords.n_frames == 100
+    assert coords.n_frames >= 90
     assert {"hip_flexion_r", "knee_angle_l", "ankle_angle_r"} <= set(coords.names)
     assert demo_reference.scaled_model.is_file()
