@@ -180,7 +180,8 @@ class BlazePoseEstimator:
     def _run_landmarks(self, image: np.ndarray, roi, time_s: float):
         # MediaPipe's filters use packet timestamps: give them the capture times (strictly
         # increasing), not SolutionBase's simulated 30 fps.
-        ts = max(int(round(time_s * 1e6)), self._last_ts_us + 1)
+        ts_us = int(round(time_s * 1e6)) if math.isfinite(time_s) else self._last_ts_us + 33333
+        ts = max(ts_us, self._last_ts_us + 1)
         self._last_ts_us = ts
         self._graph._simulated_timestamp = ts - 33333
         return self._graph.process({"image": image, "roi": roi})

@@ -202,3 +202,12 @@ def test_only_the_bundled_model_is_selectable():
         create_estimator({"blazepose_model": "huge"})
     with pytest.raises(Sam4dcapError, match="unknown parameter"):
         create_estimator({"model_complexity": 2})
+
+
+def test_repeated_backwards_or_missing_times_do_not_break_tracking(first_frames):
+    """MediaPipe needs increasing packet times; replays and unknown times must not kill it."""
+    times = [0.0, 0.0, -1.0, float("nan"), 0.05, 0.04]
+    with BlazePoseEstimator({}) as est:
+        obs = [est.process(Frame(i, t, first_frames[i].image)) for i, t in enumerate(times)]
+    assert all(o.tracked for o in obs)
+    assert [o.time_s for o in obs][:3] == [0.0, 0.0, -1.0]      # reported as given
