@@ -33,6 +33,8 @@ def child_env() -> dict:
     the child's ros_wheels_bootstrapper rebuild the library path."""
     env = os.environ.copy()
     env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+    # A node that hangs gets SIGABRT before SIGKILL: faulthandler prints every thread's stack.
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
 
 
@@ -48,15 +50,20 @@ def start_node(script: str, params: dict | None = None, *, cwd=None, log_path=No
     return proc
 
 
-def stop_node(proc: subprocess.Popen, *, sig=signal.SIGINT, timeout_s: float = 15.0) -> int:
-    """Signal a node and wait; kill it if it does not exit. Returns its exit code."""
+def stop_node(proc: subprocess.Popen, *, sig=signal.SIGINT, timeout_s: float = 30.0) -> int:
+    """Signal a node and wait; if it does not exit, SIGABRT (stack dump into its log), then kill.
+    Returns its exit code."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGABRT)
+            try:
+                proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return proc.returncode
 
 

@@ -149,7 +149,7 @@ class IKNode(Node):
     def _remember(self, t: float, positions: np.ndarray) -> None:
         self._recent.append((t, positions))
         horizon = t - self.p["calibration_buffer_s"]
-        while self._recent and (self._recent[0][0] < horizon or self._recent[0][0] > t):
+        while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
 
     def _on_markers(self, msg) -> None:
@@ -171,8 +171,10 @@ class IKNode(Node):
             return
         t = stamp_to_sec(msg.header.stamp)
         if t <= self._last_time:
-            # Source restarted or looped: velocities across the jump would be garbage.
+            # Source restarted or looped: velocities across the jump would be garbage, and
+            # calibration must not mix the two passes.
             self.ik.reset()
+            self._recent.clear()
         self._last_time = t
         self._remember(t, positions)
         n_valid = int(np.isfinite(positions).all(axis=1).sum())
