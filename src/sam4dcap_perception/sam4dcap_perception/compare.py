@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -232,8 +233,9 @@ def _metrics(name: str, unit: str, res: np.ndarray, ref: np.ndarray) -> ChannelM
 # --- main entry ------------------------------------------------------------------------------
 def compare_series(result: TimeSeries, reference: TimeSeries, *, max_lag_s: float = 1.0,
                    align_time: bool = True, rigid: bool = False, allow_resample: bool = True,
-                   ) -> Comparison:
-    """Align `reference` to `result` in time (and optionally space, markers), then measure."""
+                   align_channels: Sequence[str] | None = None) -> Comparison:
+    """Align `reference` to `result` in time (and optionally space, markers), then measure.
+    `align_channels`: the channels the lag is estimated on (default: every common channel)."""
     if result.is_points != reference.is_points:
         kinds = {True: "markers (.trc)", False: "coordinates (.mot)"}
         raise Sam4dcapError(f"cannot compare {kinds[result.is_points]} with {kinds[reference.is_points]}: "
@@ -265,7 +267,14 @@ def compare_series(result: TimeSeries, reference: TimeSeries, *, max_lag_s: floa
             transform = _kabsch(_interp(ref.time, ref.values.reshape(ref.n_frames, -1), res.time)
                                 .reshape(-1, 3), res.values.reshape(-1, 3))
             ref = _apply_rigid(ref, transform)
-        lag, score, lags, scores = estimate_lag(res, ref, max_lag_s=max_lag_s)
+        if align_channels:
+            unknown = [n for n in align_channels if n not in common]
+            if unknown:
+                raise Sam4dcapError(f"alignment channels not in both trials: {', '.join(unknown)}")
+            lag, score, lags, scores = estimate_lag(res.select(align_channels), ref.select(align_channels),
+                                                    max_lag_s=max_lag_s)
+        else:
+            lag, score, lags, scores = estimate_lag(res, ref, max_lag_s=max_lag_s)
     else:
         lag, score, lags, scores = 0.0, float("nan"), np.zeros(1), np.zeros(1)
 

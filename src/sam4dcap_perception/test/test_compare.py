@@ -171,3 +171,15 @@ def test_cli_compare_bad_input_one_line(tmp_path, capsys, case):
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sam4dcap compare: error:") and expect in err[0], err
+
+
+def test_alignment_on_chosen_channels():
+    s = gait_like()
+    noisy = s.with_values(s.values + np.random.default_rng(0).normal(0, 0.5, s.values.shape)
+                          * (np.array(s.names) != "knee_angle_r"))
+    ref = replace(noisy, time=noisy.time + 0.3)
+    c = compare_series(s, ref, align_channels=["knee_angle_r"])
+    assert c.lag_s == pytest.approx(0.3, abs=0.2 / RATE_HZ)
+    assert c.alignment_score > 0.99
+    with pytest.raises(Sam4dcapError, match="alignment channels not in both"):
+        compare_series(s, ref, align_channels=["elbow_flex_r"])

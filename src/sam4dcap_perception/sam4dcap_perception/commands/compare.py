@@ -23,6 +23,8 @@ def add_arguments(parser):
     parser.add_argument("--max-lag", type=float, default=1.0, metavar="S",
                         help="time-alignment search window: +-S seconds (default 1.0)")
     parser.add_argument("--no-align", action="store_true", help="compare as stamped, no time alignment")
+    parser.add_argument("--align-on", metavar="NAMES",
+                        help="comma-separated channels the time alignment uses (default: every common channel)")
     parser.add_argument("--rigid", action="store_true",
                         help="markers only: fit the reference to the result with a rigid transform first")
     parser.add_argument("--no-resample", action="store_true",
@@ -78,11 +80,13 @@ def _run(args) -> int:
         reference = load_series(reference_path)
 
     comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
-                                rigid=args.rigid, allow_resample=not args.no_resample)
+                                rigid=args.rigid, allow_resample=not args.no_resample,
+                                align_channels=args.align_on.split(",") if args.align_on else None)
     comparison.sources.update(result=str(result_path), reference=str(reference_path))
     data = comparison.as_dict()
     if mv is not None:
         data["multiview_reference"] = {"out_dir": str(mv.out_dir), "cameras": mv.cameras,
+                                       "frame_offsets": mv.frame_offsets,
                                        "reprojection_px": mv.reprojection, "max_reproj_error_px": args.max_reproj_error}
     rp.write_json(out / "comparison.json", data)
     overlay = rp.plot_comparison(comparison, out / "overlay.png")
@@ -92,7 +96,8 @@ def _run(args) -> int:
     if mv is not None:
         page.heading("Multi-view reference")
         page.paragraph(f"Triangulated from {len(mv.cameras)} calibrated views ({', '.join(mv.cameras)}) with "
-                       f"the same model, scaling and IK as the result; files in {mv.out_dir}.")
+                       f"the same model, scaling and IK as the result; files in {mv.out_dir}. "
+                       f"Frame offsets found between the views: {mv.frame_offsets}.")
         page.table(["view", "median px (used)", "p90 px (used)", "median px (all seen)", "used / seen"],
                    [[v, r["used_median_px"], r["used_p90_px"], r["all_median_px"],
                      f"{r['observations_used']} / {r['observations']}"] for v, r in mv.reprojection.items()])
