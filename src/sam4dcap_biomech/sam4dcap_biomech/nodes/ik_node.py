@@ -138,7 +138,8 @@ class IKNode(Node):
                 self._warn_once(f"names:{names[:3]}", f"markers named {', '.join(names[:5])}... match none of "
                                 f"marker set {self.p['marker_set']!r}: set parameter ik_node.marker_set")
         if len(msg.positions) != len(names):
-            self._warn_once("len", f"VirtualMarkers with {len(names)} names but {len(msg.positions)} positions: skipped")
+            self._warn_once("len", f"VirtualMarkers with {len(names)} names but {len(msg.positions)} positions: "
+                            "skipped")
             return None
         sent = np.array([[pt.x, pt.y, pt.z] for pt in msg.positions], dtype=float).reshape(-1, 3)
         out = np.full((len(self.marker_names), 3), np.nan)
