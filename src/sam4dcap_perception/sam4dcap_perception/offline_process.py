@@ -149,6 +149,16 @@ def _jsonable(x):
     return x
 
 
+def _code_version() -> str:
+    """The installed sam4dcap version: results of another release are not reused."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("sam4dcap_perception")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class StageRunner:
     """Runs named stages into `out_dir`, reusing those whose manifest still matches."""
 
@@ -175,6 +185,7 @@ class StageRunner:
         stage's extra data (what `fn` returned, stored in the manifest)."""
         wanted = {
             "version": MANIFEST_VERSION,
+            "code": _code_version(),
             "inputs": {k: file_sha256(v) for k, v in sorted(inputs.items())},
             "params": _jsonable(dict(params)),
         }
@@ -410,7 +421,6 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     quality_path = out / f"{stem}_markers_quality.json"
 
     def markers():
-        from sam4dcap_biomech.config import load_config
         from sam4dcap_biomech.trc import write_trc
 
         mp = _need("sam4dcap_perception.marker_pipeline", "markers")

@@ -5,7 +5,6 @@ recorded bag, and `sam4dcap compare` against itself, a shifted copy and the mult
 import base64
 import json
 import re
-import time
 from dataclasses import replace
 
 import numpy as np
