@@ -47,15 +47,17 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
     cfg = _config(config)
     marker_params = cfg.params("markers_node", {"subject_height_m": height_m})
     est_params = cfg.params("body_estimator_node", {"backend": backend, **(estimator_overrides or {})})
+    source_params = cfg.params("video_source_node")
     fov = horizontal_fov_deg
     if fov is None:
-        fov = cfg.params("video_source_node")["horizontal_fov_deg"]
+        fov = source_params["horizontal_fov_deg"]
     if not (0.0 < float(fov) < 180.0):
         raise Sam4dcapError(f"field of view {fov} deg must be between 0 and 180")
     extrinsics_file = extrinsics_file if extrinsics_file is not None else marker_params["extrinsics_file"]
     extrinsics = load_extrinsics(extrinsics_file) if extrinsics_file else None
 
-    source = open_source(video, start_s=start_s, end_s=end_s)
+    source = open_source(video, start_s=start_s, end_s=end_s,
+                         image_folder_fps=source_params["image_folder_fps"] or None)
     if intrinsics is None:
         intrinsics = source.intrinsics_default(float(fov))
         log.debug("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
