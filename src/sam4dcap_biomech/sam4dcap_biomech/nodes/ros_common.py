@@ -145,6 +145,10 @@ DEEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
+LIVE_IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                            reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
 class FrameAcks:
     """Publishes this node's frame acks on PROGRESS_TOPIC: call `ack(stamp)` after each input."""
 
@@ -177,7 +181,9 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
         if not infos:
             return
         reliable = any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
-        qos = image_qos(offline=True) if reliable else SENSOR_QOS
+        # Live (best effort): keep only the newest frame, so a busy node always works on the
+        # latest image instead of a queue of stale ones (latency over completeness).
+        qos = image_qos(offline=True) if reliable else LIVE_IMAGE_QOS
         state["sub"] = node.create_subscription(msg_type, topic, callback, qos, raw=raw)
         timer.cancel()
         node.get_logger().info(f"subscribed to {topic} ({'reliable' if reliable else 'best effort'})")

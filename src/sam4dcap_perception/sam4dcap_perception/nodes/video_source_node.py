@@ -9,8 +9,9 @@ stamps. Modes:
       /sam4dcap/progress, see graph.py), and exits 0 once every frame is acked. No frame is
       dropped; a node silent for `ack_timeout_s` with frames pending is reported by name and
       no longer waited for.
-  realtime (cameras, or realtime=true): frames are published at their capture times with
-      sensor-data QoS (best effort, newest wins); a slow consumer skips frames.
+  realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
+      at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
+      skips frames.
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ class VideoSourceNode(Node):
         qos = image_qos(self.offline)
         self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
         self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, qos)
-        self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()] if self.offline else []
+        # Offline: the source starts once these nodes are ready, then waits for their frame
+        # acks. Realtime: it only waits for them to be ready (a camera's frames go out as captured).
+        self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()]
         self._lock = threading.Condition()
-        self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes}
+        self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes} if self.offline else {}
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
         self.ready_nodes: set[str] = set()
@@ -256,7 +259,7 @@ class VideoSourceNode(Node):
     def _run(self) -> None:
         self._started_wall = time.monotonic()
         self._last_publish_wall = self._started_wall
-        if self.offline:
+        if self.offline or self.ack_nodes:
             self._wait_for_pipeline()
         t_start = time.monotonic()
         pace0 = None
