@@ -61,6 +61,7 @@ class Comparison:
     only_in_result: tuple[str, ...] = ()
     only_in_reference: tuple[str, ...] = ()
     sources: dict = field(default_factory=dict)
+    lag_source: str = "search"      # search | given (same clock) | none
 
     def metric(self, name: str) -> ChannelMetrics:
         for m in self.metrics:
@@ -72,6 +73,7 @@ class Comparison:
         return {
             "kind": self.kind,
             "lag_s": self.lag_s,
+            "lag_source": self.lag_source,
             "max_lag_s": self.max_lag_s,
             "alignment_correlation": self.alignment_score,
             "overlap_s": [float(self.result.time[0]), float(self.result.time[-1])],
@@ -233,9 +235,10 @@ def _metrics(name: str, unit: str, res: np.ndarray, ref: np.ndarray) -> ChannelM
 # --- main entry ------------------------------------------------------------------------------
 def compare_series(result: TimeSeries, reference: TimeSeries, *, max_lag_s: float = 1.0,
                    align_time: bool = True, rigid: bool = False, allow_resample: bool = True,
-                   align_channels: Sequence[str] | None = None) -> Comparison:
+                   align_channels: Sequence[str] | None = None, fixed_lag_s: float | None = None) -> Comparison:
     """Align `reference` to `result` in time (and optionally space, markers), then measure.
-    `align_channels`: the channels the lag is estimated on (default: every common channel)."""
+    `align_channels`: the channels the lag is estimated on (default: every common channel).
+    `fixed_lag_s`: a lag known from the recording (same clock), used instead of a search."""
     if result.is_points != reference.is_points:
         kinds = {True: "markers (.trc)", False: "coordinates (.mot)"}
         raise Sam4dcapError(f"cannot compare {kinds[result.is_points]} with {kinds[reference.is_points]}: "
@@ -261,7 +264,11 @@ def compare_series(result: TimeSeries, reference: TimeSeries, *, max_lag_s: floa
     if rigid:
         if not res.is_points:
             raise Sam4dcapError("rigid alignment applies to markers (.trc) only")
-    if align_time:
+    if fixed_lag_s is not None:
+        lag, score, lags, scores = float(fixed_lag_s), float("nan"), np.zeros(1), np.zeros(1)
+        if rigid:
+            transform = np.eye(4)          # replaced by the fit on the time-aligned data below
+    elif align_time:
         if rigid:
             # Timing from the shape alone: first align space at zero lag, then re-estimate.
             transform = _kabsch(_interp(ref.time, ref.values.reshape(ref.n_frames, -1), res.time)
@@ -308,6 +315,7 @@ def compare_series(result: TimeSeries, reference: TimeSeries, *, max_lag_s: floa
         only_in_result=tuple(n for n in result.names if n not in reference.names),
         only_in_reference=tuple(n for n in reference.names if n not in result.names),
         sources={"result": str(result.meta.get("source", "")), "reference": str(reference.meta.get("source", ""))},
+        lag_source="given" if fixed_lag_s is not None else "search" if align_time else "none",
     )
 
 

@@ -290,6 +290,27 @@ class MultiviewReference:
     reprojection: dict           # per view: median/mean/p90 px over used and all observations
     cameras: list[str]
     frame_offsets: dict = None   # per view: frames after view 0's that show the same instant
+    videos: dict = None          # per view: the video file
+    rate_hz: float = 0.0
+
+    def lag_for_view_s(self, view: str) -> float:
+        """Lag (compare's convention) of this reference against a result made from `view`'s
+        video: the reference runs on view 0's clock, `view` shows the same instant
+        frame_offsets[view] frames later."""
+        return -float(self.frame_offsets.get(view, 0)) / self.rate_hz if self.rate_hz else 0.0
+
+    def view_of(self, video: str | Path) -> str | None:
+        """The view whose video `video` is (same file), if any."""
+        target = Path(video)
+        for name, path in (self.videos or {}).items():
+            p = Path(path)
+            try:
+                if p.resolve() == target.resolve() or (p.name == target.name and p.stat().st_size ==
+                                                       target.stat().st_size):
+                    return name
+            except OSError:
+                continue
+        return None
 
 
 def find_multiview_trial(folder: str | Path) -> tuple[Path, list[Path]]:
@@ -628,7 +649,8 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
             "trial_from_calibration_world": heading.tolist(),
             "frame_offsets": dict(zip((v.name for v in views), offsets)), "synchronisation": sync,
             "missing_share": float(np.isnan(markers.values).any(axis=2).mean())})
-        return {"views": summary, "frame_offsets": dict(zip((v.name for v in views), offsets))}
+        return {"views": summary, "frame_offsets": dict(zip((v.name for v in views), offsets)),
+                "rate_hz": views[0].rate_hz}
     extra = runner.run("triangulation", triangulation, inputs={"calibration": calibration,
                                                                **{p.stem: p for p in kp_paths}},
                        params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s,
@@ -642,4 +664,5 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
     arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set)
     return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
                               scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
-                              cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}))
+                              cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}),
+                              videos={c.name: str(v) for c, v in pairs}, rate_hz=float(extra.get("rate_hz", 0.0)))

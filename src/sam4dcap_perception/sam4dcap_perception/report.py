@@ -343,8 +343,11 @@ def add_comparison(report: HtmlReport, comparison, *, overlay_png: str | Path | 
     facts = {
         "result": comparison.sources.get("result", ""),
         "reference": comparison.sources.get("reference", ""),
-        "time alignment (reference lag)": f"{comparison.lag_s:+.4f} s (searched ±{comparison.max_lag_s:g} s, "
-                                          f"mean r {comparison.alignment_score:.3f})",
+        "time alignment (reference lag)": {
+            "search": f"{comparison.lag_s:+.4f} s (searched ±{comparison.max_lag_s:g} s, "
+                      f"mean r {comparison.alignment_score:.3f})",
+            "given": f"{comparison.lag_s:+.4f} s (same clock: known from the recording, not searched)",
+            "none": "none (compared as stamped)"}.get(comparison.lag_source, f"{comparison.lag_s:+.4f} s"),
         "overlap": f"{comparison.result.time[0]:.3f} – {comparison.result.time[-1]:.3f} s "
                    f"({comparison.result.n_frames} frames)",
         "frame rates": f"result {comparison.result_rate_hz:.2f} Hz, reference {comparison.reference_rate_hz:.2f} Hz",

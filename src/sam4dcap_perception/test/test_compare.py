@@ -183,3 +183,13 @@ def test_alignment_on_chosen_channels():
     assert c.alignment_score > 0.99
     with pytest.raises(Sam4dcapError, match="alignment channels not in both"):
         compare_series(s, ref, align_channels=["elbow_flex_r"])
+
+
+def test_given_lag_is_used_as_is():
+    s = gait_like()
+    ref = replace(s, time=s.time + 0.25)
+    c = compare_series(s, ref, fixed_lag_s=0.25)
+    assert c.lag_s == 0.25 and c.lag_source == "given"
+    assert max(m.max_abs_error for m in c.metrics) < 1e-9
+    c = compare_series(s, ref, fixed_lag_s=0.0)
+    assert c.metric("knee_angle_r").rmse > 1.0       # a wrong given lag is not corrected

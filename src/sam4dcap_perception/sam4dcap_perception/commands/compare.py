@@ -67,6 +67,7 @@ def _run(args) -> int:
 
     result = load_series(result_path)
     mv = None
+    same_view = fixed_lag = None
     if reference_path.is_dir() and not any(reference_path.glob("*.mot")) and not any(reference_path.glob("*.trc")):
         from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
 
@@ -76,21 +77,28 @@ def _run(args) -> int:
                                  mass_kg=mass, progress=not args.quiet and sys.stderr.isatty(),
                                  max_error_px=args.max_reproj_error, force=args.force)
         reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
+        same_view = _result_view(mv, result_path)
+        if same_view is not None and not args.no_align:
+            # The result was made from one of the reference's videos: same clock, known lag.
+            fixed_lag = mv.lag_for_view_s(same_view)
+            log.info("result video is view %s of the reference: lag %+.4f s from the views' offsets, no search",
+                     same_view, fixed_lag)
     else:
         reference = load_series(reference_path)
 
     comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
                                 rigid=args.rigid, allow_resample=not args.no_resample,
-                                align_channels=args.align_on.split(",") if args.align_on else None)
+                                align_channels=args.align_on.split(",") if args.align_on else None,
+                                fixed_lag_s=fixed_lag)
     comparison.sources.update(result=str(result_path), reference=str(reference_path))
     data = comparison.as_dict()
     if mv is not None:
         data["multiview_reference"] = {"out_dir": str(mv.out_dir), "cameras": mv.cameras,
-                                       "frame_offsets": mv.frame_offsets,
+                                       "frame_offsets": mv.frame_offsets, "result_view": same_view,
                                        "reprojection_px": mv.reprojection, "max_reproj_error_px": args.max_reproj_error}
     rp.write_json(out / "comparison.json", data)
     overlay = rp.plot_comparison(comparison, out / "overlay.png")
-    lag_png = rp.plot_lag_scores(comparison, out / "lag.png") if not args.no_align else None
+    lag_png = rp.plot_lag_scores(comparison, out / "lag.png") if not args.no_align and fixed_lag is None else None
     page = rp.HtmlReport(f"sam4dcap comparison: {result_path.name} vs {reference_path.name}")
     rp.add_comparison(page, comparison, overlay_png=overlay, lag_png=lag_png)
     if mv is not None:
@@ -103,14 +111,26 @@ def _run(args) -> int:
                      f"{r['observations_used']} / {r['observations']}"] for v, r in mv.reprojection.items()])
     page.save(out / "comparison.html")
 
-    print(f"time alignment: reference lag {comparison.lag_s:+.4f} s (window +-{comparison.max_lag_s:g} s, "
-          f"mean r {comparison.alignment_score:.3f}); overlap {comparison.result.n_frames} frames")
+    how = (f"same clock as view {same_view}" if fixed_lag is not None else
+           f"window +-{comparison.max_lag_s:g} s, mean r {comparison.alignment_score:.3f}")
+    print(f"time alignment: reference lag {comparison.lag_s:+.4f} s ({how}); overlap {comparison.result.n_frames} frames")
     print(f"{'channel':<28}{'unit':>5}{'RMSE':>10}{'MAE':>10}{'peak err':>10}{'r':>8}")
     for m in comparison.metrics:
         r = f"{m.correlation:8.3f}" if m.correlation == m.correlation else f"{'-':>8}"
         print(f"{m.name:<28}{m.unit:>5}{m.rmse:10.4g}{m.mae:10.4g}{m.max_abs_error:10.4g}{r}")
     print(f"report: {out / 'comparison.html'}")
     return 0
+
+
+def _result_view(mv, result_path: Path) -> str | None:
+    """The reference view whose video the result was processed from (summary.json source)."""
+    import json
+
+    summary = (result_path if result_path.is_dir() else result_path.parent) / "summary.json"
+    if not summary.is_file():
+        return None
+    source = json.loads(summary.read_text()).get("source")
+    return mv.view_of(source) if source else None
 
 
 def _subject(args, result_path: Path) -> tuple[float, float]:
