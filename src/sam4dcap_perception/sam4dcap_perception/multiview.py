@@ -297,7 +297,7 @@ class MultiviewReference:
         """Lag (compare's convention) of this reference against a result made from `view`'s
         video: the reference runs on view 0's clock, `view` shows the same instant
         frame_offsets[view] frames later."""
-        return -float(self.frame_offsets.get(view, 0)) / self.rate_hz if self.rate_hz else 0.0
+        return -float(self.frame_offsets.get(view, 0)) / self.rate_hz + 0.0 if self.rate_hz else 0.0
 
     def view_of(self, video: str | Path) -> str | None:
         """The view whose video `video` is (same file), if any."""
