@@ -199,11 +199,13 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
 READY_TOPIC = "/sam4dcap/ready"
 
 
-def announce_ready(node: Node):
-    """Publish this node's name on READY_TOPIC (latched: late subscribers get it too)."""
+def announce_ready(node: Node, topics=()):
+    """Publish "<node name> <topic> <topic>..." on READY_TOPIC (latched: late subscribers get it
+    too): the node's lazily made subscriptions exist. The source then also waits until its own
+    publishers have matched them (DDS discovery is per participant)."""
     from std_msgs.msg import String
 
     pub = node.create_publisher(String, READY_TOPIC, LATCHED_QOS)
-    pub.publish(String(data=node.get_name()))
+    pub.publish(String(data=" ".join([node.get_name(), *topics])))
     node.get_logger().info("ready: all input subscriptions exist")
     return pub

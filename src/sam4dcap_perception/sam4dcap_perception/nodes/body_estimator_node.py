@@ -127,7 +127,8 @@ class BodyEstimatorNode(Node):
         self.frames = 0
         self.last_stamp_s = -math.inf
         self._timer = subscribe_like_publisher(self, Image, "/camera/image_raw", self._on_image,
-                                               on_subscribed=lambda sub: setattr(self, "_ready_pub", announce_ready(self)))
+                                               on_subscribed=lambda sub: setattr(
+                                                   self, "_ready_pub", announce_ready(self, [sub.topic_name])))
         self.get_logger().info(f"body estimator {self.estimator.backend} ready")
 
     def _on_image(self, msg: Image) -> None:

@@ -60,6 +60,7 @@ class RecorderNode(Node):
         self.writer = BagWriter(p["bag_dir"])
         self.acks = FrameAcks(self)
         self._subs = {}
+        self._topics: dict[str, graph.Topic] = {}
         self._timers = []
         self._record_all = p["topics"] == ["all"]
         for name in wanted:
@@ -74,6 +75,7 @@ class RecorderNode(Node):
     def _add(self, t: graph.Topic) -> None:
         if t.name in self._subs:
             return
+        self._topics[t.name] = t
         cls = _import_type(t.msgtype)
         is_image = t.name == _IMAGE_TOPIC
 
@@ -102,7 +104,8 @@ class RecorderNode(Node):
 
     def _announce_if_ready(self) -> None:
         if not getattr(self, "_ready_pub", None) and all(s is not None for s in self._subs.values()):
-            self._ready_pub = announce_ready(self)
+            lazy = [name for name, t in self._topics.items() if t.qos == "image"]
+            self._ready_pub = announce_ready(self, lazy)
 
     def _discover(self) -> None:
         for name, types in self.get_topic_names_and_types():

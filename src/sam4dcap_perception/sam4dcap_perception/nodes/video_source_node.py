@@ -119,12 +119,16 @@ class VideoSourceNode(Node):
         self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes} if self.offline else {}
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
-        self.ready_nodes: set[str] = set()
+        self.ready_nodes: dict[str, set[str]] = {}  # node -> its lazily subscribed topics
         if self.ack_nodes:
             from std_msgs.msg import String
 
             self.create_subscription(Header, PROGRESS_TOPIC, self._on_progress, DEEP_QOS)
-            self.create_subscription(String, READY_TOPIC, lambda m: self.ready_nodes.add(m.data), LATCHED_QOS)
+            def on_ready(m):
+                name, *topics = m.data.split()
+                self.ready_nodes[name] = set(topics)
+
+            self.create_subscription(String, READY_TOPIC, on_ready, LATCHED_QOS)
         self.frames_published = 0
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
         self._thread.start()
@@ -186,6 +190,11 @@ class VideoSourceNode(Node):
                     missing.append(name)
             if not self.ack_nodes and self.image_pub.get_subscription_count() == 0:
                 missing.append(f"a subscriber on {IMAGE_TOPIC}")
+            # Our own publishers must have matched every announced reader of our topics.
+            for topic, pub in ((IMAGE_TOPIC, self.image_pub), (INFO_TOPIC, self.info_pub)):
+                expected = sum(topic in topics for n, topics in self.ready_nodes.items() if n in self.ack_nodes)
+                if pub.get_subscription_count() < expected:
+                    missing.append(f"{expected - pub.get_subscription_count()} matched reader(s) on {topic}")
             if not missing:
                 break
             if time.monotonic() > deadline:
