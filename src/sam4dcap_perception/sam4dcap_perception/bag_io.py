@@ -261,3 +261,56 @@ def stamp_ns(msg) -> int:
     """header.stamp of a deserialized (rosbags) message, in ns."""
     s = msg.header.stamp
     return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+
+
+_RGB_LAYOUT = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
+               "mono8": (1, (0, 0, 0)), "8UC1": (1, (0, 0, 0)), "8UC3": (3, (0, 1, 2))}
+
+
+def image_msg_to_rgb8(msg):
+    """(H, W, 3) uint8 RGB of a deserialized (rosbags) sensor_msgs/Image; rgb8/bgr8/rgba8/bgra8/mono8."""
+    import numpy as np
+
+    if msg.encoding not in _RGB_LAYOUT:
+        raise Sam4dcapError(f"bag image encoding {msg.encoding!r} is not an 8-bit colour/mono encoding "
+                            f"({', '.join(_RGB_LAYOUT)})")
+    channels, order = _RGB_LAYOUT[msg.encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.asarray(msg.data, np.uint8)
+    if step < w * channels or data.size < step * (h - 1) + w * channels:
+        raise Sam4dcapError(f"bag image {w}x{h} {msg.encoding} has step {step} and {data.size} bytes: corrupt")
+    rows = np.lib.stride_tricks.as_strided(data, (h, w, channels), (step, channels, 1))
+    return np.ascontiguousarray(rows[:, :, list(order)])
+
+
+def bag_frames(path: str | os.PathLike, *, topic: str = "/camera/image_raw", start_s: float = 0.0,
+               end_s: float | None = None):
+    """The images of a recorded bag as `observations.Frame`s (RGB), timed by their capture stamps
+    (header.stamp, seconds as recorded). `start_s`/`end_s` are relative to the first image."""
+    from .observations import Frame
+
+    first = None
+    index = 0
+    for _, _, _, msg in read_messages(path, [topic]):
+        t = stamp_ns(msg) * 1e-9
+        first = t if first is None else first
+        rel = t - first
+        if rel < start_s - 1e-9:
+            continue
+        if end_s and rel > end_s + 1e-9:
+            break
+        yield Frame(index=index, time_s=t, image=image_msg_to_rgb8(msg), source=f"{path}:{topic}")
+        index += 1
+
+
+def bag_intrinsics(path: str | os.PathLike, *, topic: str = "/camera/camera_info"):
+    """CameraIntrinsics of the first CameraInfo in the bag, or None when it has none."""
+    from .observations import CameraIntrinsics
+
+    topics = bag_topics(path)
+    if topic not in topics or topics[topic].count == 0:
+        return None
+    for _, _, _, info in read_messages(path, [topic]):
+        k = list(info.k)
+        return CameraIntrinsics(int(info.width), int(info.height), k[0], k[4], k[2], k[5])
+    return None

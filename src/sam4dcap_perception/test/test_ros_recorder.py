@@ -134,3 +134,32 @@ def test_recorder_refuses_an_existing_bag_folder(tmp_path):
     rec = start_node("recorder_node", {"bag_dir": str(bag)}, log_dir=tmp_path)
     assert rec.proc.wait(timeout=60) == 2
     assert f"bag folder {bag} exists already" in rec.log_path.read_text()
+
+
+def test_bag_frames_and_intrinsics_for_offline_processing(tmp_path):
+    """bag_io.bag_frames (for `sam4dcap process BAG`): RGB frames at their capture stamps."""
+    from rclpy.serialization import serialize_message
+
+    from sam4dcap_perception.nodes.image_conversion import camera_info_from_intrinsics
+    from sam4dcap_perception.observations import CameraIntrinsics
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), np.uint8)
+    k = CameraIntrinsics.from_fov(5, 6, 60.0)
+    with bag_io.BagWriter(tmp_path / "bag") as w:
+        w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+        w.add_topic("/camera/camera_info", "sensor_msgs/msg/CameraInfo")
+        for i, enc in enumerate(["rgb8", "bgr8", "rgba8", "mono8"]):
+            px = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "rgba8": np.dstack([rgb, np.zeros((6, 5), np.uint8)]),
+                  "mono8": rgb[:, :, 0]}[enc]
+            msg = numpy_to_image(np.ascontiguousarray(px), enc)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 100 + i, 250_000_000
+            w.write("/camera/image_raw", i, serialize_message(msg))
+            info = camera_info_from_intrinsics(k, stamp=msg.header.stamp)
+            w.write("/camera/camera_info", i, serialize_message(info))
+    frames = list(bag_io.bag_frames(tmp_path / "bag"))
+    assert [f.time_s for f in frames] == [100.25, 101.25, 102.25, 103.25]
+    for f in frames[:3]:
+        np.testing.assert_array_equal(f.image, rgb)
+    np.testing.assert_array_equal(frames[3].image, np.repeat(rgb[:, :, :1], 3, axis=2))
+    assert [f.index for f in bag_io.bag_frames(tmp_path / "bag", start_s=1.0, end_s=2.0)] == [0, 1]
+    assert bag_io.bag_intrinsics(tmp_path / "bag") == k
