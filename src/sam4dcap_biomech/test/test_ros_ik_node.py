@@ -85,64 +85,98 @@ def observable_coordinates(path, marker_names) -> tuple[list[str], set[str]]:
     return names, {c for c in names if child_of_joint[c] in marker_bodies}
 
 
-def test_joint_states_match_known_coordinates(ros, tmp_path, cache_env, truth_model, gait):
-    coords, markers = gait
+BAD_FRAME_FEW_MARKERS, BAD_FRAME_OTHER_BODY = 12, 20
+
+
+def stream(ros, proc, markers, *, person_id):
+    """Publish every frame (two bad ones) and collect the outputs; returns (states, kinematics,
+    indices of the frames that must produce output)."""
+    states = ros.collect(JointState, joint_states_topic(person_id))
+    kinematics = ros.collect(JointKinematics, KINEMATICS_TOPIC)
+    pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
+    ros.wait_for_subscriber(pub, procs=[proc])
+    good = []
+    for i in range(markers.n_frames):
+        positions = markers.values[i].copy()
+        body = person_id
+        if i == BAD_FRAME_FEW_MARKERS:  # 5 markers < min_markers=8: nothing may be published
+            positions[5:] = np.nan
+        elif i == BAD_FRAME_OTHER_BODY:  # another body: this node follows `person_id` only
+            body = person_id + 4
+        else:
+            good.append(i)
+        pub.publish(markers_msg(T0 + markers.time[i], BLAZEPOSE33, positions, person_id=body))
+    assert ros.spin_until(lambda: len(states) >= len(good) and len(kinematics) >= len(good), 60.0, procs=[proc]), \
+        f"{len(states)} JointState of {len(good)} frames\n{node_log(proc)[-2000:]}"
+    ros.spin_until(lambda: False, 0.5)  # anything extra (the bad frames) would arrive now
+    assert proc.poll() is None  # still running after the bad frames
+    expected = [stamp_key(markers_msg(T0 + markers.time[i], (), np.zeros((0, 3))).header.stamp) for i in good]
+    assert [stamp_key(m.header.stamp) for m in states] == expected
+    assert [stamp_key(m.header.stamp) for m in kinematics] == expected
+    return states, kinematics, good
+
+
+def test_node_publishes_what_streaming_ik_solves(ros, tmp_path, cache_env, truth_model, gait):
+    """Default parameters: JointState/JointKinematics carry exactly StreamingIK's solution of the
+    same frames (the node is a faithful adapter), stamps copied, OpenSim names, bad frames dropped."""
+    from sam4dcap_biomech.streaming_ik import StreamingIK
+
+    _, markers = gait
     proc = start_node("ik_node", {"subject_height_m": HEIGHT_M, "subject_mass_kg": MASS_KG, "person_id": 3},
                       log_path=tmp_path / "ik.log")
     try:
-        states = ros.collect(JointState, joint_states_topic(3))
-        kinematics = ros.collect(JointKinematics, KINEMATICS_TOPIC)
         model_paths = ros.collect(String, MODEL_PATH_TOPIC, LATCHED_QOS)
-        pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
-        ros.wait_for_subscriber(pub, procs=[proc])
+        states, kinematics, good = stream(ros, proc, markers, person_id=3)
         # Default model: the project's generated model at the subject size, built in the cache.
         assert ros.spin_until(lambda: model_paths, 10.0, procs=[proc])
         used_model = Path(model_paths[-1].data)
         assert used_model.is_file() and cache_env in used_model.parents
-
-        good, bad = [], []
-        for i in range(markers.n_frames):
-            t = T0 + markers.time[i]
-            positions = markers.values[i].copy()
-            if i == 12:  # too few markers (5 < min_markers=8): nothing may be published
-                positions[5:] = np.nan
-                bad.append(t)
-            elif i == 20:  # another body: this node follows body 3 only
-                ros.node.get_logger().info("publishing a frame of body 7")
-                pub.publish(markers_msg(t, BLAZEPOSE33, positions, person_id=7))
-                bad.append(t)
-                continue
-            else:
-                good.append(i)
-            pub.publish(markers_msg(t, BLAZEPOSE33, positions, person_id=3))
-        assert ros.spin_until(lambda: len(states) >= len(good) and len(kinematics) >= len(good), 60.0, procs=[proc]), \
-            f"{len(states)} JointState of {len(good)} frames\n{node_log(proc)[-2000:]}"
-        ros.spin_until(lambda: False, 0.5)  # anything extra (the bad frames) would arrive now
-        assert proc.poll() is None  # still running after the bad frames
-
-        stamps = [stamp_key(m.header.stamp) for m in states]
-        expected = [stamp_key(markers_msg(T0 + markers.time[i], (), np.zeros((0, 3))).header.stamp) for i in good]
-        assert stamps == expected
-        assert [stamp_key(m.header.stamp) for m in kinematics] == expected
-
-        names, observable = observable_coordinates(truth_model, BLAZEPOSE33)
-        assert len(observable) >= len(names) - 2  # all but the two mtp joints
-        worst = {}
-        for msg, i in zip(states, good):
-            assert list(msg.name) == names
-            q = dict(zip(msg.name, msg.position))
-            for c in observable:
-                worst[c] = max(worst.get(c, 0.0), abs(q[c] - coords.get(c)[i]))
-        assert max(worst.values()) < TOL_RAD_OR_M, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
-
-        last = kinematics[-1]
-        assert list(last.name) == names and last.person_id == 3
-        assert len(last.confidence) == len(names) and all(0.0 <= c <= 1.0 for c in last.confidence)
-        assert last.markers_used == len(BLAZEPOSE33) and last.marker_error_rms < 1e-3
-        assert len(last.velocity) == len(names) and np.all(np.isfinite(last.velocity))
-        assert last.model_name == opensim.Model(str(used_model)).getName()
     finally:
         assert stop_node(proc) == 0, node_log(proc)[-2000:]
+
+    ik = StreamingIK(str(truth_model), BLAZEPOSE33)  # same model, same defaults, same frame sequence
+    frames = {}
+    for i in range(markers.n_frames):
+        if i == BAD_FRAME_OTHER_BODY:
+            continue
+        positions = markers.values[i].copy()
+        if i == BAD_FRAME_FEW_MARKERS:
+            positions[5:] = np.nan
+        frame = ik.solve(T0 + markers.time[i], positions)
+        assert (frame is None) == (i == BAD_FRAME_FEW_MARKERS)
+        frames[i] = frame
+    names = list(ik.coordinate_names)
+    for state, kin, i in zip(states, kinematics, good):
+        assert list(state.name) == names and list(kin.name) == names
+        np.testing.assert_allclose(state.position, frames[i].q, atol=1e-6)
+        np.testing.assert_allclose(kin.position, frames[i].q, atol=1e-6)
+        np.testing.assert_allclose(kin.confidence, frames[i].confidence, atol=1e-4)
+        assert kin.marker_error_rms == pytest.approx(frames[i].marker_rms_m, abs=1e-6)
+        assert kin.markers_used == frames[i].markers_used and kin.person_id == 3
+        assert kin.marker_error_max_name == frames[i].max_error_marker
+    last = kinematics[-1]
+    assert len(last.velocity) == len(names) and np.all(np.isfinite(last.velocity))
+    assert list(states[-1].velocity) == list(last.velocity)
+    assert last.model_name == opensim.Model(str(used_model)).getName()
+
+
+def test_joint_states_match_known_coordinates(ros, tmp_path, cache_env, truth_model, gait):
+    """Without the marker set's priors, exact markers give back the known coordinates."""
+    coords, markers = gait
+    proc = start_node("ik_node", {"person_id": 2, "regularize_unobserved": False}, log_path=tmp_path / "ik.log")
+    try:
+        states, _, good = stream(ros, proc, markers, person_id=2)
+    finally:
+        assert stop_node(proc) == 0, node_log(proc)[-2000:]
+    names, observable = observable_coordinates(truth_model, BLAZEPOSE33)
+    assert len(observable) >= len(names) - 2  # all but the two mtp joints
+    worst = {}
+    for msg, i in zip(states, good):
+        assert list(msg.name) == names
+        q = dict(zip(msg.name, msg.position))
+        for c in observable:
+            worst[c] = max(worst.get(c, 0.0), abs(q[c] - coords.get(c)[i]))
+    assert max(worst.values()) < TOL_RAD_OR_M, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
 
 
 def test_calibration_scales_and_hot_swaps(ros, tmp_path, cache_env):

@@ -112,8 +112,11 @@ class IKNode(Node):
     def _make_ik(self, model_path: Path):
         from ..streaming_ik import StreamingIK
 
+        options = {}
+        if "regularize_unobserved" in self.p:  # the node's value, not only the file's default
+            options["regularize"] = self.p["regularize_unobserved"]
         return StreamingIK(str(model_path), self.marker_names, accuracy=self.p["accuracy"],
-                           min_markers=self.p["min_markers"])
+                           min_markers=self.p["min_markers"], **options)
 
     def _publish_model_path(self) -> None:
         self.model_pub.publish(self._String(data=str(Path(self.model_path).resolve())))
