@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""ik_node killed (SIGKILL) and restarted mid-stream: how soon does JointState resume?
+"""ik_node killed (SIGKILL; --signal INT/TERM for a clean stop) and restarted mid-stream: how soon
+does JointState resume?
 
 A live-like source publishes BlazePose markers of a synthetic gait at 30 Hz; the ik_node runs in
 its own process; it is killed and restarted `--restarts` times. Per restart, measured side by
@@ -31,6 +32,8 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--restarts", type=int, default=5)
+    parser.add_argument("--signal", choices=("KILL", "INT", "TERM"), default="KILL",
+                        help="how the running node is stopped before each restart (KILL = crash)")
     args = parser.parse_args()
 
     import opensim
@@ -78,8 +81,11 @@ def main() -> int:
             rows.append(("clean start" if k == 0 else f"restart {k}", up - started, first - started, first - up))
             ros.spin_until(lambda: False, 1.0)  # mid-stream
             if k < args.restarts:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+                if args.signal == "KILL":
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                else:
+                    stop_node(proc, sig=getattr(signal, f"SIG{args.signal}"))
     finally:
         if proc is not None:
             stop_node(proc)
@@ -87,7 +93,7 @@ def main() -> int:
 
     restarts = np.array([r[1:] for r in rows[1:]])
     lines = ["# ik_node kill/restart mid-stream", "",
-             f"{args.restarts} SIGKILL restarts while markers stream at 30 Hz (synthetic gait, BlazePose 33).",
+             f"{args.restarts} SIG{args.signal} restarts while markers stream at 30 Hz (synthetic gait, BlazePose 33).",
              f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.", "",
              "| run | start -> node discovered s | start -> first JointState s | discovered -> first JointState s |",
              "|---|---|---|---|"]
@@ -96,7 +102,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"ik_node_restart: clean start -> first JointState {rows[0][2]:.2f} s; after SIGKILL, process start -> "
+    print(f"ik_node_restart: clean start -> first JointState {rows[0][2]:.2f} s; after SIG{args.signal}, process start -> "
           f"first JointState median {np.median(restarts[:, 1]):.2f} s (max {restarts[:, 1].max():.2f}); "
           f"node discovered -> first JointState median {np.median(restarts[:, 2]):.3f} s "
           f"(max {restarts[:, 2].max():.3f})")
