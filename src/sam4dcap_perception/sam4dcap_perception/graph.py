@@ -129,7 +129,7 @@ NODES: tuple[NodeSpec, ...] = (
              ("/sam4dcap/markers", "/sam4dcap/joint_kinematics", "/sam4dcap/joint_kinetics"), (),
              description="TRC/MOT/STO per trial"),
     NodeSpec("visualization_node", "sam4dcap_perception",
-             ("/sam4dcap/markers", "/sam4dcap/mesh"),
+             ("/sam4dcap/markers", "/sam4dcap/mesh", "/sam4dcap/model_path", "/sam4dcap/joint_kinematics"),
              ("/sam4dcap/visualization",), description="RViz MarkerArray"),
     NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.record and t.name != PROGRESS_TOPIC),
              (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder (acks the images it wrote)",

@@ -61,12 +61,10 @@ def test_every_frame_flows_through_the_graph(live_run, demo_video):
     frame_stamps = stamps_s(images)
     assert np.all(np.diff(frame_stamps) > 0), "capture stamps must increase"
     np.testing.assert_allclose(np.diff(frame_stamps), 1 / 60, atol=2e-3)  # 60 fps container times
-    for topic in ("/camera/camera_info", "/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/markers",
-                  "/sam4dcap/visualization"):
+    for topic in ("/camera/camera_info", "/sam4dcap/segmentation", "/sam4dcap/keypoints", "/sam4dcap/markers"):
         msgs = read_bag(bag, topic)
         assert len(msgs) == 100, f"{topic}: {len(msgs)} messages for 100 frames"
-        if topic != "/sam4dcap/visualization":
-            np.testing.assert_array_equal(stamps_s(msgs), frame_stamps, err_msg=topic)
+        np.testing.assert_array_equal(stamps_s(msgs), frame_stamps, err_msg=topic)
     segs = read_bag(bag, "/sam4dcap/segmentation")
     assert sum(s.tracked for s in segs) >= 95
     assert segs[50].mask.height == 1920 and segs[50].mask.width == 1080 and segs[50].mask.encoding == "mono8"
@@ -260,3 +258,34 @@ def test_graph_cli_refuses_bad_parameter_before_starting(demo_video, tmp_path):
     assert out.returncode == 2, out.stderr
     assert "markers_node.subject_height_m" in out.stderr
     assert not list(tmp_path.glob("*.log")), "no node may start"
+
+
+def test_visualization_draws_markers_and_the_ik_twin(live_run):
+    """One MarkerArray per marker frame, plus the IK model's twin per JointKinematics, placed
+    where the markers are (hip and knee joint centres near the hip and knee markers)."""
+    bag = live_run["bag"]
+    vis = read_bag(bag, "/sam4dcap/visualization")
+    markers = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in read_bag(bag, "/sam4dcap/markers")}
+    kin = read_bag(bag, "/sam4dcap/joint_kinematics")
+    ns_of = lambda arr: {m.ns for m in arr.markers}  # noqa: E731
+    with_markers = [a for a in vis if "markers" in ns_of(a)]
+    twins = [a for a in vis if ns_of(a) == {"twin"}]
+    assert len(with_markers) == 100 and len(twins) == len(kin) > 50
+    checked = 0
+    for arr in twins[10:]:
+        stamp = arr.markers[0].header.stamp.sec * 10**9 + arr.markers[0].header.stamp.nanosec
+        vm = markers[stamp]
+        pos = {n: np.array([p.x, p.y, p.z]) for n, p in zip(vm.names, vm.positions)}
+        bones = {m.text: m for m in arr.markers if m.action == 0}
+        assert len(bones) >= 18 and all(m.header.frame_id == "world" for m in arr.markers)
+        for bone, marker in (("femur_r->tibia_r", "right_knee"), ("femur_l->tibia_l", "left_knee")):
+            m = bones[bone]
+            centre = np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])
+            # the bone's far end: centre + half its length along its axis
+            q = m.pose.orientation
+            axis = np.array([2 * (q.x * q.z + q.w * q.y), 2 * (q.y * q.z - q.w * q.x), 1 - 2 * (q.x ** 2 + q.y ** 2)])
+            knee = centre + axis * m.scale.z / 2
+            if np.all(np.isfinite(pos[marker])):
+                assert np.linalg.norm(knee - pos[marker]) < 0.15, f"{bone} end {knee} far from {marker} {pos[marker]}"
+                checked += 1
+    assert checked > 50

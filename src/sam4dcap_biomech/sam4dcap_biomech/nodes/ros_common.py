@@ -164,13 +164,15 @@ class FrameAcks:
 
 
 def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw: bool = False,
-                             poll_s: float = 0.1, on_subscribed=None):
+                             poll_s: float = 0.1, on_subscribed=None, reliable_depth: int = 30):
     """Subscribe to `topic` with the reliability its publisher offers, once one exists.
 
     Images: a live camera publishes best effort (a reliable reader would not match it), a file
     source publishes reliable with a deep queue (a best-effort reader with sensor-data depth
     would drop frames). Polls the graph every `poll_s` until a publisher appears; returns the
     timer (cancelled once subscribed). `on_subscribed(subscription)` is called then.
+    `reliable_depth`: queue of a reliable subscription (images: the source's in-flight limit;
+    small per-frame messages such as CameraInfo: deep, they are not flow-controlled).
     """
     state = {}
 
@@ -183,7 +185,11 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
         reliable = any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
         # Live (best effort): keep only the newest frame, so a busy node always works on the
         # latest image instead of a queue of stale ones (latency over completeness).
-        qos = image_qos(offline=True) if reliable else LIVE_IMAGE_QOS
+        if reliable:  # (history depth is not part of DDS discovery: the caller says how deep)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=reliable_depth,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        else:
+            qos = LIVE_IMAGE_QOS
         state["sub"] = node.create_subscription(msg_type, topic, callback, qos, raw=raw)
         timer.cancel()
         node.get_logger().info(f"subscribed to {topic} ({'reliable' if reliable else 'best effort'})")

@@ -72,7 +72,7 @@ class MarkersNode(Node):
         self.acks = FrameAcks(self)
         self.create_subscription(BodyKeypoints, "/sam4dcap/keypoints", self._on_keypoints, RESULTS_QOS)
         self._info_timer = subscribe_like_publisher(
-            self, CameraInfo, "/camera/camera_info", self._on_info,
+            self, CameraInfo, "/camera/camera_info", self._on_info, reliable_depth=DEEP_QOS.depth,
             on_subscribed=lambda sub: setattr(self, "_ready_pub", announce_ready(self, [sub.topic_name])))
 
     def _on_info(self, msg: CameraInfo) -> None:

@@ -89,12 +89,13 @@ class RecorderNode(Node):
             # best effort from cameras.
             def on_subscribed(sub, t=t):
                 reliable = sub.qos_profile.reliability.name == "RELIABLE"
-                self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=reliable, depth=30 if reliable else 5))
+                self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=reliable, depth=sub.qos_profile.depth))
                 self._subs[t.name] = sub
                 self._announce_if_ready()
 
-            self._timers.append(subscribe_like_publisher(self, cls, t.name, on_msg, raw=True,
-                                                         on_subscribed=on_subscribed))
+            self._timers.append(subscribe_like_publisher(
+                self, cls, t.name, on_msg, raw=True, on_subscribed=on_subscribed,
+                reliable_depth=30 if is_image else DEEP_QOS.depth))
             self._subs[t.name] = None
             return
         qos = {"latched": LATCHED_QOS, "deep": DEEP_QOS}.get(t.qos, RESULTS_QOS)

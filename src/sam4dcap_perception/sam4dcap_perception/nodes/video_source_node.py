@@ -111,7 +111,8 @@ class VideoSourceNode(Node):
                                if p["camera_info_file"] else self.src.intrinsics_default(p["horizontal_fov_deg"]))
         qos = image_qos(self.offline)
         self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
-        self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, qos)
+        # CameraInfo is small: offline, a deep queue, so a reader busy with images never loses one.
+        self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, DEEP_QOS if self.offline else qos)
         # Offline: the source starts once these nodes are ready, then waits for their frame
         # acks. Realtime: it only waits for them to be ready (a camera's frames go out as captured).
         self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()]

@@ -3,10 +3,11 @@
 Namespaces (one MarkerArray per marker frame, in `world_frame`):
   markers   SPHERE_LIST of the virtual markers (missing ones left out)
   skeleton  LINE_LIST between anatomical neighbours (BlazePose names)
-  twin      the body's segments as cylinders (thigh, shank, foot, upper arm, forearm, trunk,
-            pelvis). They are posed from the markers (segment end points), not from the IK
-            model: the twin drawn from JointKinematics needs the model's geometry and is not
-            done yet (show_twin switches this namespace).
+  twin      the biomechanical twin: the IK model's bodies as cylinders from each body's origin
+            to the joint centres of its children, posed by /sam4dcap/joint_kinematics with the
+            model named on /sam4dcap/model_path (latched by the IK node; `twin.ModelPoser`).
+            Until a model and kinematics arrive, the segments are drawn between markers instead
+            (thigh, shank, foot, arms, trunk, pelvis). show_twin switches this namespace.
   mesh      TRIANGLE_LIST of the last BodyMesh with faces (mesh backends only), in its frame.
 """
 
@@ -19,7 +20,7 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, declare_parameters, run_node
+from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters, run_node
 
 SKELETON = (
     ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
@@ -109,6 +110,31 @@ def marker_array(names, positions: np.ndarray, header, *, diameter_m: float, sho
     return out
 
 
+def twin_markers(bones, header, *, diameter_m: float):
+    """One CYLINDER per model bone (start -> end, ground frame)."""
+    from visualization_msgs.msg import Marker
+
+    out = []
+    for i, (parent, child, a, b) in enumerate(bones):
+        m = Marker(header=header, ns="twin", id=i, type=Marker.CYLINDER)
+        d = np.asarray(b, float) - np.asarray(a, float)
+        length = float(np.linalg.norm(d))
+        if length < 1e-4 or not np.all(np.isfinite(d)):
+            m.action = Marker.DELETE
+        else:
+            mid = (np.asarray(a, float) + np.asarray(b, float)) / 2
+            m.action = Marker.ADD
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, mid)
+            (m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
+             m.pose.orientation.w) = _quaternion_z_to(d)
+            m.scale.x = m.scale.y = float(max(diameter_m, 0.15 * length))
+            m.scale.z = length
+            m.color = _color(0.3, 0.9, 0.4, 0.7)
+        m.text = f"{parent}->{child}"
+        out.append(m)
+    return out
+
+
 def mesh_marker(mesh_msg, faces: np.ndarray):
     from visualization_msgs.msg import Marker
 
@@ -134,6 +160,37 @@ class VisualizationNode(Node):
         self.faces: dict[str, np.ndarray] = {}
         self.create_subscription(VirtualMarkers, "/sam4dcap/markers", self._on_markers, DEEP_QOS)
         self.create_subscription(BodyMesh, "/sam4dcap/mesh", self._on_mesh, RESULTS_QOS)
+        self.poser = None
+        self.poser_path = ""
+        if self.p["show_twin"]:
+            from std_msgs.msg import String
+
+            from sam4dcap_msgs.msg import JointKinematics
+
+            self.create_subscription(String, "/sam4dcap/model_path", self._on_model_path, LATCHED_QOS)
+            self.create_subscription(JointKinematics, "/sam4dcap/joint_kinematics", self._on_kinematics, DEEP_QOS)
+
+    def _on_model_path(self, msg) -> None:
+        if msg.data == self.poser_path:
+            return
+        from ..twin import ModelPoser
+
+        try:
+            self.poser = ModelPoser(msg.data)
+            self.poser_path = msg.data
+            self.get_logger().info(f"twin: model {self.poser.name} ({len(self.poser.edges)} bones)")
+        except Exception as exc:  # noqa: BLE001 - keep drawing the marker-based twin
+            self.get_logger().error(f"twin: cannot load {msg.data}: {exc}")
+
+    def _on_kinematics(self, msg) -> None:
+        from visualization_msgs.msg import MarkerArray
+
+        if self.poser is None:
+            return
+        bones = self.poser.bones(list(msg.name), list(msg.position))
+        header = msg.header
+        header.frame_id = self.p["world_frame"] or "world"
+        self.pub.publish(MarkerArray(markers=twin_markers(bones, header, diameter_m=self.p["marker_diameter_m"])))
 
     def _on_markers(self, msg) -> None:
         pos = np.array([[p.x, p.y, p.z] for p in msg.positions], float).reshape(-1, 3)
@@ -141,8 +198,9 @@ class VisualizationNode(Node):
         if self.p["world_frame"] and header.frame_id != self.p["world_frame"]:
             self.get_logger().warning(f"markers in {header.frame_id!r}, expected {self.p['world_frame']!r}",
                                       throttle_duration_sec=10.0)
+        # The marker-based twin stands in until the IK model's twin is available.
         self.pub.publish(marker_array(msg.names, pos, header, diameter_m=self.p["marker_diameter_m"],
-                                      show_twin=self.p["show_twin"]))
+                                      show_twin=self.p["show_twin"] and self.poser is None))
 
     def _on_mesh(self, msg) -> None:
         from visualization_msgs.msg import MarkerArray
