@@ -6,6 +6,11 @@ accuracy, time range, so an OpenSim user's setup just works), else from `marker_
 from the project's marker-set weights (`MARKER_SET_WEIGHTS`, chosen by the markers' names).
 Marker errors per frame come back with the coordinates.
 
+Regularisation (`ik_regularization`, config ik_node.regularize_unobserved, on by default; off
+when an IK setup XML defines the problem unless asked for): the marker set's weak coordinate
+priors (`MARKER_SET_PRIORS`) and a task holding each coordinate no marker moves at its default.
+`run_ik` and `StreamingIK` add the same tasks, so batch and streaming solve the same problem.
+
 Bad input is refused before OpenSim sees it, each with one clear message: markers missing or
 misnamed (named), millimetres labelled metres, frames with too few markers (NaN frames, times
 named), and a model that does not fit the markers (worst markers named).
@@ -25,7 +30,7 @@ import numpy as np
 
 from .errors import Sam4dcapError
 from .markersets import BLAZEPOSE33, OPENCAP43
-from .streaming_ik import CoordinateTask, _load_model
+from .streaming_ik import CoordinateTask, _load_model, unobserved_coordinates
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,28 @@ assert set(_BLAZEPOSE_WEIGHTS) == set(BLAZEPOSE33)
 MARKER_SET_WEIGHTS: dict[str, dict[str, float]] = {"blazepose33": _BLAZEPOSE_WEIGHTS,
                                                    "opencap43": _OPENCAP_WEIGHTS}
 
+# Weak coordinate priors per marker set (IKCoordinateTask weights toward a value; the markers goal
+# is sum w_i r_i^2 / sum w_i in m^2, so 2e-4 rad^-2 makes 1 deg of prior deviation cost as much as
+# 0.25 mm of weighted RMS marker error). BlazePose puts only the two hip keypoints on the pelvis, on
+# its tilt axis: pelvis tilt, hip flexion and lumbar extension form a near null space, and with
+# straight knees femoral rotation is barely seen. Measured (synthetic gait/squat/drop jump, 5 mm
+# noise, bench/accuracy_synthetic.py and test_ik): lumbar -> 0 at 2e-4 cuts hip-flexion RMSE
+# from 6-8 to 2.4-4 deg (noise-free bias = the trial's lumbar angle carried into pelvis tilt and
+# hip flexion: 1.9 / 4.0 / 2.6 deg for lumbar RMS 3 / 6 / 4 deg; 2e-5 keeps most of the noise,
+# 2e-3 and up the full bias); hip rotation -> 0 at 2e-4 cuts its RMSE from 6-15 to ~3 deg (noise-
+# free bias 1.8 deg in gait, whose hip rotation is +-5 deg). Likewise humeral rotation trades
+# against pronation with nearly straight elbows (the hand keypoints are close to the forearm axis):
+# arm_rot -> 0 at 2e-4 cuts its RMSE from 5-12 to 1-3.6 deg and keeps the streaming solver out of
+# that flat valley (it crawled there, up to 50 iterations a frame). OpenCap's markers observe
+# every lower-limb dof: no prior.
+_BLAZEPOSE_PRIORS = {name: CoordinateTask(2e-4, 0.0) for name in (
+    "lumbar_extension", "lumbar_bending", "lumbar_rotation", "hip_rotation_r", "hip_rotation_l",
+    "arm_rot_r", "arm_rot_l")}
+MARKER_SET_PRIORS: dict[str, dict[str, CoordinateTask]] = {"blazepose33": _BLAZEPOSE_PRIORS, "opencap43": {}}
+# Weight of the task holding an unobserved coordinate at its default: it is alone in its
+# (zero) Jacobian column, so any positive weight holds it exactly without touching the rest.
+UNOBSERVED_HOLD_WEIGHT = 1.0
+
 
 def marker_set_of(names) -> str | None:
     """Which project marker set a list of names is (most of its names present), if any."""
@@ -63,6 +90,22 @@ def marker_set_of(names) -> str | None:
         if share > best_share:
             best, best_share = key, share
     return best if best_share >= 0.5 else None
+
+
+def ik_regularization(marker_names, coordinate_names, *, unobserved=(), locked=()) -> dict[str, CoordinateTask]:
+    """Regularising coordinate tasks for IK with these (weighted) markers on a model.
+
+    The priors of the project marker set the names are (`MARKER_SET_PRIORS`, for coordinates the
+    model has and does not lock), plus a hold at the default value for each `unobserved`
+    coordinate (`streaming_ik.unobserved_coordinates`). Used by run_ik and StreamingIK alike.
+    """
+    coordinate_names = set(coordinate_names)
+    key = marker_set_of(marker_names)
+    tasks = {name: task for name, task in MARKER_SET_PRIORS.get(key, {}).items()
+             if name in coordinate_names and name not in set(locked)}
+    for name in unobserved:
+        tasks[name] = CoordinateTask(UNOBSERVED_HOLD_WEIGHT, None)
+    return tasks
 
 
 @dataclass(frozen=True)
@@ -236,15 +279,33 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
         + ". Check marker names/placement and units, or scale the model to the subject first")
 
 
+def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | None, params) -> dict:
+    """The coordinate tasks of the problem: regularisation (see ik_regularization), then the setup's."""
+    if regularize is None:
+        regularize = params["regularize_unobserved"] and setup is None
+    tasks: dict[str, CoordinateTask] = {}
+    if regularize:
+        cs = model.getCoordinateSet()
+        names = [cs.get(i).getName() for i in range(cs.getSize())]
+        locked = [cs.get(i).getName() for i in range(cs.getSize()) if cs.get(i).getDefaultLocked()]
+        tasks = ik_regularization(list(weights), names, unobserved=unobserved_coordinates(model, list(weights)),
+                                  locked=locked)
+    tasks.update(setup.coordinate_tasks if setup is not None else {})
+    return tasks
+
+
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
            accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
-           log_file=None, max_marker_rms_m: float | None = None) -> IKResult:
+           log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None) -> IKResult:
     """Batch IK of a trial with OpenSim's InverseKinematicsTool.
 
     model_path: .osim (or opensim.Model); markers: TimeSeries (metres) or TRC path.
     Time range: start_s/end_s, else the setup's time_range, else the whole trial.
     Returns coordinates (rad/m) and per-frame marker RMS/max errors; writes out_mot (degrees)
     and, beside it, `<stem>_marker_errors.sto` and `<stem>_opensim.log`.
+    regularize: add ik_regularization's tasks; None = config ik_node.regularize_unobserved when
+    there is no setup_xml (a setup defines the whole problem), else off. The tasks used are in
+    `result.extra["coordinate_tasks"]`.
     """
     import opensim
 
@@ -274,6 +335,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
                               model_marker_names=model_marker_names)
     check_marker_frames(series, weights, min_markers=min(params["min_markers"], len(weights)))
     units = _coordinate_units(model)
+    coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
 
     with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp:
         tmp = Path(tmp)
@@ -281,13 +343,16 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         results_dir = out_mot.parent if out_mot is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
         stem = out_mot.stem if out_mot is not None else "ik"
-        mot_path = out_mot if out_mot is not None else tmp / "ik.mot"
+        # The tool writes <results dir>/<name>_ik_marker_errors.sto, but cuts its name at a dot
+        # ("x_0.0" -> "x_0"): it runs under a fixed name in the temporary folder and the file is
+        # moved beside the .mot afterwards.
+        mot_path = tmp / "ik.mot"
         log_path = Path(log_file) if log_file is not None else (
             results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
         trc_path = _write_tool_trc(series, tmp)
 
         tool = opensim.InverseKinematicsTool()
-        tool.setName(stem)
+        tool.setName("ik")
         tool.setModel(model)
         tool.setMarkerDataFileName(str(trc_path))
         task_set = tool.getIKTaskSet()
@@ -297,7 +362,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
             task.setWeight(float(weight))
             task.setApply(True)
             task_set.cloneAndAppend(task)
-        for name, ct in (setup.coordinate_tasks if setup is not None else {}).items():
+        for name, ct in coordinate_tasks.items():
             task = opensim.IKCoordinateTask()
             task.setName(name)
             task.setWeight(ct.weight)
@@ -313,7 +378,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         tool.set_accuracy(float(accuracy))
         tool.setStartTime(float(series.time[0]))
         tool.setEndTime(float(series.time[-1]))
-        tool.setResultsDir(str(results_dir))
+        tool.setResultsDir(str(tmp))
         tool.set_report_errors(True)
         tool.setOutputMotionFileName(str(mot_path))
         with opensim_log(log_path):
@@ -328,7 +393,10 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         coords = TimeSeries(time=coords.time, names=coords.names, values=coords.values, unit="rad",
                             meta={**coords.meta, "source": str(out_mot) if out_mot else "ik"},
                             channel_units={n: "m" for n in coords.names if units.get(n) == "m"})
-        err_src = results_dir / f"{stem}_ik_marker_errors.sto"
+        if out_mot is not None:
+            mot_path.replace(out_mot)
+            mot_path = out_mot
+        err_src = tmp / "ik_ik_marker_errors.sto"
         err_table = opensim.TimeSeriesTable(str(err_src))
         labels = list(err_table.getColumnLabels())
         err_matrix = err_table.getMatrix()
@@ -344,12 +412,13 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file, log_file=log_path,
-                    extra={"weights": weights, "accuracy": accuracy})
+                    extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks})
 
 
 def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
                      accuracy: float | None = None, start_s: float | None = None,
-                     end_s: float | None = None, max_marker_rms_m: float | None = None) -> IKResult:
+                     end_s: float | None = None, max_marker_rms_m: float | None = None,
+                     regularize: bool | None = None) -> IKResult:
     """The same problem as run_ik, solved frame by frame by StreamingIK (warm start)."""
     from .config import load_config
     from .storage import write_mot, write_sto
@@ -375,9 +444,11 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
     min_markers = min(params["min_markers"], len(weights))
     check_marker_frames(series, weights, min_markers=min_markers)
     names = [n for n in series.names if n in weights]
+    if regularize is None:
+        regularize = params["regularize_unobserved"] and setup is None
     ik = StreamingIK(model, names, marker_weights=weights,
                      coordinate_tasks=setup.coordinate_tasks if setup is not None else None,
-                     accuracy=accuracy, min_markers=min_markers,
+                     accuracy=accuracy, min_markers=min_markers, regularize=regularize,
                      constraint_weight=setup.constraint_weight if setup is not None else math.inf)
     frames, seconds = solve_trial(ik, series.select(names))
     q = np.array([f.q for f in frames])
@@ -397,4 +468,7 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
     _fit_check(model, series, weights, rms, max_rms_m=max_marker_rms_m)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file, max_error_marker=tuple(f.max_error_marker for f in frames),
-                    seconds_per_frame=seconds, extra={"weights": weights, "accuracy": accuracy})
+                    seconds_per_frame=seconds, extra={"weights": weights, "accuracy": accuracy,
+                                                      "coordinate_tasks": ik.coordinate_tasks,
+                                                      "q_std": np.array([f.q_std for f in frames]),
+                                                      "confidence": np.array([f.confidence for f in frames])})

@@ -7,9 +7,11 @@ for every frame costs â‰ˆ 11 ms/frame on Gait2354, slower than the batch tool (â
 Method (chosen by measurement, see bench/streaming_ik.py): the same objective Simbody's
 Assembler minimises for the tool,
 
-    1/2 * sum_i w_i |x_i(q) - m_i|^2 / sum_i w_i  +  sum_j W_j (q_j - v_j)^2
+    sum_i w_i |x_i(q) - m_i|^2 / sum_i w_i  +  sum_j W_j (q_j - v_j)^2
 
-(markers goal weight 1, coordinate tasks as QValue goals with their task weight), solved by
+(markers goal weight 1, coordinate tasks as QValue goals with their task weight; the relative
+scale of the two terms was checked against the tool with weak tasks, where it matters: the
+solutions agree to < 0.001 deg), solved by
 damped Gauss-Newton on Simbody's station Jacobians, warm-started from the previous frame's
 solution extrapolated by its velocity. Coordinates that are clamped keep to their range
 (projected steps); locked coordinates stay at their value. The first frame (and any frame where
@@ -19,6 +21,13 @@ cold start is as robust as the tool's.
 
 Models with kinematic constraints (coordinate couplers, ...) are solved with OpenSim's solver
 on every frame (slower, same results): the Gauss-Newton path handles unconstrained trees only.
+
+Regularisation (config ik_node.regularize_unobserved, default on): the marker set's weak
+coordinate priors (inverse_kinematics.MARKER_SET_PRIORS) and a task holding every free coordinate
+that moves none of the markers (`unobserved_coordinates`, e.g. mtp with BlazePose) at its default
+value, the same tasks `run_ik` gives the InverseKinematicsTool. A coordinate no present marker
+moves is reported with q_std = inf and confidence 0 (held at its default, or at its previous value
+when its markers drop out for a while).
 """
 
 from __future__ import annotations
@@ -67,6 +76,50 @@ class IKFrame:
         return dict(zip(self.coordinate_names, self.q.tolist()))
 
 
+def unobserved_coordinates(model, marker_names: Sequence[str], *, state=None,
+                           tolerance_m: float = 1e-9) -> tuple[str, ...]:
+    """Free coordinates that move none of the named model markers: zero marker-Jacobian column.
+
+    Each free coordinate is nudged by 0.01 (rad or m) at the default pose and at a second, bent
+    pose (every free coordinate a quarter of its range from the default); a coordinate that
+    moves no marker by more than tolerance_m at either is unobserved: IK cannot tell its value.
+    model: path or opensim.Model (copied), or an initialised model with its `state` (restored).
+    """
+    own = state is None
+    if own:
+        model = _load_model(model)
+        state = model.initSystem()
+    import opensim
+
+    q_saved = state.getQ().to_numpy().copy()
+    marker_set = model.getMarkerSet()
+    markers = [marker_set.get(n) for n in marker_names if marker_set.contains(n)]
+    cs = model.getCoordinateSet()
+    coords = [cs.get(i) for i in range(cs.getSize()) if not cs.get(i).getLocked(state)]
+
+    def positions():
+        model.realizePosition(state)
+        return np.array([m.getLocationInGround(state).to_numpy() for m in markers])
+
+    moved = np.zeros(len(coords), bool)
+    for bent in (False, True):
+        for c in coords:
+            lo, hi, q0 = c.getRangeMin(), c.getRangeMax(), c.getDefaultValue()
+            c.setValue(state, q0 + 0.25 * (hi - lo) if bent and np.isfinite(hi - lo) and hi > lo else q0, False)
+        base = positions()
+        for k, c in enumerate(coords):
+            if moved[k]:
+                continue
+            q = c.getValue(state)
+            c.setValue(state, q + 0.01, False)
+            moved[k] = bool(np.max(np.abs(positions() - base), initial=0.0) > tolerance_m)
+            c.setValue(state, q, False)
+    if not own:
+        state.setQ(opensim.Vector.createFromMat(q_saved))
+        model.realizePosition(state)
+    return tuple(c.getName() for c, m in zip(coords, moved) if not m)
+
+
 def _load_model(model):
     import opensim
 
@@ -92,6 +145,9 @@ class StreamingIK:
     usable markers is an error naming both sides. marker_weights None = the project's
     marker-set weights (inverse_kinematics.MARKER_SET_WEIGHTS) when the names are a project set,
     else equal weights; names missing from given weights, or weight 0, are ignored.
+    coordinate_tasks: OpenSim IKCoordinateTask equivalents; they override, per coordinate, the
+    regularisation tasks added when `regularize` (None = config ik_node.regularize_unobserved):
+    see `inverse_kinematics.ik_regularization`. The tasks in effect are `coordinate_tasks`.
     """
 
     def __init__(self, model, marker_names: Sequence[str], *,
@@ -100,7 +156,8 @@ class StreamingIK:
                  accuracy: float | None = None,
                  min_markers: int | None = None,
                  constraint_weight: float = math.inf,
-                 max_iterations: int = 25):
+                 max_iterations: int = 25,
+                 regularize: bool | None = None):
         import opensim
 
         from .config import load_config
@@ -167,7 +224,17 @@ class StreamingIK:
         self._hi = np.where(clamped, hi, np.inf)
         self._rotational = np.array([c.getMotionType() == 1 for c in self._coords])  # 1 = Rotational
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
-        tasks = dict(coordinate_tasks or {})
+        tracked_names = [names[i] for i in self._tracked]
+        self.unobserved_coordinates = unobserved_coordinates(self.model, tracked_names, state=self.state)
+        regularize = bool(params["regularize_unobserved"] if regularize is None else regularize)
+        tasks = {}
+        if regularize:
+            from .inverse_kinematics import ik_regularization
+
+            tasks = ik_regularization(tracked_names, self.coordinate_names,
+                                      unobserved=self.unobserved_coordinates,
+                                      locked=[n for n, lk in zip(self.coordinate_names, self._locked) if lk])
+        tasks.update(coordinate_tasks or {})
         bad = [n for n in tasks if n not in self.coordinate_names]
         if bad:
             raise Sam4dcapError(f"coordinate task(s) for unknown coordinate(s): {', '.join(bad)}")
@@ -176,7 +243,7 @@ class StreamingIK:
         self._task_w = np.array([tasks[self.coordinate_names[i]].weight for i in self._task_idx])
         self._task_v = np.array([self._default_q[i] if tasks[self.coordinate_names[i]].value is None
                                  else tasks[self.coordinate_names[i]].value for i in self._task_idx])
-        self._coordinate_tasks = tasks
+        self.coordinate_tasks = tasks
 
         n_constraints = sum(1 for i in range(self.model.getConstraintSet().getSize())
                             if self.model.getConstraintSet().get(i).isEnforced(self.state))
@@ -271,6 +338,7 @@ class StreamingIK:
                 q_full, more, ok = self._gauss_newton_solve(q_full, obs, present)
                 iterations += more
                 cold = True
+        q_full = self._undo_whole_turns(q_full, obs, present)
         frame = self._make_frame(time_s, q_full, obs, present, iterations, cold)
         self._prev = frame
         self._prev_q_full = q_full
@@ -298,13 +366,13 @@ class StreamingIK:
         self._set_q(q_full)
         x = self._marker_positions()
         w = self.weights[self._tracked][present]
-        sqrt_w = np.sqrt(w / w.sum())       # markers goal: 1/2 sum w r^2 / sum w (weight 1)
+        sqrt_w = np.sqrt(w / w.sum())       # markers goal: sum w r^2 / sum w (weight 1)
         r_m = ((x[present] - obs[present]) * sqrt_w[:, None]).reshape(-1)
         jac_all = self._jacobian().reshape(len(self._markers), 3, -1)
         j_m = (jac_all[present] * sqrt_w[:, None, None]).reshape(-1, self._free.size)
         if self._task_idx.size:
             q = q_full[self._q_index]
-            sqrt_t = np.sqrt(2.0 * self._task_w)   # QValue goal: W (q - v)^2, i.e. 2 W in 1/2-form
+            sqrt_t = np.sqrt(self._task_w)   # QValue goal: W (q - v)^2, same scale as the markers goal
             r_t = sqrt_t * (q[self._task_idx] - self._task_v)
             j_t = np.zeros((self._task_idx.size, self._free.size))
             for row, ci in enumerate(self._task_idx):
@@ -356,6 +424,31 @@ class StreamingIK:
                     return q_full, it, False
             q_full, r, jac, x, cost = trial, r_new, jac_new, x_new, cost_new
         return q_full, self.max_iterations, False
+
+    def _undo_whole_turns(self, q_full, obs, present):
+        """Take back whole turns a rotation made since the previous frame when the pose is the same.
+
+        In a flat valley of the objective (e.g. arm rotation against pronation with few hand
+        markers) a Gauss-Newton step can land on the same pose with rotations 360 deg on; the
+        velocity warm start would then carry the jump on, frame after frame. The unwrapped
+        solution is kept only if its objective is no worse (same pose, same task costs).
+        """
+        if self._prev is None:
+            return q_full
+        q = q_full[self._q_index]
+        turns = np.round((q - self._prev.q) / (2.0 * np.pi))
+        back = q - 2.0 * np.pi * turns
+        which = np.flatnonzero((turns != 0) & self._rotational & ~self._locked
+                               & (back >= self._lo) & (back <= self._hi))
+        if not which.size:
+            return q_full
+        trial = q_full.copy()
+        trial[self._q_index[which]] = back[which]
+        r_now = self._residuals(q_full, obs, present)[0]
+        r_back = self._residuals(trial, obs, present)[0]
+        if r_back @ r_back <= (r_now @ r_now) * (1.0 + 1e-9) + 1e-18:
+            return trial
+        return q_full
 
     def _assemble_with_opensim(self, time_s: float, pos: np.ndarray, q_start=None) -> np.ndarray:
         """OpenSim's InverseKinematicsSolver on one frame, from q_start or the model's default pose."""
@@ -411,6 +504,13 @@ class StreamingIK:
             r, jac, x = self._residuals(q_full, obs, present)
         err = np.linalg.norm(x - obs, axis=1)
         used = np.flatnonzero(present)
+        n_marker_rows = 3 * used.size
+        blind = np.flatnonzero(np.linalg.norm(jac[:n_marker_rows], axis=0) < 1e-12)   # into _free
+        untasked = np.setdiff1d(self._free[blind], self._task_idx)
+        if untasked.size and self._prev is not None:
+            # No present marker moves them (markers dropped out) and no task holds them: keep the
+            # previous value rather than the velocity-extrapolated warm start (no marker changes).
+            q_full[self._q_index[untasked]] = self._prev.q[untasked]
         errors = {self.marker_names[self._tracked[k]]: float(err[k]) for k in used}
         worst = max(errors, key=errors.get)
         q = q_full[self._q_index].copy()
@@ -419,14 +519,14 @@ class StreamingIK:
             dt = time_s - self._prev.time_s
             if dt > 0:
                 qdot = (q - self._prev.q) / dt
-        q_std, confidence = self._uncertainty(jac, err[used], present)
+        q_std, confidence = self._uncertainty(jac, err[used], present, blind)
         return IKFrame(time_s=float(time_s), coordinate_names=self.coordinate_names, q=q, qdot=qdot,
                        marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))),
                        marker_max_m=float(err[used].max()), max_error_marker=worst,
                        markers_used=int(used.size), marker_errors_m=errors, q_std=q_std,
                        confidence=confidence, iterations=iterations, cold_start=cold)
 
-    def _uncertainty(self, jac, err_used, present):
+    def _uncertainty(self, jac, err_used, present, blind):
         """1-sigma coordinate uncertainty and a [0, 1] confidence per coordinate.
 
         Sandwich covariance of the weighted least-squares estimate, with every present marker's
@@ -434,6 +534,9 @@ class StreamingIK:
         of `jac` are scaled by s_i = sqrt(w_i / sum w), so cov = sigma^2 A (J_m^T S^2 J_m) A with
         A = (J^T J)^-1 (coordinate tasks act as exact priors). Confidence maps sigma to
         1 / (1 + (sigma / ref)^2) with ref = 2 deg (rotations) / 2 cm (translations): 0.5 at ref.
+        Coordinates no present marker moves (`blind`, indices into the free coordinates) are not
+        measured at all, whatever a task holds them to: q_std = inf, confidence 0. The priors'
+        bias (a regularised coordinate pulled away from the truth) is not part of q_std.
         """
         n = len(self.coordinate_names)
         q_std = np.zeros(n)
@@ -444,6 +547,7 @@ class StreamingIK:
         a = np.linalg.pinv(jac.T @ jac, rcond=1e-12)
         cov = sigma ** 2 * a @ (jm.T @ (jm * s2[:, None])) @ a
         q_std[self._free] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        q_std[self._free[blind]] = np.inf
         ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
         confidence = 1.0 / (1.0 + (q_std / ref) ** 2)
         return q_std, confidence

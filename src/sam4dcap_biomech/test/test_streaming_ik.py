@@ -9,7 +9,7 @@ import pytest
 from sam4dcap_biomech import model_builder, synthetic
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.inverse_kinematics import run_ik, run_streaming_ik
-from sam4dcap_biomech.streaming_ik import CoordinateTask, StreamingIK, solve_trial
+from sam4dcap_biomech.streaming_ik import CoordinateTask, StreamingIK, solve_trial, unobserved_coordinates
 
 LOWER = ["pelvis_tilt", "pelvis_list", "pelvis_rotation", "hip_flexion_r", "hip_adduction_r",
          "hip_rotation_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "hip_adduction_l",
@@ -87,6 +87,71 @@ def test_coordinate_task_pulls_coordinate(model_path, gait):
                      coordinate_tasks={"lumbar_rotation": CoordinateTask(weight=1e6, value=0.3)})
     frame = ik.solve(float(markers.time[0]), markers.values[0])
     assert frame.q[ik.coordinate_names.index("lumbar_rotation")] == pytest.approx(0.3, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def blazepose_gait(tmp_path_factory):
+    import opensim
+
+    path = tmp_path_factory.mktemp("sik_bp") / "model.osim"
+    model_builder.write_model(path, height_m=1.75, mass_kg=70.0, markers="blazepose33")
+    coords = synthetic.gait_trajectory(duration_s=1.0, rate_hz=30.0, height_m=1.75)
+    return path, coords, synthetic.markers_from_coordinates(opensim.Model(str(path)), coords)
+
+
+def test_unobserved_coordinates_held_and_reported(blazepose_gait):
+    """BlazePose's foot keypoints all ride on the calcaneus: nothing observes mtp. It is held at
+    its default (0) and reported unknown (q_std inf, confidence 0), while the gait's mtp truth
+    swings 0..25 deg; observed coordinates keep finite uncertainty."""
+    path, coords, markers = blazepose_gait
+    assert unobserved_coordinates(path, markers.names) == ("mtp_angle_r", "mtp_angle_l")
+    assert np.rad2deg(coords.get("mtp_angle_r")).max() > 20.0
+    for regularize in (True, False):
+        ik = StreamingIK(path, markers.names, regularize=regularize)
+        frames, _ = solve_trial(ik, markers)
+        mtp = [ik.coordinate_names.index(n) for n in ("mtp_angle_r", "mtp_angle_l")]
+        seen = [i for i in range(len(ik.coordinate_names)) if i not in mtp]
+        for f in frames:
+            assert np.all(np.isinf(f.q_std[mtp])) and np.all(f.confidence[mtp] == 0.0)
+            assert np.all(np.isfinite(f.q_std[seen])) and np.all(f.confidence[seen] > 0.0)
+            assert np.all(f.q[mtp] == 0.0)
+        assert ("mtp_angle_r" in ik.coordinate_tasks) is regularize
+        assert ("lumbar_extension" in ik.coordinate_tasks) is regularize
+
+
+def test_markers_dropping_out_hold_their_coordinates(blazepose_gait):
+    """Hand keypoints lost for a few frames: the wrist is not extrapolated, it keeps its last
+    value and reports confidence 0 until the keypoints come back."""
+    path, _, markers = blazepose_gait
+    ik = StreamingIK(path, markers.names)
+    hand = [markers.index(f"right_{p}") for p in ("index", "pinky", "thumb")]
+    wrist = [ik.coordinate_names.index(n) for n in ("wrist_flex_r", "wrist_dev_r")]
+    frames = [ik.solve(float(markers.time[k]), markers.values[k]) for k in range(5)]
+    for k in range(5, 10):
+        pos = markers.values[k].copy()
+        pos[hand] = np.nan
+        frames.append(ik.solve(float(markers.time[k]), pos))
+        assert np.all(frames[-1].confidence[wrist] == 0.0) and np.all(np.isinf(frames[-1].q_std[wrist]))
+        np.testing.assert_array_equal(frames[-1].q[wrist], frames[4].q[wrist])
+    frames.append(ik.solve(float(markers.time[10]), markers.values[10]))
+    assert np.all(frames[-1].confidence[wrist] > 0.0)
+
+
+def test_whole_turn_jump_is_taken_back(model_path, gait):
+    """A warm start that sits a whole turn of an unbounded rotation away (the same pose, as a
+    Gauss-Newton step along a flat valley can produce) does not carry the turn into q and qdot."""
+    _, markers = gait
+    reference = StreamingIK(model_path, markers.names)
+    ik = StreamingIK(model_path, markers.names)
+    for k in range(2):
+        expected = reference.solve(float(markers.time[k]), markers.values[k])
+        if k == 0:
+            ik.solve(float(markers.time[k]), markers.values[k])
+            i = ik.coordinate_names.index("arm_rot_r")
+            ik._prev_q_full[ik._q_index[i]] += 2.0 * np.pi     # inject the jump into the warm start
+    got = ik.solve(float(markers.time[1]), markers.values[1])
+    assert got.q[i] == pytest.approx(expected.q[i], abs=1e-6)
+    assert abs(got.qdot[i]) < 10.0                               # rad/s: no 360 deg/frame velocity
 
 
 def test_bad_input(model_path, gait):
