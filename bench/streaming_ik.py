@@ -5,7 +5,9 @@ Trial: the Gait2354 walk (subject01_walk1.trc on OutputReference/subject01_simbo
 subject01_Setup_IK.xml) from ../shared/data/gait2354 when present, else a synthetic gait trial
 on the project's model. Both sides include their setup (model load, solver construction).
 Reports throughput ratio, per-frame p50/p95 of the streaming solve, and the max coordinate
-difference between the two results. Target: >= 3x at <= 0.1 deg.
+difference between the two results. Target: >= 3x at <= 0.1 deg. A second trial is the live
+ik_node's problem: BlazePose keypoints (synthetic gait, 30 fps, 5 mm noise) on the project's
+model with the default blazepose33 IK priors, which both solvers add (same objective).
 Writes bench/results/streaming_ik.md; the last stdout line is the summary (figure last).
 """
 
@@ -40,9 +42,22 @@ def synthetic_trial(tmp: Path):
     import opensim
 
     model = opensim.Model(str(model_path))
-    coords = synthetic.gait(duration_s=4.0, rate_hz=60.0) if hasattr(synthetic, "gait") else None
+    coords = synthetic.gait_trajectory(duration_s=4.0, rate_hz=60.0, height_m=1.75)
     markers = synthetic.markers_from_coordinates(model, coords)
     return "synthetic gait, project model (opencap43, 4 s, 60 Hz)", model_path, markers, None
+
+
+def blazepose_trial(tmp: Path):
+    from sam4dcap_biomech import model_builder, synthetic
+
+    model_path = tmp / "model_blazepose.osim"
+    model_builder.write_model(model_path, height_m=1.75, mass_kg=70.0, markers="blazepose33")
+    import opensim
+
+    coords = synthetic.gait_trajectory(duration_s=3.0, rate_hz=30.0, height_m=1.75)
+    markers = synthetic.markers_from_coordinates(opensim.Model(str(model_path)), coords)
+    markers = synthetic.add_marker_noise(markers, sigma_m=0.005, seed=5)
+    return "synthetic gait, BlazePose 33 keypoints + 5 mm noise, default priors (3 s, 30 Hz)", model_path, markers
 
 
 def _max_rot_diff_deg(a, b):
@@ -101,6 +116,19 @@ def main() -> int:
                                  d_stream_conv=d_stream_conv, p50=p50, p95=p95,
                                  tool_rms_mm=tool.marker_rms_m.mean() * 1000,
                                  stream_rms_mm=stream.marker_rms_m.mean() * 1000))
+        bp_label, bp_model, bp_markers = blazepose_trial(tmp)
+        bp_converged = run_ik(bp_model, bp_markers, accuracy=1e-9).coordinates
+        tool_s, tool, stream_s, stream = _best_of_interleaved(
+            3,
+            lambda: run_ik(bp_model, bp_markers, accuracy=1e-6, out_mot=tmp / "tool_bp.mot"),
+            lambda: run_streaming_ik(bp_model, bp_markers, accuracy=1e-6, out_mot=tmp / "stream_bp.mot"))
+        assert tool.extra["coordinate_tasks"] == stream.extra["coordinate_tasks"]
+        d_tool, worst, _ = _max_rot_diff_deg(tool.coordinates, stream.coordinates)
+        p50, p95 = np.percentile(stream.seconds_per_frame * 1000, [50, 95])
+        bp = dict(acc=1e-6, n=tool.coordinates.n_frames, tool_s=tool_s, stream_s=stream_s, ratio=tool_s / stream_s,
+                  d_tool=d_tool, worst=worst, d_tool_conv=_max_rot_diff_deg(bp_converged, tool.coordinates)[0],
+                  d_stream_conv=_max_rot_diff_deg(bp_converged, stream.coordinates)[0], p50=p50, p95=p95,
+                  tool_rms_mm=tool.marker_rms_m.mean() * 1000, stream_rms_mm=stream.marker_rms_m.mean() * 1000)
 
     rows = [
         "# Streaming IK vs InverseKinematicsTool",
@@ -113,7 +141,11 @@ def main() -> int:
         "| max diff streaming-tool deg | tool-converged deg | streaming-converged deg | marker RMS mm tool / streaming |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows_out:
+    for r in rows_out + [bp]:
+        if r is bp:
+            rows += ["", f"Trial: {bp_label}; {bp['n']} frames; best of 3. Coordinate tasks (priors and holds) "
+                     f"identical on both sides: {', '.join(tool.extra['coordinate_tasks'])}.", "",
+                     rows[4], rows[5]]
         rows.append(f"| {r['acc']:g} | {r['tool_s']:.3f} | {r['n'] / r['tool_s']:.0f} | {r['stream_s']:.3f} | "
                     f"{r['n'] / r['stream_s']:.0f} | **{r['ratio']:.1f}x** | {r['p50']:.2f} / {r['p95']:.2f} | "
                     f"{r['d_tool']:.4f} ({r['worst']}) | {r['d_tool_conv']:.4f} | {r['d_stream_conv']:.4f} | "
@@ -124,7 +156,9 @@ def main() -> int:
         "solver converges tighter than the tool at the same accuracy setting: at the setup's 1e-5 the "
         "tool itself sits up to ~0.12 deg (weakly observed lumbar rotation) from the converged answer "
         "while the streaming solution is within a few thousandths of a degree of it; with the tool "
-        "at 1e-6 both agree well within 0.1 deg.",
+        "at 1e-6 both agree well within 0.1 deg. On the BlazePose trial (weakly observed forearm "
+        "pronation) the tool at 1e-6 stops up to ~0.3 deg from the converged answer of the regularised "
+        "problem, the streaming solver within 0.001 deg: the difference is the tool's, the problem is the same.",
         "",
         "Method (chosen by measurement): OpenSim's InverseKinematicsSolver cannot take new markers "
         "(the Python solver copies its MarkersReference) and rebuilding it per frame costs ≈ 11 ms/frame, "
@@ -141,7 +175,8 @@ def main() -> int:
           f"{r0['n'] / r0['tool_s']:.0f} frames/s, p50 {r0['p50']:.2f} ms p95 {r0['p95']:.2f} ms, max diff "
           f"{r0['d_tool']:.3f} deg to the tool (tool to its converged answer {r0['d_tool_conv']:.3f}, streaming "
           f"{r0['d_stream_conv']:.4f}); accuracy {r1['acc']:g}: ratio {r1['ratio']:.1f}x, max diff "
-          f"{r1['d_tool']:.3f} deg; throughput ratio at setup accuracy {r0['ratio']:.1f}x")
+          f"{r1['d_tool']:.3f} deg; BlazePose + priors: ratio {bp['ratio']:.1f}x, max diff {bp['d_tool']:.3f} deg; "
+          f"throughput ratio at setup accuracy {r0['ratio']:.1f}x")
     return 0
 
 
