@@ -289,3 +289,21 @@ def test_visualization_draws_markers_and_the_ik_twin(live_run):
                 assert np.linalg.norm(knee - pos[marker]) < 0.15, f"{bone} end {knee} far from {marker} {pos[marker]}"
                 checked += 1
     assert checked > 50
+
+
+def test_graph_cli_processes_a_short_clip_and_exits_0(demo_video, tmp_path):
+    """`sam4dcap graph` end to end: every frame of the window recorded, trial files written."""
+    bag = tmp_path / "bag"
+    out = subprocess.run([sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(demo_video),
+                          "--height", "1.7", "--mass", "70", "--record", str(bag), "--log-dir", str(tmp_path / "logs"),
+                          "--set", "video_source_node.end_s=0.5", "--set", f"markers_node.ground_window_s={GROUND_WINDOW_S}",
+                          "--set", f"trial_writer_node.output_dir={tmp_path / 'trials'}"],
+                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    recorded = out.stdout.rsplit("recorded ", 1)[-1].strip().split(", ")
+    assert "/camera/image_raw 31" in recorded and "/camera/camera_info 31" in recorded, out.stdout
+    topics = bag_io.bag_topics(bag)
+    assert topics["/camera/image_raw"].count == 31 and topics["/sam4dcap/markers"].count == 31
+    assert topics[JOINT_STATES].count >= 10
+    written = sorted(p.suffix for p in (tmp_path / "trials").rglob("*") if p.is_file())
+    assert ".trc" in written and ".mot" in written, written

@@ -5,8 +5,8 @@ Subscriptions are raw (CDR bytes straight into the bag, no deserialization), one
 best effort from cameras, reliable from files), plus any /humans/bodies/<id>/joint_states that
 appears. The bag is flushed every `flush_period_s` (a SIGKILLed recorder keeps all but the last
 period; `bag_io.recover_bag` completes it) and closed on SIGINT/SIGTERM (rclpy's signal
-handler shuts the context down; run_node then calls close()). Frame acks are published for
-/camera/image_raw, so a file source never outruns the recorder.
+handler shuts the context down; run_node then calls close()). A frame is acked once its image
+and CameraInfo are written, so a file source never outruns the recorder.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..bag_io import BagWriter, TopicQos
 
 _JOINT_STATES = re.compile(r"^/humans/bodies/[A-Za-z_][A-Za-z0-9_]*/joint_states$")
 _IMAGE_TOPIC = "/camera/image_raw"
+_INFO_TOPIC = "/camera/camera_info"
 
 
 def _import_type(msgtype: str):
@@ -61,6 +62,7 @@ class RecorderNode(Node):
         self.acks = FrameAcks(self)
         self._subs = {}
         self._topics: dict[str, graph.Topic] = {}
+        self._frame_parts: dict[tuple[int, int], set[str]] = {}
         self._timers = []
         self._record_all = p["topics"] == ["all"]
         for name in wanted:
@@ -79,10 +81,12 @@ class RecorderNode(Node):
         cls = _import_type(t.msgtype)
         is_image = t.name == _IMAGE_TOPIC
 
+        is_frame_part = t.name in (_IMAGE_TOPIC, _INFO_TOPIC)
+
         def on_msg(cdr: bytes, topic=t.name):
             self.writer.write(topic, time.time_ns(), cdr)
-            if is_image:
-                self.acks.ack(_stamp_from_cdr(cdr))
+            if is_frame_part:
+                self._frame_part_written(topic, _stamp_from_cdr(cdr))
 
         if t.qos == "image":
             # The offered QoS is recorded as the subscriber saw it: reliable from files,
@@ -102,6 +106,18 @@ class RecorderNode(Node):
         self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=True, transient_local=t.qos == "latched",
                                                           depth=qos.depth))
         self._subs[t.name] = self.create_subscription(cls, t.name, on_msg, qos, raw=True)
+
+    def _frame_part_written(self, topic: str, stamp) -> None:
+        """Ack a frame once its image and (when recorded) its CameraInfo are both in the bag:
+        the executor may serve the big images first, and the source must not finish (and the
+        graph stop us) while CameraInfos are still queued."""
+        parts = tuple(t for t in (_IMAGE_TOPIC, _INFO_TOPIC) if t in self._topics)
+        key = (stamp.sec, stamp.nanosec)
+        seen = self._frame_parts.setdefault(key, set())
+        seen.add(topic)
+        if all(t in seen for t in parts):
+            del self._frame_parts[key]
+            self.acks.ack(stamp)
 
     def _announce_if_ready(self) -> None:
         if not getattr(self, "_ready_pub", None) and all(s is not None for s in self._subs.values()):
