@@ -5,6 +5,9 @@ keypoints fix the world frame (y up, metres, scaled to `subject_height_m`); one 
 goes out per keypoints message, NaN (confidence 0) while the world frame is being found or
 when the person is lost, so every capture stamp flows downstream. Once the world frame is fixed, the world -> camera transform goes out on /tf_static
 (tf2_msgs/TFMessage, latched). Frame acks on /sam4dcap/progress after every input.
+The estimator's `take_backlog()` (markers of the window frames, known once the world frame is
+fixed) is not published: those stamps already went out as NaN, and a live stream stays in
+capture-time order (offline `sam4dcap process` has the whole trial).
 """
 
 from __future__ import annotations
@@ -95,10 +98,15 @@ class MarkersNode(Node):
                 self.estimator = StreamingMarkerEstimator(self.p, self.intrinsics, extrinsics=self.extrinsics)
             obs = keypoints_to_observation(msg, self.frames)
             self.frames += 1
-            mf = self.estimator.push(obs)
+            try:
+                mf = self.estimator.push(obs)
+            except Exception as exc:  # noqa: BLE001 - reported; the frame goes out as NaN
+                self.get_logger().error(f"keypoints at {obs.time_s:.3f} s: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
+                mf = None
             if mf is None:
-                # World frame not fixed yet: the frame's markers are unknown, published as NaN
-                # so every capture stamp reaches IK (frame acks) and the trial's time axis.
+                # World frame not fixed yet (or the frame failed): its markers are unknown,
+                # published as NaN so every capture stamp reaches IK (frame acks) and the trial.
                 from ..virtual_markers import MarkerFrame, marker_set_of
 
                 names = tuple(msg.names)
