@@ -4,7 +4,10 @@ Markers are the estimator's keypoints under their own names: with BlazePose, the
 names (`markersets.BLAZEPOSE33`), which the model's BlazePose marker set carries; a mesh backend
 whose observations carry the 43 OpenCap names gets those. The world frame comes from
 `world_frame` (translation from 2D-3D correspondences, scale from the subject's height, ground
-and up from foot contacts); see that module for the geometry.
+and up from foot contacts); see that module for the geometry. Hip-centred estimator bodies are
+first turned to match their 2D keypoints under perspective (`orientation_correction`, a rotation
+per frame about the hip centre, low-passed at `ORIENTATION_CUTOFF_HZ`: zero-phase offline,
+causal live), which fixes the tilt toward/away from the camera that the up axis depends on.
 
 Offline: `markers_from_observations(...) -> MarkerResult` uses the whole trial for the world
 frame and filters with the zero-phase Butterworth. Streaming: `StreamingMarkerEstimator`
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 # Keypoints below this visibility do not take part in the translation fit (their 2D position
 # is a guess); they still become markers, with their visibility as confidence.
 _MIN_FIT_VISIBILITY = 0.2
+# The orientation correction varies slowly (it follows the viewing direction, not the motion):
+# low-passed so that its per-frame fitting noise (~1 deg) does not shake the markers.
+ORIENTATION_CUTOFF_HZ = 1.5
 # Streaming: most frames kept while looking for the world frame (a minute at 60 fps).
 _MAX_WINDOW_FRAMES = 3600
 
@@ -106,13 +112,60 @@ def _in_camera_frame(obs: BodyObservation) -> bool:
 
 
 def camera_points_of(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,
-                     intrinsics: CameraIntrinsics, *, in_camera_frame: bool = False) -> tuple[np.ndarray, float]:
-    """One frame's keypoints in the camera frame (estimator's scale) and the fit's RMS pixel error."""
+                     intrinsics: CameraIntrinsics, *, in_camera_frame: bool = False,
+                     rotation: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """One frame's keypoints in the camera frame (estimator's scale) and the fit's RMS pixel error.
+
+    `rotation` (3, 3), when given and finite, turns the hip-centred body about its origin before
+    the translation fit (the orientation correction of `orientation_correction`)."""
     if in_camera_frame:
         return np.asarray(body_points, float), float("nan")
+    body = np.asarray(body_points, float)
+    if rotation is not None and np.isfinite(rotation).all():
+        body = body @ np.asarray(rotation, float).T
     w = np.where(np.asarray(visibility, float) >= _MIN_FIT_VISIBILITY, visibility, 0.0)
-    t, rms = wf.recover_translation(body_points, pixels, intrinsics, weights=w)
-    return np.asarray(body_points, float) + t, rms
+    t, rms = wf.recover_translation(body, pixels, intrinsics, weights=w)
+    return body + t, rms
+
+
+def orientation_correction(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,
+                           intrinsics: CameraIntrinsics) -> np.ndarray:
+    """Rotation vector (3,) [rad, camera axes] that turns one frame's hip-centred body so that it
+    matches the 2D keypoints under perspective (`world_frame.recover_pose`); NaN if the fit fails.
+
+    Monocular estimators tilt the body toward or away from the camera wrongly (BlazePose keeps
+    bodies seen from above too upright: 5-18 deg on the Pose2Sim demo views); the world frame's
+    up axis inherits that tilt unless it is corrected."""
+    w = np.where(np.asarray(visibility, float) >= _MIN_FIT_VISIBILITY, visibility, 0.0)
+    R, _, _ = wf.recover_pose(body_points, pixels, intrinsics, weights=w)
+    if not np.isfinite(R).all():
+        return np.full(3, np.nan)
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(R).as_rotvec()
+
+
+def _rotation_matrix(rotvec: np.ndarray) -> np.ndarray | None:
+    if rotvec is None or not np.isfinite(rotvec).all():
+        return None
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(rotvec).as_matrix()
+
+
+def smooth_orientation_corrections(time: np.ndarray, rotvecs: np.ndarray) -> np.ndarray:
+    """Zero-phase low-pass (`ORIENTATION_CUTOFF_HZ`) of per-frame corrections (N, 3); frames
+    whose fit failed get the interpolated value; all NaN -> all NaN."""
+    rv = np.asarray(rotvecs, float)
+    ok = np.isfinite(rv).all(1)
+    if not ok.any():
+        return rv.copy()
+    idx = np.arange(len(rv))
+    filled = np.stack([np.interp(idx, idx[ok], rv[ok, j]) for j in range(3)], axis=1)
+    if len(rv) < 2:
+        return filled
+    series = TimeSeries(np.asarray(time, float), ("rx", "ry", "rz"), filled, unit="rad")
+    return butterworth_zero_phase(series, cutoff_hz=min(ORIENTATION_CUTOFF_HZ, 0.45 * series.rate_hz)).values
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,11 +242,25 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     if not track.tracked.any():
         raise Sam4dcapError("no person found in any frame")
     n, k = track.n_frames, len(track.names)
+    # Orientation corrections of the estimator's hip-centred bodies (not for bodies already given in
+    # the camera frame, nor with external extrinsics, where the estimator's frame is kept as is).
+    corrections = np.full((n, 3), np.nan)
+    refine = track.tracked & ~track.in_camera_frame
+    if extrinsics is None and refine.any():
+        for i in np.flatnonzero(refine):
+            corrections[i] = orientation_correction(track.body_points[i], track.pixels[i], track.visibility[i],
+                                                    intrinsics)
+        n_refined = int(np.isfinite(corrections).all(1).sum())
+        smooth = smooth_orientation_corrections(track.time[refine], corrections[refine])
+        corrections[refine] = smooth
+    else:
+        n_refined = 0
     cam_raw = np.full((n, k, 3), np.nan)
     rms = np.full(n, np.nan)
     for i in np.flatnonzero(track.tracked):
         cam_raw[i], rms[i] = camera_points_of(track.body_points[i], track.pixels[i], track.visibility[i],
-                                              intrinsics, in_camera_frame=bool(track.in_camera_frame[i]))
+                                              intrinsics, in_camera_frame=bool(track.in_camera_frame[i]),
+                                              rotation=_rotation_matrix(corrections[i]))
     placed = track.tracked & np.isfinite(cam_raw).any(axis=(1, 2))
     cam_raw[~placed] = np.nan
     if not placed.any():
@@ -228,13 +295,17 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
         cutoff = min(offline_cutoff_hz, 0.45 * raw.rate_hz)
         filtered = butterworth_zero_phase(raw, cutoff_hz=cutoff)
     confidence = np.where(placed[:, None], track.visibility, 0.0)
-    flags = {"tracked": placed, "reprojection_error_px": rms, "ground_contact_shift_m": shift}
+    flags = {"tracked": placed, "reprojection_error_px": rms, "ground_contact_shift_m": shift,
+             "orientation_correction_rad": corrections}
     quality = {
         "frames": int(n),
         "tracked_frames": int(placed.sum()),
         "tracked_fraction": float(placed.mean()),
         "reprojection_error_px_median": float(np.nanmedian(rms)) if np.isfinite(rms).any() else float("nan"),
         "ground_contact_shift_m_max": float(np.abs(np.linalg.norm(shift, axis=1)).max()) if n else 0.0,
+        "orientation_refined_frames": n_refined,
+        "orientation_correction_deg_median": (float(np.degrees(np.nanmedian(np.linalg.norm(corrections, axis=1))))
+                                              if np.isfinite(corrections).any() else 0.0),
         **world.stats,
     }
     if has_feet:
@@ -277,10 +348,14 @@ class StreamingMarkerEstimator:
         self.window_s = float(self.params["ground_window_s"])
         self.frame_id = str(self.params["world_frame"])
         self.world: wf.WorldFrame | None = None
-        self._buffer: list[tuple[float, np.ndarray | None, np.ndarray | None]] = []
+        # Buffered frames while the world frame is found: (time, `_prepare(obs)`).
+        self._buffer: list[tuple] = []
+        self._window_points: list = []
         self._names: tuple[str, ...] | None = None
         self._filter = None
         self._contact_filter = None
+        self._orientation_filter = None
+        self._orientation = None     # last smoothed orientation correction (rotation vector)
         self._backlog: list[MarkerFrame] = []
         self._last_time: float | None = None
 
@@ -288,9 +363,11 @@ class StreamingMarkerEstimator:
     def ready(self) -> bool:
         return self.world is not None
 
-    def _camera_points(self, obs: BodyObservation) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _prepare(self, obs: BodyObservation) -> tuple | None:
+        """(body, pixels, visibility, in_camera_frame, orientation correction) of a tracked
+        observation, None when the person is not there."""
         if not obs.tracked or obs.keypoints_3d is None:
-            return None, None
+            return None
         if self._names is None:
             self._names = tuple(obs.names)
         elif tuple(obs.names) != self._names:
@@ -303,17 +380,38 @@ class StreamingMarkerEstimator:
             pix = np.full((len(body), 2), np.nan)
         v = obs.visibility if obs.visibility is not None else obs.confidence
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
-        pts, _ = camera_points_of(body, pix, vis, self.intrinsics, in_camera_frame=in_cam)
+        correction = np.full(3, np.nan)
+        if self.extrinsics is None and not in_cam:
+            correction = orientation_correction(body, pix, vis, self.intrinsics)
+        return body, pix, vis, in_cam, correction
+
+    def _camera_points(self, prepared: tuple | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Camera-frame points with the causally smoothed orientation correction, and visibility."""
+        if prepared is None:
+            return None, None
+        body, pix, vis, in_cam, correction = prepared
+        if self._orientation_filter is not None and np.isfinite(correction).all():
+            self._orientation = self._orientation_filter.step(correction)
+        pts, _ = camera_points_of(body, pix, vis, self.intrinsics, in_camera_frame=in_cam,
+                                  rotation=None if in_cam else _rotation_matrix(self._orientation))
         if not np.isfinite(pts).any():
             return None, None
         return pts, vis
 
     def _try_fix_world(self) -> None:
         times = np.array([b[0] for b in self._buffer])
-        valid = [b for b in self._buffer if b[1] is not None]
-        if not valid or times[-1] - times[0] < self.window_s:
+        if not any(b[1] is not None for b in self._buffer) or times[-1] - times[0] < self.window_s:
             return
-        pts = np.stack([b[1] for b in valid])
+        rate = 1.0 / np.median(np.diff(times)) if len(times) > 1 else 30.0
+        # Replay the window through a fresh orientation filter: the same points the live path gives.
+        self._orientation_filter = CausalLowpass(3, rate_hz=rate, cutoff_hz=min(ORIENTATION_CUTOFF_HZ, 0.45 * rate),
+                                                 order=2)
+        self._orientation = None
+        points = [self._camera_points(b[1]) for b in self._buffer]
+        valid = [p for p in points if p[0] is not None]
+        if not valid:
+            return
+        pts = np.stack([p[0] for p in valid])
         if self.extrinsics is None:
             try:
                 self.world = wf.estimate_world_frame(pts, self._names, height_m=self.height_m,
@@ -329,7 +427,7 @@ class StreamingMarkerEstimator:
                 return
             self.world = wf.WorldFrame(self.height_m / stature_raw, self.extrinsics, frame_id=self.frame_id,
                                        stats={"extrinsics": "file"})
-        rate = 1.0 / np.median(np.diff(times)) if len(times) > 1 else 30.0
+        self._window_points = points
         cutoff = min(float(self.params["online_filter_cutoff_hz"]), 0.45 * rate)
         self._filter = CausalLowpass.low_lag(len(self._names), rate_hz=rate, cutoff_hz=cutoff, max_lag_frames=1.0)
         contact_hz = float(self.params["ground_contact_cutoff_hz"])
@@ -350,17 +448,18 @@ class StreamingMarkerEstimator:
             log.warning("observation at %.3f s is not after %.3f s; dropped", obs.time_s, self._last_time)
             return None
         self._last_time = obs.time_s
-        pts, vis = self._camera_points(obs)
+        prepared = self._prepare(obs)
         if self.world is not None:
-            return self._emit(obs.time_s, pts, vis)
-        self._buffer.append((obs.time_s, pts, vis))
+            return self._emit(obs.time_s, *self._camera_points(prepared))
+        self._buffer.append((obs.time_s, prepared))
         if len(self._buffer) > _MAX_WINDOW_FRAMES:
             self._buffer.pop(0)   # a stream without a usable person: keep the newest frames only
         self._try_fix_world()
         if self.world is None:
             return None
-        frames = [self._emit(*b) for b in self._buffer]
+        frames = [self._emit(b[0], *p) for b, p in zip(self._buffer, self._window_points)]
         self._buffer.clear()
+        self._window_points = []
         self._backlog.extend(frames[:-1])
         return frames[-1]
 

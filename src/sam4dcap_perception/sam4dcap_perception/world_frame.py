@@ -13,10 +13,19 @@ world landmarks) and 2D keypoints in pixels. This module turns them into a world
    segment chain (ankle-knee-hip, hip-shoulder, shoulder-eye; posture-invariant, median over
    frames) divided by the chain's fraction of stature. `stature_from_segments`.
 3. Ground and up: a robust plane (Tukey-weighted least squares) through the lowest heel/toe
-   points of every frame, iterated with the up axis it gives; the body's mean trunk direction
-   direction (feet centre -> pelvis, median over time) is the initial up and a weak prior for
-   directions in which the contacts do not spread (a subject standing still or stepping
-   sideways leaves contacts along a line, which leaves the plane free to roll about it). `estimate_ground`.
+   points of every frame, iterated with the up axis it gives. Contacts often do not spread (a
+   subject standing, stepping in place or sideways leaves them along a line, which leaves the
+   plane free to roll about it), so a prior up fills the directions in which they spread less
+   than `prior_spread_m`: the mean direction from the supporting foot to the body's centre of
+   mass (`balance_up_direction`: a balancing body keeps its centre of mass over its support),
+   or feet centre -> pelvis for marker sets without the segments for a centre of mass.
+   `estimate_ground`. The prior is only as good as the body's orientation in the camera frame:
+   monocular estimators get the tilt toward/away from the camera wrong (BlazePose keeps bodies
+   seen from above too upright by 5-18 deg), which `recover_pose` corrects per frame from the
+   2D keypoints under perspective (`virtual_markers` applies it, low-passed). On the Pose2Sim
+   demo's 4 views plus 20 virtual views (each camera turned by +-12 deg pitch / +-15 deg roll
+   by a homography, BlazePose rerun), both together cut the up error from median 9.3 / max
+   17.8 deg (translation only, feet->pelvis) to median 4.2 / max 8.0 deg.
 4. Forward (OpenSim x): the horizontal direction of travel of the pelvis when it moves more
    than `min_travel_m`; otherwise the horizontal direction from the subject to the camera (the
    subject faces +x when facing the camera). z = x cross y (right-handed, y up).
@@ -225,6 +234,109 @@ def recover_translations(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: 
     return t, rms
 
 
+# A refined orientation further than this from the estimator's is a mirror-image (depth-flip)
+# solution of the 2D fit, not a correction (corrections seen on the demo views: up to ~28 deg with
+# the camera looking 35 deg down).
+_MAX_POSE_CORRECTION_DEG = 45.0
+_MIN_POSE_POINTS = 6
+
+
+def recover_pose(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: CameraIntrinsics, *,
+                 weights: np.ndarray | None = None, iterations: int = 20,
+                 huber_px: float = 8.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rotation R (3, 3) about the points' origin and translation t (3,) such that
+    pixels ~ project(points_3d @ R.T + t) (perspective-n-point); and the RMS pixel error.
+
+    Monocular estimators get the body's tilt toward or away from the camera wrong by several
+    degrees (BlazePose makes bodies seen from above too upright); under perspective the 2D
+    keypoints fix it, since the parts nearer to the camera look larger. Gauss-Newton with Huber
+    weights from `recover_translation`'s solution (R = I). Fewer than 6 usable points, a
+    non-converging fit or a correction beyond 45 deg (a depth-flipped body) -> NaN.
+    """
+    nan = (np.full((3, 3), np.nan), np.full(3, np.nan), float("nan"))
+    X = np.asarray(points_3d, float)
+    uv = np.asarray(pixels, float)
+    w = np.ones(len(X)) if weights is None else np.nan_to_num(np.asarray(weights, float), nan=0.0)
+    ok = np.isfinite(X).all(1) & np.isfinite(uv).all(1) & (w > 0)
+    if ok.sum() < _MIN_POSE_POINTS:
+        return nan
+    t, _ = recover_translation(X, uv, intrinsics, weights=w, huber_px=huber_px)
+    if not np.isfinite(t).all():
+        return nan
+    X, uv, w = X[ok], uv[ok], w[ok]
+    f = np.array([intrinsics.fx, intrinsics.fy])
+    c = np.array([intrinsics.cx, intrinsics.cy])
+    R = np.eye(3)
+
+    def residuals(R, t):
+        P = X @ R.T + t
+        if np.any(P[:, 2] <= 1e-6):
+            return P, None
+        return P, f * P[:, :2] / P[:, 2:3] + c - uv
+
+    def cost(r):
+        e = np.linalg.norm(r, axis=1)
+        rho = np.where(e <= huber_px, 0.5 * e ** 2, huber_px * (e - 0.5 * huber_px))
+        return float(np.sum(w * rho))
+
+    P, r = residuals(R, t)
+    if r is None:
+        return nan
+    current = cost(r)
+    for _ in range(iterations):
+        z = P[:, 2]
+        # d proj / d P (K, 2, 3), then d P / d (omega, t): a left rotation update R <- exp([omega]x) R
+        # moves P by omega x (R X) = -[R X]x omega.
+        Jp = np.zeros((len(P), 2, 3))
+        Jp[:, 0, 0] = f[0] / z
+        Jp[:, 0, 2] = -f[0] * P[:, 0] / z ** 2
+        Jp[:, 1, 1] = f[1] / z
+        Jp[:, 1, 2] = -f[1] * P[:, 1] / z ** 2
+        RX = P - t
+        skew = np.zeros((len(P), 3, 3))
+        skew[:, 0, 1], skew[:, 0, 2] = RX[:, 2], -RX[:, 1]
+        skew[:, 1, 0], skew[:, 1, 2] = -RX[:, 2], RX[:, 0]
+        skew[:, 2, 0], skew[:, 2, 1] = RX[:, 1], -RX[:, 0]
+        J = np.concatenate([Jp @ skew, Jp], axis=2).reshape(-1, 6)
+        e = np.linalg.norm(r, axis=1)
+        hub = np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))
+        ww = np.repeat(w * hub, 2)
+        H = J.T @ (J * ww[:, None])
+        g = J.T @ (ww * r.reshape(-1))
+        try:
+            step = np.linalg.solve(H + 1e-9 * np.trace(H) * np.eye(6), -g)
+        except np.linalg.LinAlgError:
+            return nan
+        # Halve the step until the robust cost goes down (Gauss-Newton can overshoot far from R = I).
+        for _ in range(10):
+            R_new = _rotation_from_vector(step[:3]) @ R
+            t_new = t + step[3:]
+            P_new, r_new = residuals(R_new, t_new)
+            if r_new is not None and cost(r_new) <= current:
+                break
+            step = step / 2
+        else:
+            break
+        R, t, P, r, current = R_new, t_new, P_new, r_new, cost(r_new)
+        if np.linalg.norm(step) < 1e-8:
+            break
+    angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
+    if not np.isfinite(R).all() or angle > _MAX_POSE_CORRECTION_DEG:
+        return nan
+    rms = float(np.sqrt(np.average((r ** 2).sum(1), weights=w)))
+    return R, t, rms
+
+
+def _rotation_from_vector(v: np.ndarray) -> np.ndarray:
+    """Rodrigues: rotation by |v| rad about v."""
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-15:
+        return np.eye(3)
+    k = v / angle
+    Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
+
+
 def project(points_cam: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
     """Camera-frame points (..., 3) -> pixels (..., 2)."""
     P = np.asarray(points_cam, float)
@@ -246,6 +358,8 @@ LANDMARK_ALIASES = {
     "left_heel": ("L_calc_study",), "right_heel": ("r_calc_study",),
     "left_foot_index": ("L_toe_study",), "right_foot_index": ("r_toe_study",),
     "left_shoulder": ("L_shoulder_study",), "right_shoulder": ("r_shoulder_study",),
+    "left_elbow": ("L_lelbow_study", "L_melbow_study"), "right_elbow": ("r_lelbow_study", "r_melbow_study"),
+    "left_wrist": ("L_lwrist_study", "L_mwrist_study"), "right_wrist": ("r_lwrist_study", "r_mwrist_study"),
 }
 
 
@@ -412,6 +526,118 @@ def body_up_direction(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
     return _unit(np.median(v, axis=0))
 
 
+# Body segments for the centre of mass (Winter 2009, "Biomechanics and motor control of human
+# movement", table 4.1): mass fraction, proximal and distal landmarks (each the mean of the
+# listed points), centre of mass as the fraction of the way from proximal to distal. The head
+# and neck sit between the ears; the trunk (thorax, abdomen, pelvis) halfway between the
+# shoulder and hip centres.
+COM_SEGMENTS = (
+    (0.081, ("left_ear", "right_ear"), ("left_ear", "right_ear"), 0.0),
+    (0.497, ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), 0.5),
+) + tuple(
+    seg for side in ("left", "right") for seg in (
+        (0.028, (f"{side}_shoulder",), (f"{side}_elbow",), 0.436),
+        (0.016, (f"{side}_elbow",), (f"{side}_wrist",), 0.430),
+        (0.006, (f"{side}_wrist",), (f"{side}_index", f"{side}_pinky"), 0.506),
+        (0.100, (f"{side}_hip",), (f"{side}_knee",), 0.433),
+        (0.0465, (f"{side}_knee",), (f"{side}_ankle",), 0.433),
+        (0.0145, (f"{side}_heel",), (f"{side}_foot_index",), 0.5),
+    ))
+_COM_REQUIRED = ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee",
+                 "left_ankle", "right_ankle")
+
+
+def center_of_mass(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Whole-body centre of mass (..., 3) from keypoints (..., K, 3) by segment masses
+    (`COM_SEGMENTS`). Segments whose landmarks the marker set lacks (e.g. the head of the OpenCap
+    set) are left out and the other masses rescaled; trunk and legs are required."""
+    if not has_landmarks(names, _COM_REQUIRED):
+        raise Sam4dcapError("keypoints lack the trunk and leg landmarks needed for the centre of mass")
+    P = np.asarray(points, float)
+    total, acc = 0.0, 0.0
+    for mass, proximal, distal, fraction in COM_SEGMENTS:
+        if not has_landmarks(names, proximal + distal):
+            continue
+        a = landmarks(P, names, proximal).mean(-2)
+        b = landmarks(P, names, distal).mean(-2)
+        acc = acc + mass * (a + fraction * (b - a))
+        total += mass
+    return acc / total
+
+
+def support_centre(points: np.ndarray, names: Sequence[str], up: np.ndarray, *,
+                   contact_band_m: float) -> np.ndarray:
+    """(N, 3) per frame: the mean of the centres (heel-toe midpoints) of the feet in contact, i.e.
+    whose lower point is within `contact_band_m` of the frame's lowest foot point along `up`.
+    A stand-in for the centre of pressure. NaN when no foot is seen."""
+    feet = landmarks(points, names, FOOT_POINTS)                       # (N, 4, 3): lh, rh, lt, rt
+    h = np.where(np.isfinite(feet).all(-1), feet @ up, np.inf)
+    foot_low = np.minimum(h[:, [0, 1]], h[:, [2, 3]])                  # (N, 2) left, right
+    lowest = foot_low.min(1)
+    centres = (feet[:, [0, 1]] + feet[:, [2, 3]]) / 2                  # (N, 2, 3)
+    on = np.isfinite(foot_low) & (foot_low <= lowest[:, None] + contact_band_m) & np.isfinite(centres).all(-1)
+    count = on.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(on[..., None], centres, 0.0).sum(1) / count[:, None]
+    out[count == 0] = np.nan
+    return out
+
+
+def robust_mean_direction(vectors: np.ndarray, *, iterations: int = 10) -> np.ndarray:
+    """Mean direction (unit) of vectors (M, 3) with Tukey-biweight weights on their angles to it
+    (frames of a lunge or a stumble do not pull); NaN rows ignored. Rotation-invariant, unlike
+    a per-axis median."""
+    v = np.asarray(vectors, float)
+    v = v[np.isfinite(v).all(1)]
+    norm = np.linalg.norm(v, axis=1)
+    v = v[norm > 1e-12] / norm[norm > 1e-12, None]
+    if len(v) == 0:
+        raise Sam4dcapError("no direction to average (no frame with the needed keypoints)")
+    m = _unit(v.mean(0))
+    for _ in range(iterations):
+        angle = np.arccos(np.clip(v @ m, -1.0, 1.0))
+        k = 4.685 * max(1.4826 * np.median(angle), np.radians(1.0))
+        w = np.where(angle < k, (1 - (angle / k) ** 2) ** 2, 0.0)
+        new = _unit((v * w[:, None]).sum(0))
+        if np.allclose(new, m, atol=1e-10):
+            break
+        m = new
+    return m
+
+
+def balance_up_direction(points: np.ndarray, names: Sequence[str], *, up_guess: np.ndarray,
+                         contact_band_m: float = 0.03, iterations: int = 4) -> np.ndarray:
+    """Up (unit) as the mean direction from the support (feet in contact) to the body's centre of
+    mass: a body that keeps its balance has its centre of mass above its base of support on
+    average (the offset is the centre of mass' acceleration times height / g, which averages out
+    over a trial). Unlike feet->pelvis it holds when a leg, the arms or the trunk reach out (on
+    the Pose2Sim demo, triangulated by its calibrated cameras: 2 deg from vertical, feet->pelvis 3-6).
+
+    Which feet are in contact depends on the up axis, and a poor guess makes a foot swinging
+    out sideways look lowest: the first estimate takes the slower-moving foot of every frame as
+    the support (independent of any up axis), then the feet near the lowest point along the
+    current up, iterated. `up_guess` starts it instead when there are fewer than 3 frames.
+    """
+    P = np.asarray(points, float)
+    com = center_of_mass(P, names)
+    up = _unit(np.asarray(up_guess, float))
+    if len(P) >= 3:
+        feet = landmarks(P, names, FOOT_POINTS)
+        centres = (feet[:, [0, 1]] + feet[:, [2, 3]]) / 2                  # (N, 2 feet, 3)
+        speed = np.linalg.norm(np.gradient(centres, axis=0), axis=-1)       # per frame, same units
+        speed = np.where(np.isfinite(speed), speed, np.inf)
+        slower = np.argmin(speed, axis=1)
+        support = centres[np.arange(len(P)), slower]
+        if np.isfinite(support).all(1).any() and np.isfinite(com).all(1).any():
+            up = robust_mean_direction(com - support)
+    for _ in range(iterations):
+        new = robust_mean_direction(com - support_centre(P, names, up, contact_band_m=contact_band_m))
+        if np.allclose(new, up, atol=1e-9):
+            break
+        up = new
+    return up
+
+
 @dataclass(frozen=True)
 class GroundEstimate:
     plane: Plane               # normal = up, in the frame of the input points
@@ -514,7 +740,12 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
         raise Sam4dcapError("no frame shows the ankles, knees, hips, shoulders and eyes: cannot scale to the height")
     scale = float(height_m / stature_raw)
     Pm = scale * P
-    up0 = body_up_direction(Pm, names)
+    up_feet_pelvis = body_up_direction(Pm, names)
+    if has_landmarks(names, _COM_REQUIRED):
+        up0 = balance_up_direction(Pm, names, up_guess=up_feet_pelvis, contact_band_m=contact_band_m)
+        up_cue = "support->centre of mass"
+    else:
+        up0, up_cue = up_feet_pelvis, "feet->pelvis"
     ground = estimate_ground(Pm, names, up_prior=up0, contact_band_m=contact_band_m,
                              inlier_m=ground_inlier_m, prior_spread_m=prior_spread_m)
     up = ground.plane.normal
@@ -533,6 +764,7 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
         "scale_frames": n_scale,
         "up_camera": up.tolist(),
         "up_prior_camera": up0.tolist(),
+        "up_prior_cue": up_cue,
         "up_to_prior_deg": float(np.degrees(np.arccos(np.clip(up @ up0, -1, 1)))),
         "ground_contacts": int(len(ground.contacts)),
         "ground_inlier_fraction": float(ground.plane.inliers.mean()),

@@ -158,3 +158,37 @@ def test_external_extrinsics_put_markers_in_that_world(scene):
     np.testing.assert_allclose(res.raw.values, scene.world, atol=0.003)
     assert res.world.stats == {"extrinsics": "file"}
     assert not res.flags["ground_contact_shift_m"].any()
+
+
+def _tilted_estimator_observations(scene, tilt_deg):
+    """The scene's observations with an estimator that tilts every body `tilt_deg` away from the
+    camera (about the camera x axis, through the hip centre), as BlazePose does with a camera
+    above the subject; the 2D keypoints stay the true projections."""
+    from dataclasses import replace
+
+    from scipy.spatial.transform import Rotation
+
+    R = Rotation.from_euler("x", -tilt_deg, degrees=True).as_matrix()
+    return [replace(o, keypoints_3d=o.keypoints_3d @ R.T) for o in scene.observations()]
+
+
+def test_orientation_correction_undoes_a_tilted_estimator(scene):
+    obs = _tilted_estimator_observations(scene, 8.0)
+    expected = scene.expected_world()
+    res = markers_from_observations(obs, height_m=scene.height_m, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0,
+                                    ground_contact_cutoff_hz=3.0)
+    assert res.quality["orientation_refined_frames"] == scene.time.size
+    assert res.quality["orientation_correction_deg_median"] == pytest.approx(8.0, abs=0.05)
+    np.testing.assert_allclose(res.raw.values, expected, atol=0.005)
+    true_up_cam = scene.R_cw @ np.array([0.0, 1.0, 0.0])
+    up_cam = res.world_from_camera.inverse().rotation @ np.array([0.0, 1.0, 0.0])
+    assert np.degrees(np.arccos(np.clip(up_cam @ true_up_cam, -1, 1))) < 0.2
+    # Streaming: the same correction, causally smoothed, from the first window on.
+    params = load_config().params("markers_node", {"subject_height_m": scene.height_m, "ground_window_s": 1.0,
+                                                        "min_travel_m": 0.2})
+    est = StreamingMarkerEstimator(params, scene.intrinsics)
+    outputs = [est.push(o) for o in obs]
+    backlog = est.take_backlog()
+    frames = backlog + [o for o in outputs if o is not None]
+    assert len(frames) == scene.time.size
+    np.testing.assert_allclose(np.stack([f.raw for f in frames]), expected, atol=0.005)

@@ -219,3 +219,130 @@ def test_world_frame_errors():
     blank = np.full_like(scene.camera, np.nan)
     with pytest.raises(Sam4dcapError, match="cannot scale"):
         wf.estimate_world_frame(blank, NAMES, height_m=1.7)
+
+
+# --------------------------------------------------------------------------------------------
+# Orientation from perspective, centre of mass, balance up axis
+# --------------------------------------------------------------------------------------------
+def _tilted_view(tilt_deg, t_true, *, noise_px=0.0, seed=0):
+    """The body of `_body_and_pixels` truly tilted `tilt_deg` about the camera x axis (toward the
+    camera) while the estimator reports it untilted: (estimator body, pixels, true rotation)."""
+    from scipy.spatial.transform import Rotation
+
+    body_cam, _ = _body_and_pixels(t_true)
+    R_true = Rotation.from_euler("x", tilt_deg, degrees=True).as_matrix()
+    rng = np.random.default_rng(seed)
+    pix = wf.project(body_cam @ R_true.T + t_true, K) + rng.normal(0, noise_px, (len(body_cam), 2))
+    return body_cam, pix, R_true
+
+
+def test_recover_pose_corrects_a_wrong_tilt_from_perspective():
+    t_true = np.array([0.1, 0.3, 3.2])
+    body, pix, R_true = _tilted_view(12.0, t_true)
+    # Translation alone cannot explain the pixels: nearer parts look larger under perspective.
+    _, rms_translation_only = wf.recover_translation(body, pix, K)
+    assert rms_translation_only > 5.0
+    R, t, rms = wf.recover_pose(body, pix, K)
+    np.testing.assert_allclose(R, R_true, atol=1e-6)
+    np.testing.assert_allclose(t, t_true, atol=1e-6)
+    assert rms < 1e-4
+    # With 1 px noise (a body ~1000 px tall at 3.2 m) the tilt is still found to a degree or so.
+    body, pix, R_true = _tilted_view(12.0, t_true, noise_px=1.0, seed=4)
+    R, t, _ = wf.recover_pose(body, pix, K)
+    err_deg = np.degrees(np.arccos(np.clip((np.trace(R @ R_true.T) - 1) / 2, -1, 1)))
+    assert err_deg < 1.5
+
+
+def test_recover_pose_refuses_too_few_points_and_flips():
+    body, pix, _ = _tilted_view(0.0, np.array([0.0, 0.0, 3.0]))
+    w = np.zeros(len(body))
+    w[:5] = 1.0
+    R, t, rms = wf.recover_pose(body, pix, K, weights=w)
+    assert np.isnan(R).all() and np.isnan(t).all() and np.isnan(rms)
+    # A body seen from behind (turned 180 deg) is not "corrected" by a 180 deg rotation: NaN.
+    from scipy.spatial.transform import Rotation
+
+    turned = Rotation.from_euler("y", 180, degrees=True).apply(body)
+    R, _, _ = wf.recover_pose(turned, pix, K)
+    assert np.isnan(R).all()
+
+
+def test_center_of_mass_of_the_standing_body():
+    H = 1.8
+    body = standing_body(H)
+    com = wf.center_of_mass(body, NAMES)
+    # Symmetric body: on the mid-sagittal plane; height within the adult range (Winter: ~0.55 H).
+    assert com[2] == pytest.approx(0.0, abs=1e-12)
+    assert 0.53 * H < com[1] < 0.58 * H
+    # A mass-weighted mean of landmarks: rigid motions move it with the body, and a body whose
+    # landmarks all sit at one point has its centre of mass there.
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.from_euler("xyz", [10, 40, -5], degrees=True)
+    np.testing.assert_allclose(wf.center_of_mass(r.apply(body) + [1, 2, 3], NAMES), r.apply(com) + [1, 2, 3],
+                               atol=1e-12)
+    np.testing.assert_allclose(wf.center_of_mass(np.tile([0.3, 0.2, 0.1], (len(NAMES), 1)), NAMES),
+                               [0.3, 0.2, 0.1], atol=1e-12)
+    with pytest.raises(Sam4dcapError, match="centre of mass"):
+        wf.center_of_mass(body[:5], NAMES[:5])
+
+
+def _balanced_reaching_frames(n=40):
+    """A subject on the left foot whose right leg swings out sideways (20 to 45 deg: the foot is
+    clearly off the ground) and back, leaning over the left foot just enough to keep the centre
+    of mass above its centre (static balance). World y up; returns the frames (n, 33, 3)."""
+    from scipy.spatial.transform import Rotation
+
+    body = standing_body(1.75)
+    right = [NAMES.index(k) for k in ("right_knee", "right_ankle", "right_heel", "right_foot_index")]
+    hip = body[NAMES.index("right_hip")]
+    foot = body[[NAMES.index("left_heel"), NAMES.index("left_foot_index")]].mean(0)
+    frames = []
+    for angle in 20 + 25 * np.sin(np.linspace(0, np.pi, n)):
+        b = body.copy()
+        b[right] = hip + Rotation.from_euler("x", -angle, degrees=True).apply(b[right] - hip)   # abduction
+        # Lean about the supporting foot's centre (which stays put): centre of mass straight above it.
+        lean, _ = Rotation.align_vectors([[0.0, 1.0, 0.0]], [wf.center_of_mass(b, NAMES) - foot])
+        b = foot + lean.apply(b - foot)
+        frames.append(b)
+    return np.array(frames)
+
+
+def test_balance_up_finds_vertical_when_a_leg_reaches_out():
+    from scipy.spatial.transform import Rotation
+
+    world = _balanced_reaching_frames()
+    # Seen by a camera tilted arbitrarily: the answer is the world's y axis in camera axes.
+    R = Rotation.from_euler("xyz", [-110, 20, 15], degrees=True).as_matrix()
+    cam = world @ R.T
+    true_up = R @ np.array([0.0, 1.0, 0.0])
+    feet_pelvis = wf.body_up_direction(cam, NAMES)
+    assert _deg(feet_pelvis, true_up) > 3.0       # the feet's centre follows the swinging leg
+    up = wf.balance_up_direction(cam, NAMES, up_guess=feet_pelvis)
+    assert _deg(up, true_up) < 0.01
+    # It is the prior of the whole world frame.
+    world_frame = wf.estimate_world_frame(cam, NAMES, height_m=1.75)
+    assert world_frame.stats["up_prior_cue"] == "support->centre of mass"
+    assert _deg(world_frame.stats["up_prior_camera"], true_up) < 0.01
+
+
+def test_support_centre_and_robust_mean_direction():
+    body = standing_body(1.7)[None]
+    up = np.array([0.0, 1.0, 0.0])
+    feet = [NAMES.index(k) for k in ("left_heel", "left_foot_index", "right_heel", "right_foot_index")]
+    np.testing.assert_allclose(wf.support_centre(body, NAMES, up, contact_band_m=0.03)[0], body[0, feet].mean(0),
+                               atol=1e-12)
+    lifted = body.copy()
+    lifted[0, feet[2:]] += [0.0, 0.2, 0.0]           # right foot in the air: the left one alone
+    np.testing.assert_allclose(wf.support_centre(lifted, NAMES, up, contact_band_m=0.03)[0],
+                               body[0, feet[:2]].mean(0), atol=1e-12)
+    # Mean direction: 2 deg scatter around a known axis plus 20% of frames 40 deg off.
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(5)
+    axis = np.array([0.2, -0.9, 0.3]) / np.linalg.norm([0.2, -0.9, 0.3])
+    tilts = Rotation.from_rotvec(rng.normal(0, np.radians(2), (100, 3))).apply(axis)
+    tilts[:20] = Rotation.from_rotvec(np.radians(40) * np.array([1.0, 0, 0])).apply(axis)
+    assert _deg(wf.robust_mean_direction(tilts * rng.uniform(0.5, 2, (100, 1))), axis) < 0.8
+    with pytest.raises(Sam4dcapError, match="no direction"):
+        wf.robust_mean_direction(np.full((3, 3), np.nan))
