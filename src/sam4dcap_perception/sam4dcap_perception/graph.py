@@ -145,6 +145,21 @@ def node(name: str) -> NodeSpec:
     raise KeyError(name)
 
 
+def downstream_of(node_name: str) -> set[str]:
+    """Nodes that (transitively) consume what `node_name` publishes (acks/readiness excluded)."""
+    control = {PROGRESS_TOPIC, READY_TOPIC}
+    out: set[str] = set()
+    todo = [node_name]
+    while todo:
+        src = node(todo.pop())
+        for n in NODES:
+            if n.name not in out and n.name != node_name and \
+                    (set(src.publishes) - control) & set(n.subscribes):
+                out.add(n.name)
+                todo.append(n.name)
+    return out
+
+
 @dataclass
 class GraphOptions:
     """What `sam4dcap graph` and the launch file take as arguments."""

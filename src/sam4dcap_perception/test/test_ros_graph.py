@@ -212,6 +212,8 @@ def test_killed_and_restarted_node_recovers(demo_video, tmp_path):
                                                log_dir=tmp_path / "logs_restart", env=None)
         rc = run.wait(timeout_s=180)
         assert rc == 0, run.procs["video_source_node"].tail()
+        source_log = run.procs["video_source_node"].log_path.read_text()
+        assert "no longer waiting" not in source_log, "the graph stalled after the restart:\n" + source_log[-1500:]
     finally:
         watcher.close()
     markers_after = [(t, m) for t, m in watcher.received["/sam4dcap/markers"][n_markers_before:] if t > t_kill]

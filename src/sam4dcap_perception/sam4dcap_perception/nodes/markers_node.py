@@ -89,17 +89,18 @@ class MarkersNode(Node):
         from sam4dcap_msgs.msg import VirtualMarkers
 
         try:
+            obs = keypoints_to_observation(msg, self.frames)
+            self.frames += 1
             if self.intrinsics is None:
-                self.get_logger().warning("keypoints before any camera_info: frame skipped")
-                return
-            if self.estimator is None:
+                # (a restarted node sees keypoints before its first CameraInfo): NaN markers.
+                self.get_logger().warning("keypoints before any camera_info: markers unknown (NaN)",
+                                          throttle_duration_sec=5.0)
+            elif self.estimator is None:
                 from ..virtual_markers import StreamingMarkerEstimator
 
                 self.estimator = StreamingMarkerEstimator(self.p, self.intrinsics, extrinsics=self.extrinsics)
-            obs = keypoints_to_observation(msg, self.frames)
-            self.frames += 1
             try:
-                mf = self.estimator.push(obs)
+                mf = self.estimator.push(obs) if self.estimator is not None else None
             except Exception as exc:  # noqa: BLE001 - reported; the frame goes out as NaN
                 self.get_logger().error(f"keypoints at {obs.time_s:.3f} s: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=5.0)

@@ -8,7 +8,8 @@ stamps. Modes:
       inputs, keeps at most `max_queue_frames` frames un-acked per ack node (acks on
       /sam4dcap/progress, see graph.py), and exits 0 once every frame is acked. No frame is
       dropped; a node silent for `ack_timeout_s` with frames pending is reported by name and
-      no longer waited for.
+      no longer waited for; a node that restarts (new subscription endpoints) has the frames
+      in flight to its dead instance written off, reported by name and count.
   realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
       at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
       skips frames.
@@ -151,14 +152,46 @@ class VideoSourceNode(Node):
         """Frames published but not yet acked by `node_name` (acks are watermarks: stamp <= t)."""
         return len(self.published_ns) - bisect.bisect_right(self.published_ns, self.acked_ns[node_name])
 
+    def _input_endpoints(self, node_name: str) -> set[bytes]:
+        """GIDs of `node_name`'s subscriptions to its first input: a restarted node has new ones."""
+        spec = next((n for n in graph.NODES if n.name == node_name), None)
+        if spec is None or not spec.startup_inputs:
+            return set()
+        return {bytes(i.endpoint_gid) for i in self.get_subscriptions_info_by_topic(spec.startup_inputs[0])
+                if i.node_name == node_name}
+
+    def _check_restarts(self, waiting: list[str]) -> None:
+        """A stage killed and restarted lost the frames in flight to it: they will never be
+        acked. Seen as new subscription endpoints of that node; its backlog is then written
+        off (reported) so the stream goes on."""
+        for n in waiting:
+            gids = self._input_endpoints(n)
+            known = self._endpoints.setdefault(n, gids)
+            if gids - known:
+                lost = self._pending(n)
+                # Its consumers will never see those frames either.
+                for m in {n} | (graph.downstream_of(n) if n in {x.name for x in graph.NODES} else set()):
+                    if m in self.acked_ns:
+                        self.acked_ns[m] = max(self.acked_ns[m], self.published_ns[-1])
+                self.get_logger().warning(f"{n} restarted: the {lost} frame(s) in flight to it are lost "
+                                          "(to it and to the nodes downstream of it)")
+            self._endpoints[n] = known | gids
+
     def _wait_for_acks(self, max_pending: int) -> None:
         timeout = self.p["ack_timeout_s"]
         with self._lock:
+            last_check = 0.0
             while True:
                 waiting = [n for n in self.acked_ns if self._pending(n) > max_pending]
                 if not waiting:
                     return
                 now = time.monotonic()
+                if now - last_check > 0.25:
+                    last_check = now
+                    self._check_restarts(waiting)
+                    waiting = [n for n in self.acked_ns if self._pending(n) > max_pending]
+                    if not waiting:
+                        return
                 for n in waiting:
                     since = self.last_ack_wall.get(n, self._started_wall)
                     since = max(since, self._last_publish_wall)
@@ -271,6 +304,7 @@ class VideoSourceNode(Node):
         self._last_publish_wall = self._started_wall
         if self.offline or self.ack_nodes:
             self._wait_for_pipeline()
+        self._endpoints = {n: self._input_endpoints(n) for n in self.acked_ns}
         t_start = time.monotonic()
         pace0 = None
         for stamp, img, info, t_capture in self._frames():
