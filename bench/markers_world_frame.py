@@ -99,8 +99,11 @@ def main() -> int:
               "then the mean direction from the supporting foot to the centre of mass (the body balances over "
               "its support) is the prior of the ground-plane fit through the foot contacts; the subject stays "
               "within ~0.3 m and the contacts lie nearly on a line, so the prior decides the roll about that "
-              "line. The camera height error follows the up error. Before (translation-only fit, feet->pelvis "
-              "prior; default FOV): up error 9.3 / 0.8 / 1.8 / 12.3 deg, camera height 1.37 / 1.66 / 2.05 / "
+              "line. The camera height error follows the up error. The contact correction splits each height "
+              "error between a depth change along the camera ray and a vertical shift by their noise "
+              "variances (it used to be all depth unless the ray was within ~15 deg of horizontal), which "
+              "keeps shallow views' pelvis paths from being pushed along the ray. Before (translation-only "
+              "fit, feet->pelvis prior, all-depth contact correction; default FOV): up error 9.3 / 0.8 / 1.8 / 12.3 deg, camera height 1.37 / 1.66 / 2.05 / "
               "1.22 m, pelvis path RMSE 0.055 / 0.105 / 0.119 / 0.095 m for cam01..04."]
     out = ROOT / "bench" / "results" / "markers_world_frame.md"
     out.parent.mkdir(parents=True, exist_ok=True)

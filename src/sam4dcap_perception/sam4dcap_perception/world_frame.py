@@ -34,10 +34,11 @@ world landmarks) and 2D keypoints in pixels. This module turns them into a world
 6. Contact correction (`ground_contact_shift`): per-frame depth from one image is noisy (a few
    % of the distance), and with a camera looking down that noise moves the feet up and down by
    several cm. The slow part of the lowest heel/toe height (a low-pass at
-   `ground_contact_cutoff_hz`) is removed by moving the body along the camera ray through the
-   pelvis (its projection is unchanged: a depth correction), or vertically when that ray is
-   within ~15 deg of horizontal (depth errors then barely change heights). It assumes a foot
-   is on the ground most of the time; airborne phases shorter than ~1/cutoff are kept.
+   `ground_contact_cutoff_hz`) is removed by the most likely shift: along the camera ray through
+   the pelvis (a depth correction; its projection is unchanged) and vertically, split by the
+   variances of depth noise and other height errors (a shallow ray would need a large depth
+   change: mostly vertical then). It assumes a foot is on the ground most of the time; airborne
+   phases shorter than ~1/cutoff are kept.
 
 `estimate_world_frame` does 2-5 and returns a `WorldFrame`: the scale applied to the raw
 camera-frame points and the rigid transform world<-camera (metric), i.e. the camera's pose in
@@ -783,27 +784,39 @@ def lowest_foot_height(world_points: np.ndarray, names: Sequence[str]) -> np.nda
         return np.where(np.isfinite(h).any(1), np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=1), np.nan)
 
 
-# Below this |vertical component| of the camera ray, a depth change barely moves the feet
-# up or down: correct vertically instead.
-_MIN_RAY_VERTICAL = 0.25
+# Error model of the contact correction: per-frame depth noise as a fraction of the distance
+# (the depth/reference ratio scatters by 1.6-4.6 % on the Pose2Sim demo views) and height
+# errors of other origins (foot keypoints, pose), standard deviations.
+_DEPTH_NOISE_FRACTION = 0.03
+_OTHER_HEIGHT_NOISE_M = 0.03
 
 
 def ground_contact_shift(world_points: np.ndarray, names: Sequence[str], camera_center: np.ndarray,
                          height_error_m: np.ndarray) -> np.ndarray:
     """(N, 3) world shift per frame that removes `height_error_m` (N,) from the body's height.
 
-    The shift runs along the camera ray through the pelvis (a depth correction; the pelvis'
-    projection stays put) unless that ray is nearly horizontal, then it is vertical.
+    The most likely shift under the error model: a depth error moves the body along the camera
+    ray through the pelvis (its projection stays put), other errors move it vertically. The
+    height error e is split between the two by their variances: along the ray
+    a = -e r_y s_d^2 / (r_y^2 s_d^2 + s_o^2), vertically b = -e s_o^2 / (r_y^2 s_d^2 + s_o^2), with
+    r_y the ray's vertical component, s_d the depth noise (a fraction of the distance) and s_o
+    the other height noise; a r_y + b = -e exactly. A steep ray takes nearly all of it as depth
+    (a small depth change fixes the height); a shallow one would need metres: vertical instead.
     NaN error -> zero shift.
     """
     pelvis = landmarks(world_points, names, ("left_hip", "right_hip")).mean(-2)
     ray = pelvis - np.asarray(camera_center, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ray = ray / np.linalg.norm(ray, axis=1, keepdims=True)
+        distance = np.linalg.norm(ray, axis=1)
+        ray = ray / distance[:, None]
     err = np.nan_to_num(np.asarray(height_error_m, float), nan=0.0)
-    vertical_part = ray[:, 1]
-    along_ray = np.isfinite(vertical_part) & (np.abs(vertical_part) >= _MIN_RAY_VERTICAL)
+    ok = np.isfinite(ray).all(1)
     shift = np.zeros_like(pelvis)
-    shift[along_ray] = (-err[along_ray] / vertical_part[along_ray])[:, None] * ray[along_ray]
-    shift[~along_ray, 1] = -err[~along_ray]
+    ry = ray[ok, 1]
+    depth_var = (_DEPTH_NOISE_FRACTION * distance[ok]) ** 2
+    denominator = ry ** 2 * depth_var + _OTHER_HEIGHT_NOISE_M ** 2
+    along = -err[ok] * ry * depth_var / denominator
+    shift[ok] = along[:, None] * ray[ok]
+    shift[ok, 1] += -err[ok] * _OTHER_HEIGHT_NOISE_M ** 2 / denominator
+    shift[~ok, 1] = -err[~ok]
     return shift

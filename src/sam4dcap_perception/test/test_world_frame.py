@@ -161,17 +161,28 @@ def test_forward_points_to_the_camera_when_standing_still():
     assert _deg(to_cam, [1, 0, 0]) < 3.0
 
 
-def test_ground_contact_shift_moves_along_the_camera_ray():
+def test_ground_contact_shift_splits_between_depth_and_height_errors():
     scene = Scene()
-    world = scene.expected_world()[:5].copy()
-    camera = np.array([2.0, 1.6, 1.0])
-    world[:, :, 1] += 0.05                      # feet 5 cm above the ground
-    shift = wf.ground_contact_shift(world, NAMES, camera, wf.lowest_foot_height(world, NAMES))
-    fixed = world + shift[:, None]
-    np.testing.assert_allclose(wf.lowest_foot_height(fixed, NAMES), 0.0, atol=1e-9)
-    pel = world[:, [NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(1)
-    ray = (pel - camera) / np.linalg.norm(pel - camera, axis=1, keepdims=True)
-    np.testing.assert_allclose(np.cross(shift, ray), 0.0, atol=1e-9)   # along the ray: same pixel
+    hips = [NAMES.index("left_hip"), NAMES.index("right_hip")]
+    for camera, mostly_along_ray in (((1.0, 4.0, 0.5), True), ((5.0, 1.0, 1.0), False)):
+        world = scene.expected_world()[:5].copy()
+        camera = np.array(camera)
+        world[:, :, 1] += 0.05                      # feet 5 cm above the ground
+        shift = wf.ground_contact_shift(world, NAMES, camera, wf.lowest_foot_height(world, NAMES))
+        fixed = world + shift[:, None]
+        np.testing.assert_allclose(wf.lowest_foot_height(fixed, NAMES), 0.0, atol=1e-9)
+        # The closed form: a along the ray, b vertical, weighted by the two noise variances.
+        pel = world[:, hips].mean(1)
+        d = np.linalg.norm(pel - camera, axis=1)
+        ray = (pel - camera) / d[:, None]
+        sd2 = (wf._DEPTH_NOISE_FRACTION * d) ** 2
+        so2 = wf._OTHER_HEIGHT_NOISE_M ** 2
+        a = -0.05 * ray[:, 1] * sd2 / (ray[:, 1] ** 2 * sd2 + so2)
+        b = -0.05 * so2 / (ray[:, 1] ** 2 * sd2 + so2)
+        np.testing.assert_allclose(shift, a[:, None] * ray + b[:, None] * [0, 1, 0], atol=1e-12)
+        # Camera high above (steep ray): mostly a depth correction; at hip height: mostly vertical.
+        along = np.abs(np.sum(shift * ray, axis=1)) / np.linalg.norm(shift, axis=1)
+        assert (along > 0.9).all() if mostly_along_ray else (along < 0.3).all()
 
 
 def test_rigid_transform_algebra_and_quaternion():
