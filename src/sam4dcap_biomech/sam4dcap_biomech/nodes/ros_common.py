@@ -107,6 +107,9 @@ def run_node(node_factory, args=None) -> int:
     from rclpy.executors import ExternalShutdownException
 
     ensure_localhost_discovery()
+    # A restart after a crash: take over the dead process's shared-memory ports (shm_recovery.py).
+    from .shm_recovery import release_stale_shm_ports
+    release_stale_shm_ports()
     rclpy.init(args=args)
     node = None
     try:
