@@ -122,6 +122,9 @@ class VideoSourceNode(Node):
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
         self.ready_nodes: dict[str, set[str]] = {}  # node -> its lazily subscribed topics
+        self._spinning: set[str] = set()
+        self._param_clients: dict = {}
+        self._param_futures: dict = {}
         if self.ack_nodes:
             from std_msgs.msg import String
 
@@ -204,6 +207,28 @@ class VideoSourceNode(Node):
                     raise Sam4dcapError("shut down while waiting for downstream")
                 self._lock.wait(timeout=0.1)
 
+    def _is_spinning(self, node_name: str) -> bool:
+        """The node answers its parameter service: constructed and spinning."""
+        from rcl_interfaces.srv import ListParameters
+
+        if node_name in self._spinning:
+            return True
+        client = self._param_clients.get(node_name)
+        if client is None:
+            client = self._param_clients[node_name] = self.create_client(ListParameters,
+                                                                         f"/{node_name}/list_parameters")
+            self._param_futures[node_name] = None
+        future = self._param_futures[node_name]
+        if future is None:
+            if client.service_is_ready():
+                self._param_futures[node_name] = client.call_async(ListParameters.Request(depth=1))
+            return False
+        if future.done():
+            self._spinning.add(node_name)
+            self.destroy_client(client)
+            return True
+        return False
+
     def _wait_for_pipeline(self) -> None:
         """Until each ack node subscribes to all its inputs (so no early frame is lost): nodes
         that subscribe lazily announce it on READY_TOPIC; for the others the graph shows it."""
@@ -217,11 +242,16 @@ class VideoSourceNode(Node):
                         missing.append(f"{name} (ready announcement)")
                     continue
                 inputs = list(known[name].startup_inputs) if name in known else []
+                before = len(missing)
                 for t in inputs:
                     if not any(i.node_name == name for i in self.get_subscriptions_info_by_topic(t)):
                         missing.append(f"{name} on {t}")
                 if not inputs and name not in self.get_node_names():
                     missing.append(name)
+                if len(missing) == before and not self._is_spinning(name):
+                    # Subscriptions can exist while the node is still loading (e.g. a model):
+                    # frames sent then would queue up behind its start-up.
+                    missing.append(f"{name} (still starting)")
             if not self.ack_nodes and self.image_pub.get_subscription_count() == 0:
                 missing.append(f"a subscriber on {IMAGE_TOPIC}")
             # Our own publishers must have matched every announced reader of our topics.
