@@ -6,7 +6,9 @@ same definitions `sam4dcap graph` runs) on top of config/sam4dcap.yaml, so a lau
 `sam4dcap graph` run start identical nodes with identical parameters.
 """
 
+import importlib.util
 import os
+import sys
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -30,9 +32,23 @@ def _share(*parts):
     return os.path.join(get_package_share_directory("sam4dcap_perception"), *parts)
 
 
-def _nodes(context):
-    from sam4dcap_perception import graph
+def _graph_module():
+    try:
+        from sam4dcap_perception import graph
+        return graph
+    except ImportError:
+        # ros2 launch runs in a system ROS Python (numpy-1 builds) while our packages live in
+        # the project venv (numpy 2, for opensim): graph.py is stdlib-only and is installed
+        # beside launch/ in the package's share folder, so load it from there.
+        spec = importlib.util.spec_from_file_location("sam4dcap_graph", _share("graph.py"))
+        graph = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = graph
+        spec.loader.exec_module(graph)
+        return graph
 
+
+def _nodes(context):
+    graph = _graph_module()
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     options = graph.GraphOptions(
         video=arg["video"], camera=int(arg["camera"]) if arg["camera"] else None,

@@ -54,6 +54,7 @@ if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
     ln -sfn "$root/src/$pkg/package.xml" ".venv/share/$pkg/package.xml"
   done
   for d in launch config rviz; do ln -sfn "$root/$d" ".venv/share/sam4dcap_perception/$d"; done
+  ln -sfn "$root/src/sam4dcap_perception/sam4dcap_perception/graph.py" .venv/share/sam4dcap_perception/graph.py
   # `ros2 run PKG EXE` / launch_ros look in <prefix>/lib/PKG/. These wrappers re-enter the venv
   # with a clean library path, so a system ROS (numpy 1 builds) can start our numpy-2 nodes.
   for pkg in sam4dcap_biomech sam4dcap_perception; do

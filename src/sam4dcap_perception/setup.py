@@ -19,7 +19,8 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
-        ("share/" + package_name, ["package.xml"]),
+        # graph.py (stdlib only) beside launch/: a system ROS Python can load it (launch file).
+        ("share/" + package_name, ["package.xml", package_name + "/graph.py"]),
         ("share/" + package_name + "/launch", _top_files("launch", "*.launch.py")),
         ("share/" + package_name + "/config", _top_files("config", "*.yaml") + _top_files("config", "*.xml")),
         ("share/" + package_name + "/rviz", _top_files("rviz", "*.rviz")),
