@@ -336,6 +336,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     check_marker_frames(series, weights, min_markers=min(params["min_markers"], len(weights)))
     units = _coordinate_units(model)
     coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
+    clamped = _unclamp(model)
 
     with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp:
         tmp = Path(tmp)
@@ -401,18 +402,94 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         labels = list(err_table.getColumnLabels())
         err_matrix = err_table.getMatrix()
         errors = err_matrix.to_numpy().copy()
+        coords, errors, resolved = _keep_to_ranges(model_path, series, coords, errors, labels, clamped, weights=weights,
+                                                   coordinate_tasks=coordinate_tasks, accuracy=accuracy,
+                                                   min_markers=min(params["min_markers"], len(weights)),
+                                                   constraint_weight=setup.constraint_weight if setup else math.inf)
         rms = errors[:, labels.index("marker_error_RMS")]
         mx = errors[:, labels.index("marker_error_max")]
         err_file = None
         if out_mot is not None:
             err_file = results_dir / f"{stem}_marker_errors.sto"
-            err_src.replace(err_file)
+            if resolved.size:
+                from .storage import write_mot, write_sto
+
+                write_mot(out_mot, coords, name=stem)
+                write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
+                err_src.unlink(missing_ok=True)
+            else:
+                err_src.replace(err_file)
         else:
             err_src.unlink(missing_ok=True)
     _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file, log_file=log_path,
-                    extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks})
+                    extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks,
+                           "clamped_ranges": clamped, "resolved_frames": resolved})
+
+
+def _unclamp(model) -> dict[str, tuple[float, float]]:
+    """Unclamp the model's clamped coordinates for the InverseKinematicsTool; returns their ranges.
+
+    Measured: with clamped coordinates the tool's assembler leaves up to 1.1 mm marker RMS and
+    0.8 deg (squat hip flexion, no coordinate near its range) on noise-free markers whatever its
+    accuracy (1e-6..1e-8), against < 0.01 mm / 0.005 deg unclamped. So the tool solves the
+    unclamped problem and `_keep_to_ranges` re-solves, with bounds, the frames that leave a range.
+    """
+    cs = model.updCoordinateSet()
+    ranges = {}
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        if c.getDefaultClamped() and not c.getDefaultLocked():
+            ranges[c.getName()] = (c.getRangeMin(), c.getRangeMax())
+            c.setDefaultClamped(False)
+    return ranges
+
+
+def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: np.ndarray, labels, clamped, *,
+                    weights, coordinate_tasks, accuracy, min_markers, constraint_weight):
+    """Re-solve the frames where the unclamped tool left a clamped coordinate's range.
+
+    The same objective with the model's clamps, by StreamingIK's bounded Gauss-Newton from two
+    start poses: the tool's solution clipped into the ranges and the previous frame's solution
+    (as the streaming warm start); the lower objective wins. A bounded problem's solution that is
+    inside the ranges is the unclamped one, so the other frames keep the tool's solution.
+    Returns (coordinates, marker-error rows, indices of the re-solved frames).
+    """
+    from .streaming_ik import StreamingIK
+
+    names = [n for n in clamped if n in coords.names]
+    if not names:
+        return coords, errors, np.zeros(0, int)
+    lo = np.array([clamped[n][0] for n in names])
+    hi = np.array([clamped[n][1] for n in names])
+    values = coords.select(names).values
+    tol = 1e-7      # rad (m): .mot rounding
+    outside = np.flatnonzero(((values < lo - tol) | (values > hi + tol)).any(axis=1))
+    if not outside.size:
+        return coords, errors, outside
+    used = [n for n in series.names if n in weights]
+    ik = StreamingIK(model_path, used, marker_weights=weights, coordinate_tasks=coordinate_tasks, accuracy=accuracy,
+                     min_markers=min_markers, constraint_weight=constraint_weight, regularize=False)
+    order = [coords.names.index(n) for n in ik.coordinate_names]
+    q_all = coords.values.copy()
+    marker_values = series.select(used).values
+    for k in outside:
+        starts = [q_all[k, order]]
+        if k > 0:
+            starts.append(q_all[k - 1, order])
+        frame = ik.solve_from(float(series.time[k]), marker_values[k], starts)
+        if frame is None:
+            continue
+        q_all[k, order] = frame.q
+        errors[k, labels.index("marker_error_RMS")] = frame.marker_rms_m
+        errors[k, labels.index("marker_error_max")] = frame.marker_max_m
+        if "total_squared_error" in labels:
+            errors[k, labels.index("total_squared_error")] = sum(e ** 2 for e in frame.marker_errors_m.values())
+    log.info("IK: %d of %d frames left a clamped coordinate's range (%s); re-solved with bounds", outside.size,
+             coords.n_frames, ", ".join(n for j, n in enumerate(names)
+                                        if ((values[outside, j] < lo[j] - tol) | (values[outside, j] > hi[j] + tol)).any()))
+    return coords.with_values(q_all), errors, outside
 
 
 def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,

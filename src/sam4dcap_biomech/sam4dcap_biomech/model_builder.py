@@ -11,6 +11,8 @@ LaiUhlrich 2022 (OpenCap), so results compare 1:1 with OpenCap, Rajagopal and Ga
 - hip_{r,l}: hip_flexion (+z, + = flexion), hip_adduction (+x right / -x left, + = adduction),
   hip_rotation (+y right / -y left, + = internal rotation).
 - knee_{r,l}: knee_angle about -z, + = flexion (hinge; no tibio-femoral translation).
+- Every joint (non-pelvis) coordinate is clamped to its physiological range (`COORDINATE_RANGES`):
+  IK keeps to it (inverse_kinematics / streaming_ik); the pelvis coordinates are free.
 - ankle_{r,l}, subtalar_{r,l}, mtp_{r,l}: the oblique axes of Delp 1990 as in Rajagopal 2016;
   ankle_angle + = dorsiflexion, subtalar_angle + = inversion, mtp_angle + = toe extension.
 - back: lumbar_extension (+z, + = extension), lumbar_bending (+x), lumbar_rotation (+y).
@@ -58,7 +60,14 @@ def _mirror(axis):
 
 
 def _joint_table() -> list[tuple[str, str, str, list[tuple[str, tuple, tuple[float, float]]]]]:
-    """(joint, parent body, child body, [(coordinate, axis, (min_deg, max_deg)), ...])."""
+    """(joint, parent body, child body, [(coordinate, axis, (min_deg, max_deg)), ...]).
+
+    Ranges: the normal adult active ranges of motion (AAOS / Greene & Heckman 1994, Soucie et al.
+    2011) with a little margin, since IK keeps every joint coordinate inside its range (clamped):
+    knee hyperextension up to 5 deg, ankle dorsiflexion 35 deg (deep weight-bearing squat) and
+    plantarflexion 50, subtalar inversion 30 / eversion 20, hip rotation +-45, hip extension 30,
+    abduction 50, adduction 30.
+    """
     joints = [
         ("back", "pelvis", "torso", [("lumbar_extension", Z, (-90, 45)), ("lumbar_bending", X, (-50, 50)),
                                      ("lumbar_rotation", Y, (-50, 50))]),
@@ -73,10 +82,10 @@ def _joint_table() -> list[tuple[str, str, str, list[tuple[str, tuple, tuple[flo
         joints += [
             (f"hip_{s}", "pelvis", f"femur_{s}", [(f"hip_flexion_{s}", Z, (-30, 120)),
                                                   (f"hip_adduction_{s}", m(X), (-50, 30)),
-                                                  (f"hip_rotation_{s}", m(Y), (-40, 40))]),
-            (f"knee_{s}", f"femur_{s}", f"tibia_{s}", [(f"knee_angle_{s}", NZ, (-10, 140))]),
+                                                  (f"hip_rotation_{s}", m(Y), (-45, 45))]),
+            (f"knee_{s}", f"femur_{s}", f"tibia_{s}", [(f"knee_angle_{s}", NZ, (-5, 140))]),
             (f"ankle_{s}", f"tibia_{s}", f"talus_{s}", [(f"ankle_angle_{s}", m(ANKLE_AXIS_R), (-50, 35))]),
-            (f"subtalar_{s}", f"talus_{s}", f"calcn_{s}", [(f"subtalar_angle_{s}", m(SUBTALAR_AXIS_R), (-30, 30))]),
+            (f"subtalar_{s}", f"talus_{s}", f"calcn_{s}", [(f"subtalar_angle_{s}", m(SUBTALAR_AXIS_R), (-20, 30))]),
             (f"mtp_{s}", f"calcn_{s}", f"toes_{s}", [(f"mtp_angle_{s}", m(MTP_AXIS_R), (-30, 70))]),
             (f"acromial_{s}", "torso", f"humerus_{s}", [(f"arm_flex_{s}", Z, (-60, 180)),
                                                         (f"arm_add_{s}", m(X), (-180, 45)),
@@ -282,7 +291,9 @@ def build_model(*, height_m: float, mass_kg: float, markers: str = "blazepose33"
             coord.setRangeMin(lo)
             coord.setRangeMax(hi)
             coord.setDefaultValue(defaults.get(coord.getName(), 0.0))
-            coord.setDefaultClamped(False)
+            # Joint coordinates keep to their physiological range in IK (see inverse_kinematics
+            # and streaming_ik); the pelvis' six free-body coordinates are not limited.
+            coord.setDefaultClamped(coord.getName() not in PELVIS_COORDINATES)
 
     # Reference points for the standing height (vertex) and the floor contact (soles).
     _add_point_frame(osim, bodies["head"], "vertex", lay.local("head", lay.points["vertex"]))

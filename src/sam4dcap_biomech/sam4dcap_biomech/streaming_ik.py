@@ -14,7 +14,7 @@ scale of the two terms was checked against the tool with weak tasks, where it ma
 solutions agree to < 0.001 deg), solved by
 damped Gauss-Newton on Simbody's station Jacobians, warm-started from the previous frame's
 solution extrapolated by its velocity. Coordinates that are clamped keep to their range
-(projected steps); locked coordinates stay at their value. The first frame (and any frame where
+(projected Gauss-Newton with an active set); locked coordinates stay at their value. The first frame (and any frame where
 the Gauss-Newton iterations fail to converge) is assembled by OpenSim's own
 InverseKinematicsSolver from the model's default pose, then polished by Gauss-Newton, so the
 cold start is as robust as the tool's.
@@ -344,6 +344,45 @@ class StreamingIK:
         self._prev_q_full = q_full
         return frame
 
+    @property
+    def coordinate_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) bound of each coordinate IK keeps to: its range when the model clamps
+        it, else -inf / inf (coordinate_names order; rad or m)."""
+        return self._lo.copy(), self._hi.copy()
+
+    def solve_from(self, time_s: float, positions, starts: Sequence[np.ndarray]) -> IKFrame | None:
+        """Solve one frame from each start pose (coordinate values in `coordinate_names` order,
+        clipped into the clamped ranges) and keep the solution with the lowest objective.
+
+        The warm start of solve() is left alone and the frame carries no qdot. run_ik re-solves
+        with it the frames where the InverseKinematicsTool left a clamped coordinate's range.
+        """
+        pos = np.asarray(positions, dtype=float)
+        if pos.shape != (len(self.marker_names), 3):
+            raise Sam4dcapError(f"positions must be ({len(self.marker_names)}, 3) metres in marker_names "
+                                f"order; got shape {pos.shape}")
+        obs = pos[self._tracked]
+        present = np.isfinite(obs).all(axis=1)
+        if int(present.sum()) < self.min_markers or not starts:
+            return None
+        best = None
+        for start in starts:
+            q_full = self._q_full.copy()
+            q_full[self._q_index] = np.clip(np.asarray(start, float), self._lo, self._hi)
+            if self._gauss_newton:
+                q_full, iterations, _ = self._gauss_newton_solve(q_full, obs, present)
+            else:
+                q_full, iterations = self._assemble_with_opensim(time_s, pos, q_start=q_full), 0
+            r = self._residuals(q_full, obs, present)[0]
+            if best is None or r @ r < best[0]:
+                best = (float(r @ r), q_full, iterations)
+        self._last_eval = None
+        saved, self._prev = self._prev, None
+        try:
+            return self._make_frame(time_s, best[1], obs, present, best[2], False)
+        finally:
+            self._prev = saved
+
     # --- internals ------------------------------------------------------------------------------
     def _set_q(self, q_full: np.ndarray) -> None:
         import opensim
@@ -384,6 +423,9 @@ class StreamingIK:
     def _gauss_newton_solve(self, q_full, obs, present):
         """Gauss-Newton on the weighted residuals, with Levenberg-Marquardt damping on a bad step.
 
+        Clamped coordinates keep to their range by an active set (projected Gauss-Newton): a
+        coordinate at a bound whose gradient pushes it outward is held there and the step is
+        solved for the others, so a bound touched does not skew the rest of the step.
         Stops once a step moves no free coordinate by more than the step tolerance (10x the
         accuracy, 1e-4 rad for 1e-5): Gauss-Newton's next step would be far smaller, well
         below 0.01 deg. The final pose is evaluated by the caller (_make_frame).
@@ -391,29 +433,44 @@ class StreamingIK:
         q_full = q_full.copy()
         free_q = self._q_index[self._free]
         lo, hi = self._lo[self._free], self._hi[self._free]
+        bounded = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
         q_full[free_q] = np.clip(q_full[free_q], lo, hi)
         r, jac, x = self._residuals(q_full, obs, present)
         cost = 0.5 * r @ r
         step_tol = max(self.accuracy * 10.0, 1e-9)
-        eye = np.eye(self._free.size)
         damping = 0.0
         for it in range(1, self.max_iterations + 1):
-            jtj = jac.T @ jac
             grad = jac.T @ r
+            q = q_full[free_q]
+            if bounded:
+                held = ((q <= lo) & (grad > 0)) | ((q >= hi) & (grad < 0))
+                move = np.flatnonzero(~held)
+            else:
+                move = np.arange(q.size)
+            jtj = jac[:, move].T @ jac[:, move]
+            g = grad[move]
+            eye = np.eye(move.size)
+            first = True
             while True:
-                a = jtj + (damping * np.diag(np.diag(jtj)) + 1e-12 * eye if damping else 1e-12 * eye)
+                # Convergence is judged on the undamped step (a damped step is short anywhere).
+                d = 0.0 if first else damping
+                a = jtj + (d * np.diag(np.diag(jtj)) + 1e-12 * eye if d else 1e-12 * eye)
                 try:
-                    step = -np.linalg.solve(a, grad)
+                    step = -np.linalg.solve(a, g)
                 except np.linalg.LinAlgError:
-                    step = -np.linalg.lstsq(a, grad, rcond=None)[0]
+                    step = -np.linalg.lstsq(a, g, rcond=None)[0]
                 trial = q_full.copy()
-                trial[free_q] = np.clip(q_full[free_q] + step, lo, hi)
-                moved = float(np.max(np.abs(trial[free_q] - q_full[free_q])))
-                if moved < step_tol:
+                trial[free_q[move]] = np.clip(q[move] + step, lo[move], hi[move])
+                moved = float(np.max(np.abs(trial[free_q] - q), initial=0.0))
+                if first and moved < step_tol:
                     # Keep the last evaluation for the frame report: the final step moved no
                     # coordinate by more than step_tol, so marker errors differ by < ~step_tol m.
-                    self._last_eval = (q_full[free_q].copy(), r, jac, x)
+                    self._last_eval = (q.copy(), r, jac, x)
                     return trial, it, True
+                if first and damping:
+                    first = False
+                    continue
+                first = False
                 r_new, jac_new, x_new = self._residuals(trial, obs, present)
                 cost_new = 0.5 * r_new @ r_new
                 if cost_new <= cost:

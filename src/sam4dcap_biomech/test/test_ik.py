@@ -222,3 +222,61 @@ def test_unreadable_files(subject, tmp_path):
     setup.write_text("<OpenSimDocument><ScaleTool/></OpenSimDocument>")
     with pytest.raises(Sam4dcapError, match="InverseKinematicsTool"):
         run_ik(subject["scaled"], markers, setup_xml=setup)
+
+
+@pytest.fixture(scope="module")
+def clamped_and_unclamped(tmp_path_factory):
+    """The generated blazepose33 model (joint coordinates clamped) and a copy with every clamp off."""
+    import opensim
+
+    tmp = tmp_path_factory.mktemp("clamp")
+    clamped = model_builder.write_model(tmp / "clamped.osim", height_m=1.75, mass_kg=70.0, markers="blazepose33")
+    model = opensim.Model(str(clamped))
+    cs = model.updCoordinateSet()
+    for i in range(cs.getSize()):
+        cs.get(i).setDefaultClamped(False)
+    model.finalizeConnections()
+    model.printToXML(str(tmp / "unclamped.osim"))
+    return clamped, tmp / "unclamped.osim"
+
+
+def test_clamped_ik_keeps_joint_coordinates_in_range(clamped_and_unclamped):
+    """Standing with straight knees and palms forward (knee 0, pronation 0: 5 and 10 deg inside
+    their ranges) under 1 cm marker noise: unclamped IK leaves the ranges (knee hyperextension,
+    supination, eversion), clamped IK keeps every joint coordinate inside, batch (tool + bounded
+    re-solve of the frames it left) and streaming (bounded Gauss-Newton) alike and agreeing,
+    and gets closer to the known answer where the unclamped solution left the range."""
+    import opensim
+
+    clamped, unclamped = clamped_and_unclamped
+    truth = synthetic.static_trajectory(1.0, 30.0, height_m=1.75)
+    markers = synthetic.markers_from_coordinates(opensim.Model(str(clamped)), truth)
+    noisy = synthetic.add_marker_noise(markers, sigma_m=0.01, seed=7)
+    joints = [n for n in truth.names if n not in model_builder.PELVIS_COORDINATES]
+    lo = np.array([model_builder.COORDINATE_RANGES[n][0] for n in joints])
+    hi = np.array([model_builder.COORDINATE_RANGES[n][1] for n in joints])
+
+    free = run_ik(unclamped, noisy, accuracy=1e-8)
+    q_free = free.coordinates.select(joints).values
+    left = [n for j, n in enumerate(joints) if (q_free[:, j] < lo[j] - 1e-3).any() or (q_free[:, j] > hi[j] + 1e-3).any()]
+    assert {"knee_angle_l", "pro_sup_l"} <= set(left), left          # the premise: noise leaves the ranges
+    assert free.extra["resolved_frames"].size == 0                   # nothing clamped, nothing re-solved
+
+    batch = run_ik(clamped, noisy, accuracy=1e-8)
+    stream = run_streaming_ik(clamped, noisy, accuracy=1e-8)
+    for result in (batch, stream):
+        q = result.coordinates.select(joints).values
+        assert np.all(q >= lo - 1e-6) and np.all(q <= hi + 1e-6)
+    resolved = batch.extra["resolved_frames"]
+    assert 0 < resolved.size < noisy.n_frames
+    kept = np.setdiff1d(np.arange(noisy.n_frames), resolved)   # frames inside the ranges: the tool's solution
+    np.testing.assert_allclose(batch.coordinates.select(joints).values[kept], q_free[kept], atol=1e-9)
+    diff_deg = np.rad2deg(np.abs(batch.coordinates.select(joints).values - stream.coordinates.select(joints).values))
+    assert diff_deg.max() <= 0.02, joints[int(diff_deg.max(axis=0).argmax())]
+
+    def rmse_deg(result):
+        return {n: float(np.rad2deg(np.sqrt(np.mean((result.coordinates.get(n) - truth.get(n)) ** 2)))) for n in joints}
+    before, after = rmse_deg(free), rmse_deg(batch)
+    for name in left:
+        assert after[name] < before[name], (name, before[name], after[name])
+    assert sum(after.values()) < 0.95 * sum(before.values())

@@ -54,7 +54,11 @@ def test_coordinates_named_like_rajagopal_with_physiological_ranges(blaze):
         c = cs.get(name)
         assert c.getRangeMin() <= lo and c.getRangeMax() >= hi, name
         assert c.getRangeMin() > -181 * deg and c.getRangeMax() < 181 * deg, name
-    assert cs.get("knee_angle_r").getRangeMin() >= -10 * deg
+    assert -5.01 * deg <= cs.get("knee_angle_r").getRangeMin() <= 0    # at most 5 deg hyperextension
+    assert cs.get("ankle_angle_r").getRangeMax() <= 40 * deg and cs.get("ankle_angle_r").getRangeMin() >= -55 * deg
+    # IK keeps joint coordinates inside their ranges (clamped); the pelvis' free-body dofs are free.
+    for name in names:
+        assert cs.get(name).getDefaultClamped() == (not name.startswith("pelvis_")), name
     assert cs.get("pelvis_tx").getMotionType() == opensim.Coordinate.Translational
     assert cs.get("hip_flexion_r").getMotionType() == opensim.Coordinate.Rotational
 

@@ -89,6 +89,26 @@ def test_coordinate_task_pulls_coordinate(model_path, gait):
     assert frame.q[ik.coordinate_names.index("lumbar_rotation")] == pytest.approx(0.3, abs=1e-3)
 
 
+def test_bounded_solution_is_the_optimum_at_the_bound(model_path, gait):
+    """A task pulling the (clamped) knee far into hyperextension: the knee stops exactly at its
+    range limit and every other coordinate takes the optimum for the knee held there (the bounded
+    problem's solution, as if the knee were pinned at the limit), from a cold and a warm start."""
+    _, markers = gait
+    lo = model_builder.COORDINATE_RANGES["knee_angle_r"][0]
+    pulled = StreamingIK(model_path, markers.names, regularize=False,
+                         coordinate_tasks={"knee_angle_r": CoordinateTask(weight=10.0, value=-0.6)})
+    pinned = StreamingIK(model_path, markers.names, regularize=False,
+                         coordinate_tasks={"knee_angle_r": CoordinateTask(weight=1e7, value=lo)})
+    assert pulled.coordinate_bounds[0][pulled.coordinate_names.index("knee_angle_r")] == lo
+    knee = pulled.coordinate_names.index("knee_angle_r")
+    rot = [i for i, n in enumerate(pulled.coordinate_names) if not n.startswith("pelvis_t") and i != knee]
+    for k in range(3):
+        got = pulled.solve(float(markers.time[k]), markers.values[k])
+        want = pinned.solve(float(markers.time[k]), markers.values[k])
+        assert got.q[knee] == lo
+        assert np.rad2deg(np.abs(got.q[rot] - want.q[rot])).max() < 0.01
+
+
 @pytest.fixture(scope="module")
 def blazepose_gait(tmp_path_factory):
     import opensim
