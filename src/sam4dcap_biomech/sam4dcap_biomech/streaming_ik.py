@@ -14,10 +14,10 @@ scale of the two terms was checked against the tool with weak tasks, where it ma
 solutions agree to < 0.001 deg), solved by
 damped Gauss-Newton on Simbody's station Jacobians, warm-started from the previous frame's
 solution extrapolated by its velocity. Coordinates that are clamped keep to their range
-(projected Gauss-Newton with an active set); locked coordinates stay at their value. The first frame (and any frame where
-the Gauss-Newton iterations fail to converge) is assembled by OpenSim's own
-InverseKinematicsSolver from the model's default pose, then polished by Gauss-Newton, so the
-cold start is as robust as the tool's.
+(projected Gauss-Newton with an active set); locked coordinates stay at their value. The first
+frame (and any frame where the Gauss-Newton iterations fail to converge) is assembled by
+OpenSim's own InverseKinematicsSolver from the model's default pose, then polished by
+Gauss-Newton, so the cold start is as robust as the tool's.
 
 Models with kinematic constraints (coordinate couplers, ...) are solved with OpenSim's solver
 on every frame (slower, same results): the Gauss-Newton path handles unconstrained trees only.
