@@ -150,7 +150,9 @@ def main() -> int:
     lines = ["# ik_node kill/restart mid-stream", "",
              f"{args.restarts} SIG{args.signal} restarts per configuration while markers stream at 30 Hz "
              f"(synthetic gait, BlazePose 33), {os.cpu_count()} cores. before = profile without the restart "
-             "timings and no node-side shared-memory port recovery; after = as shipped.", ""]
+             "timings and no node-side shared-memory port recovery; after = as shipped. "
+             "discovered -> first JointState is 0 when JointState came first (the latched model path "
+             "was late: its first sample lost and repaired at the next writer heartbeat).", ""]
     stats = {}
     for config, result in results.items():
         rows = result["rows"]
