@@ -58,6 +58,10 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
 
     source = open_source(video, start_s=start_s, end_s=end_s,
                          image_folder_fps=source_params["image_folder_fps"] or None)
+    if intrinsics is None and source_params["camera_info_file"]:
+        from .camera_calibration import load_camera_info_file
+
+        intrinsics = load_camera_info_file(source_params["camera_info_file"], source.width, source.height)
     if intrinsics is None:
         intrinsics = source.intrinsics_default(float(fov))
         log.debug("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
