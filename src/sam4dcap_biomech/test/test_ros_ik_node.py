@@ -280,3 +280,30 @@ def test_restart_mid_stream_resumes(ros, tmp_path, cache_env, gait):
         stop_node(first)
         if second is not None:
             assert stop_node(second) == 0, node_log(second)[-2000:]
+
+
+def test_realtime_mode_solves_the_newest_markers_and_counts_the_skipped(ros, tmp_path, cache_env, gait):
+    """realtime=true: a burst of markers faster than IK is not queued up: stale frames are
+    skipped (counted in the log), the newest frame is always solved, stamps stay increasing."""
+    _, markers = gait
+    proc = start_node("ik_node", {"subject_height_m": HEIGHT_M, "subject_mass_kg": MASS_KG, "realtime": True},
+                      log_path=tmp_path / "ik.log")
+    try:
+        states = ros.collect(JointState, joint_states_topic(1))
+        pub = ros.node.create_publisher(VirtualMarkers, "/sam4dcap/markers", RESULTS_QOS)
+        ros.wait_for_subscriber(pub, procs=[proc])
+        msgs = [markers_msg(T0 + t, BLAZEPOSE33, v) for t, v in zip(markers.time, markers.values)]
+        for m in msgs:  # all at once: ~1 ms apart, each solve takes longer than that
+            pub.publish(m)
+        last = stamp_key(msgs[-1].header.stamp)
+        assert ros.spin_until(lambda: states and stamp_key(states[-1].header.stamp) == last, 60.0, procs=[proc]), \
+            node_log(proc)[-2000:]
+        ros.spin_until(lambda: False, 0.5)
+    finally:
+        assert stop_node(proc) == 0, node_log(proc)[-2000:]
+    keys = [stamp_key(m.header.stamp) for m in states]
+    assert keys == sorted(set(keys)), "increasing capture stamps"
+    assert len(states) < len(msgs), f"{len(states)} of {len(msgs)} frames solved: nothing skipped"
+    log_text = node_log(proc)
+    skipped = int(log_text.rsplit("skipped ", 1)[1].split()[0])
+    assert skipped == len(msgs) - len(states), log_text[-1000:]

@@ -16,6 +16,10 @@ std_msgs/Header on PROGRESS_TOPIC after it has consumed each input frame (stamp 
 capture stamp, frame_id = node name), whether or not it produced an output for it. A file or
 bag source publishes frame i only while fewer than `max_queue_frames` frames are un-acked by
 each of its `ack_nodes`; it starts once those nodes exist, and exits when all frames are acked.
+A stage that holds frames back (markers_node while its ground-plane window fills, offline)
+announces it with a Header whose frame_id is "<node>/held" (stamp = newest held frame): the
+source then does not count those frames as in flight to the nodes downstream of it (they
+cannot ack frames they have not been sent) until the final wait, which needs every ack.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from typing import Any
 
 PROGRESS_TOPIC = "/sam4dcap/progress"
 READY_TOPIC = "/sam4dcap/ready"
+# A file/bag source has published its last frame (std_msgs/Header, stamp = that frame's capture
+# stamp, latched). Offline, markers_node then fixes the world frame from the frames it holds
+# when its ground-plane window never completed (a clip shorter than ground_window_s).
+END_OF_STREAM_TOPIC = "/sam4dcap/end_of_stream"
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ TOPICS: tuple[Topic, ...] = (
           "Frame acks of the pipeline stages (offline flow control).", record=False),
     Topic(READY_TOPIC, "std_msgs/msg/String", "latched", "",
           "Names of nodes whose input subscriptions exist (offline start).", record=False),
+    Topic(END_OF_STREAM_TOPIC, "std_msgs/msg/Header", "latched", "video_source_node",
+          "A file/bag source published its last frame (stamp = its capture stamp).", record=False),
 )
 
 
@@ -103,7 +113,7 @@ class NodeSpec:
 
     @property
     def startup_inputs(self) -> tuple[str, ...]:
-        return tuple(t for t in self.subscribes if t != PROGRESS_TOPIC)
+        return tuple(t for t in self.subscribes if t not in (PROGRESS_TOPIC, END_OF_STREAM_TOPIC))
 
     @property
     def executable(self) -> str:
@@ -112,12 +122,13 @@ class NodeSpec:
 
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
-             ("/camera/image_raw", "/camera/camera_info"), description="file / camera / bag -> images"),
+             ("/camera/image_raw", "/camera/camera_info", END_OF_STREAM_TOPIC),
+             description="file / camera / bag -> images"),
     NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw",),
              ("/sam4dcap/segmentation", "/sam4dcap/mask", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC),
              acks=True, announces_ready=True,
              description="segmentation + keypoints (+ mesh)"),
-    NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info"),
+    NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info", END_OF_STREAM_TOPIC),
              ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True, announces_ready=True,
              description="keypoints -> world-frame virtual markers"),
     NodeSpec("ik_node", "sam4dcap_biomech", ("/sam4dcap/markers",),
@@ -138,6 +149,9 @@ NODES: tuple[NodeSpec, ...] = (
 )
 
 
+NODE_NAMES = frozenset(n.name for n in NODES)
+
+
 def node(name: str) -> NodeSpec:
     for n in NODES:
         if n.name == name:
@@ -147,7 +161,7 @@ def node(name: str) -> NodeSpec:
 
 def downstream_of(node_name: str) -> set[str]:
     """Nodes that (transitively) consume what `node_name` publishes (acks/readiness excluded)."""
-    control = {PROGRESS_TOPIC, READY_TOPIC}
+    control = {PROGRESS_TOPIC, READY_TOPIC, END_OF_STREAM_TOPIC}
     out: set[str] = set()
     todo = [node_name]
     while todo:
@@ -158,6 +172,14 @@ def downstream_of(node_name: str) -> set[str]:
                 out.add(n.name)
                 todo.append(n.name)
     return out
+
+
+def waits_on_held_frames(holder: str, node_name: str) -> bool:
+    """A frame held back by `holder` cannot be acked by `node_name`: it consumes what `holder`
+    publishes and does not read the source's images itself (the recorder does: its acks follow
+    the images, held or not)."""
+    source_topics = set(node("video_source_node").publishes) - {END_OF_STREAM_TOPIC}
+    return node_name in downstream_of(holder) and not (set(node(node_name).subscribes) & source_topics)
 
 
 @dataclass
@@ -208,6 +230,7 @@ def node_overrides(options: GraphOptions, nodes: list[NodeSpec]) -> dict[str, di
     put("video_source_node", "source", options.source)
     put("video_source_node", "realtime", not options.offline)
     put("video_source_node", "ack_nodes", ",".join(n.name for n in nodes if n.acks))
+    put("ik_node", "realtime", not options.offline)
     put("markers_node", "subject_height_m", options.height_m)
     put("ik_node", "subject_height_m", options.height_m)
     put("ik_node", "subject_mass_kg", options.mass_kg)

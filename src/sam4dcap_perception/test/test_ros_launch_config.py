@@ -114,3 +114,14 @@ def test_rviz_config_shows_topics_that_nodes_publish():
     assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays), "frames display"
     ns = next(d for d in displays if d["Class"] == "rviz_default_plugins/MarkerArray")["Namespaces"]
     assert set(ns) == {"markers", "skeleton", "twin", "mesh"}
+
+
+def test_frames_held_by_the_markers_node_are_not_awaited_from_ik_but_from_the_recorder():
+    """Offline flow control: while markers_node holds its ground-plane window, the source may not
+    wait for acks of those frames from ik_node (it never got them), but still from the recorder
+    (it acks the images it wrote, which it reads from the source directly)."""
+    assert graph.waits_on_held_frames("markers_node", "ik_node")
+    assert not graph.waits_on_held_frames("markers_node", "recorder_node")
+    assert not graph.waits_on_held_frames("markers_node", "body_estimator_node")
+    assert graph.END_OF_STREAM_TOPIC in graph.node("video_source_node").publishes
+    assert graph.END_OF_STREAM_TOPIC in graph.node("markers_node").subscribes

@@ -12,7 +12,11 @@
   need the model (id_node, the visualization's twin) follow a calibration's hot swap through it.
 - Service ~/calibrate (CalibrateSubject): scales the model to the subject from a static window
   of the recent marker stream (kept for `calibration_buffer_s`), then hot-swaps the IK.
-- Frame acks on /sam4dcap/progress after every marker message (offline flow control).
+- Frame acks on /sam4dcap/progress after every marker message solved (offline flow control).
+- `realtime` (live streams, set by the graph): only the newest markers are solved. Messages are
+  taken off the DDS queue at once; a worker thread solves the newest one, and a message that
+  a newer one replaced before its solve started is skipped (counted, logged every 10 s and at
+  shutdown, not acked). Offline every message is solved in order.
 With `model_path` empty the project's generated model for the subject height/mass is used,
 written once into the cache folder.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +102,20 @@ class IKNode(Node):
         self.joint_states_pub = self.create_publisher(JointState, joint_states_topic(p["person_id"]), RESULTS_QOS)
         self.model_pub = self.create_publisher(String, MODEL_PATH_TOPIC, LATCHED_QOS)
         self.acks = FrameAcks(self)
+        # One lock around the IK and the calibration buffer: the realtime worker and the
+        # calibration service (executor thread) both use them.
+        self._ik_lock = threading.Lock()
+        self.realtime = bool(p["realtime"])
+        self.solved = 0
+        self.skipped = 0
+        self._newest = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._worker = None
+        if self.realtime:
+            self._worker = threading.Thread(target=self._solve_newest_loop, name="ik_realtime", daemon=True)
+            self._worker.start()
+            self.create_timer(10.0, self._report_skipped)
         self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
         self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
         # Recent frames for calibration: (capture time, positions in marker_names order).
@@ -106,7 +125,8 @@ class IKNode(Node):
         self._warned: set[str] = set()
         self._publish_model_path()
         self.get_logger().info(f"IK on {self.model_path} ({self.ik.model.getName()}); "
-                               f"publishing {joint_states_topic(p['person_id'])}")
+                               f"publishing {joint_states_topic(p['person_id'])}"
+                               + ("; realtime: newest markers only" if self.realtime else ""))
 
     # --- setup ---------------------------------------------------------------------------
     def _make_ik(self, model_path: Path):
@@ -157,10 +177,57 @@ class IKNode(Node):
             self._recent.popleft()
 
     def _on_markers(self, msg) -> None:
+        if self.realtime:
+            with self._wake:
+                if self._newest is not None:
+                    self.skipped += 1   # a newer frame arrived before this one's solve started
+                self._newest = msg
+                self._wake.notify()
+            return
         try:
-            self._process(msg)
+            with self._ik_lock:
+                self._process(msg)
         finally:
+            self.solved += 1
             self.acks.ack(msg.header.stamp)
+
+    def _solve_newest_loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._newest is None and not self._stopping:
+                    self._wake.wait(0.5)
+                if self._stopping:
+                    return
+                msg, self._newest = self._newest, None
+            try:
+                with self._ik_lock:
+                    self._process(msg)
+            except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the worker
+                self.get_logger().error(f"markers at {stamp_to_sec(msg.header.stamp):.3f} s: "
+                                        f"{type(exc).__name__}: {exc}")
+            finally:
+                self.solved += 1
+                if self.context.ok():
+                    self.acks.ack(msg.header.stamp)
+
+    def _report_skipped(self) -> None:
+        if self.skipped:
+            self.get_logger().info(f"realtime: solved {self.solved} markers frames, skipped {self.skipped} "
+                                   "stale ones (newer markers arrived first)")
+
+    def close(self) -> None:
+        """Stop the realtime worker (run_node calls this before destroying the node)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(5.0)
+            if self.realtime:
+                import sys
+
+                # (the ROS context is already shut down here: plain stderr, where the node logs go)
+                print(f"[ik_node] realtime: solved {self.solved} markers frames, skipped {self.skipped} stale ones",
+                      file=sys.stderr, flush=True)
 
     def _process(self, msg) -> None:
         if msg.person_id != self.p["person_id"]:
@@ -233,7 +300,8 @@ class IKNode(Node):
     def _on_calibrate(self, request, response):
         t0 = time.perf_counter()
         try:
-            result = self._calibrate(request.height_m, request.mass_kg, request.window_s)
+            with self._ik_lock:
+                result = self._calibrate(request.height_m, request.mass_kg, request.window_s)
         except Sam4dcapError as exc:
             response.success = False
             response.message = str(exc)

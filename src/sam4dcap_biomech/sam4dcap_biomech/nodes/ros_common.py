@@ -165,6 +165,15 @@ class FrameAcks:
     def ack(self, stamp) -> None:
         self._pub.publish(self._header(stamp=stamp, frame_id=self._name))
 
+    def hold(self, stamp) -> None:
+        """This node holds the frames up to `stamp` back (acked, not yet passed on): a source
+        must not count them as in flight to the nodes downstream of it."""
+        self._pub.publish(self._header(stamp=stamp, frame_id=self._name + HELD_SUFFIX))
+
+
+# frame_id suffix of a "frames held back" notice on PROGRESS_TOPIC (FrameAcks.hold).
+HELD_SUFFIX = "/held"
+
 
 def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw: bool = False,
                              poll_s: float = 0.1, on_subscribed=None, reliable_depth: int = 30):

@@ -9,7 +9,11 @@ stamps. Modes:
       /sam4dcap/progress, see graph.py), and exits 0 once every frame is acked. No frame is
       dropped; a node silent for `ack_timeout_s` with frames pending is reported by name and
       no longer waited for; a node that restarts (new subscription endpoints) has the frames
-      in flight to its dead instance written off, reported by name and count.
+      in flight to its dead instance written off, reported by name and count. Frames a stage
+      holds back ("<node>/held" notices, e.g. markers_node's ground-plane window) do not count
+      as in flight to the nodes downstream of it, except in the final wait.
+  A file or bag source announces its last frame on /sam4dcap/end_of_stream (latched Header,
+  stamp = that frame's capture stamp), so a stage holding frames can finish them.
   realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
       at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
       skips frames.
@@ -28,10 +32,11 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
                                                declare_parameters, image_qos, run_node, sec_to_stamp)
 
 from .. import graph
+from ..camera_calibration import load_camera_info_file
 from .image_conversion import camera_info_from_intrinsics, numpy_to_image
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -41,42 +46,6 @@ INFO_TOPIC = "/camera/camera_info"
 def is_bag(source: str) -> bool:
     p = Path(source)
     return (p.is_dir() and ((p / "metadata.yaml").is_file() or any(p.glob("*.mcap")))) or p.suffix == ".mcap"
-
-
-def load_camera_info_file(path: str, width: int, height: int):
-    """Intrinsics from a ROS camera_info YAML (camera_matrix.data) or an OpenCV YAML (K /
-    camera_matrix / cameraMatrix)."""
-    import numpy as np
-
-    from ..observations import CameraIntrinsics
-
-    p = Path(path)
-    if not p.is_file():
-        raise Sam4dcapError(f"parameter video_source_node.camera_info_file: {p} not found")
-    k = None
-    try:
-        import yaml
-
-        doc = yaml.safe_load(p.read_text())
-        if isinstance(doc, dict) and isinstance(doc.get("camera_matrix"), dict):
-            k = np.reshape(doc["camera_matrix"]["data"], (3, 3))
-            width, height = int(doc.get("image_width", width)), int(doc.get("image_height", height))
-    except Exception:  # noqa: BLE001 - OpenCV YAML (%YAML:1.0 + !!opencv-matrix) is not plain YAML
-        k = None
-    if k is None:
-        import cv2
-
-        fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_READ)
-        for key in ("K", "camera_matrix", "cameraMatrix"):
-            node = fs.getNode(key)
-            if not node.empty():
-                k = node.mat()
-                break
-        fs.release()
-    if k is None or np.shape(k) != (3, 3):
-        raise Sam4dcapError(f"parameter video_source_node.camera_info_file: {p} has no 3x3 camera matrix "
-                            "(ROS camera_info YAML `camera_matrix` or OpenCV `K`/`camera_matrix`)")
-    return CameraIntrinsics(width, height, float(k[0][0]), float(k[1][1]), float(k[0][2]), float(k[1][2]))
 
 
 def _stamp_ns(stamp) -> int:
@@ -119,6 +88,7 @@ class VideoSourceNode(Node):
         self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()]
         self._lock = threading.Condition()
         self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes} if self.offline else {}
+        self.held_ns: dict[str, int] = {}    # stage -> newest frame it holds back (not yet passed on)
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
         self.ready_nodes: dict[str, set[str]] = {}  # node -> its lazily subscribed topics
@@ -135,6 +105,8 @@ class VideoSourceNode(Node):
 
             self.create_subscription(String, READY_TOPIC, on_ready, LATCHED_QOS)
         self.frames_published = 0
+        self.eos_pub = self.create_publisher(Header, graph.END_OF_STREAM_TOPIC, LATCHED_QOS) \
+            if not self.camera else None
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
         self._thread.start()
         mode = "offline (reliable, acked by " + (", ".join(self.ack_nodes) or "nobody") + ")" if self.offline \
@@ -144,16 +116,26 @@ class VideoSourceNode(Node):
     # --- flow control ---------------------------------------------------------------------
     def _on_progress(self, msg: Header) -> None:
         with self._lock:
-            if msg.frame_id in self.acked_ns:
+            if msg.frame_id.endswith(HELD_SUFFIX):
+                holder = msg.frame_id[:-len(HELD_SUFFIX)]
+                self.held_ns[holder] = max(self.held_ns.get(holder, -1), _stamp_ns(msg.stamp))
+                self._lock.notify_all()
+            elif msg.frame_id in self.acked_ns:
                 t = _stamp_ns(msg.stamp)
                 if t > self.acked_ns[msg.frame_id]:
                     self.acked_ns[msg.frame_id] = t
                 self.last_ack_wall[msg.frame_id] = time.monotonic()
                 self._lock.notify_all()
 
-    def _pending(self, node_name: str) -> int:
-        """Frames published but not yet acked by `node_name` (acks are watermarks: stamp <= t)."""
-        return len(self.published_ns) - bisect.bisect_right(self.published_ns, self.acked_ns[node_name])
+    def _pending(self, node_name: str, *, count_held: bool = False) -> int:
+        """Frames published but not yet acked by `node_name` (acks are watermarks: stamp <= t).
+        Frames held back upstream of it are not in flight to it unless `count_held`."""
+        done = self.acked_ns[node_name]
+        if not count_held:
+            for holder, held in self.held_ns.items():
+                if held > done and holder in graph.NODE_NAMES and graph.waits_on_held_frames(holder, node_name):
+                    done = held
+        return len(self.published_ns) - bisect.bisect_right(self.published_ns, done)
 
     def _input_endpoints(self, node_name: str) -> set[bytes]:
         """GIDs of `node_name`'s subscriptions to its first input: a restarted node has new ones."""
@@ -171,7 +153,7 @@ class VideoSourceNode(Node):
             gids = self._input_endpoints(n)
             known = self._endpoints.setdefault(n, gids)
             if gids - known:
-                lost = self._pending(n)
+                lost = self._pending(n, count_held=True)
                 # Its consumers will never see those frames either.
                 for m in {n} | (graph.downstream_of(n) if n in {x.name for x in graph.NODES} else set()):
                     if m in self.acked_ns:
@@ -182,17 +164,18 @@ class VideoSourceNode(Node):
 
     def _wait_for_acks(self, max_pending: int) -> None:
         timeout = self.p["ack_timeout_s"]
+        count_held = max_pending == 0   # the final wait needs every frame acked
         with self._lock:
             last_check = 0.0
             while True:
-                waiting = [n for n in self.acked_ns if self._pending(n) > max_pending]
+                waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
                 if not waiting:
                     return
                 now = time.monotonic()
                 if now - last_check > 0.25:
                     last_check = now
                     self._check_restarts(waiting)
-                    waiting = [n for n in self.acked_ns if self._pending(n) > max_pending]
+                    waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
                     if not waiting:
                         return
                 for n in waiting:
@@ -353,6 +336,9 @@ class VideoSourceNode(Node):
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
+            last_stamp = stamp
+        if self.eos_pub is not None and self.frames_published:
+            self.eos_pub.publish(Header(stamp=last_stamp, frame_id=self.p["frame_id"]))
         if self.offline:
             self._wait_for_acks(0)
         dt = time.monotonic() - t_start
