@@ -3,11 +3,13 @@
 Namespaces (one MarkerArray per marker frame, in `world_frame`):
   markers   SPHERE_LIST of the virtual markers (missing ones left out)
   skeleton  LINE_LIST between anatomical neighbours (BlazePose names)
-  twin      the biomechanical twin: the IK model's bodies as cylinders from each body's origin
-            to the joint centres of its children, posed by /sam4dcap/joint_kinematics with the
-            model named on /sam4dcap/model_path (latched by the IK node; `twin.ModelPoser`).
-            Until a model and kinematics arrive, the segments are drawn between markers instead
-            (thigh, shank, foot, arms, trunk, pelvis). show_twin switches this namespace.
+  twin      the biomechanical twin: every body of the IK model as one simple shape (CYLINDER
+            along the segment, CUBE for the pelvis, SPHERE; `body_poses.BodyPoser`), posed by
+            /sam4dcap/joint_kinematics with the model named on /sam4dcap/model_path (latched by
+            the IK node; followed across calibration hot swaps). One MarkerArray per
+            JointKinematics, marker id = body index, text = body name. Until a model and
+            kinematics arrive, segments are drawn between markers instead (thigh, shank, foot,
+            arms, trunk, pelvis). show_twin switches this namespace.
   mesh      TRIANGLE_LIST of the last BodyMesh with faces (mesh backends only), in its frame.
 """
 
@@ -110,27 +112,21 @@ def marker_array(names, positions: np.ndarray, header, *, diameter_m: float, sho
     return out
 
 
-def twin_markers(bones, header, *, diameter_m: float):
-    """One CYLINDER per model bone (start -> end, ground frame)."""
+def twin_markers(poses, header):
+    """One Marker per model body: its simple shape (`body_poses.BodyShape`) posed in ground,
+    RViz's convention (a cylinder's length along its z; scale = full extents)."""
     from visualization_msgs.msg import Marker
 
+    kinds = {"cylinder": Marker.CYLINDER, "box": Marker.CUBE, "sphere": Marker.SPHERE}
     out = []
-    for i, (parent, child, a, b) in enumerate(bones):
-        m = Marker(header=header, ns="twin", id=i, type=Marker.CYLINDER)
-        d = np.asarray(b, float) - np.asarray(a, float)
-        length = float(np.linalg.norm(d))
-        if length < 1e-4 or not np.all(np.isfinite(d)):
-            m.action = Marker.DELETE
-        else:
-            mid = (np.asarray(a, float) + np.asarray(b, float)) / 2
-            m.action = Marker.ADD
-            m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, mid)
-            (m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
-             m.pose.orientation.w) = _quaternion_z_to(d)
-            m.scale.x = m.scale.y = float(max(diameter_m, 0.15 * length))
-            m.scale.z = length
-            m.color = _color(0.3, 0.9, 0.4, 0.7)
-        m.text = f"{parent}->{child}"
+    for i, body in enumerate(poses):
+        m = Marker(header=header, ns="twin", id=i, type=kinds[body.shape.kind], action=Marker.ADD)
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in body.shape_position_m)
+        (m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
+         m.pose.orientation.w) = (float(v) for v in body.shape_quaternion_xyzw)
+        m.scale.x, m.scale.y, m.scale.z = (float(v) for v in body.shape.size_m)
+        m.color = _color(0.3, 0.9, 0.4, 0.7)
+        m.text = body.name
         out.append(m)
     return out
 
@@ -173,12 +169,12 @@ class VisualizationNode(Node):
     def _on_model_path(self, msg) -> None:
         if msg.data == self.poser_path:
             return
-        from ..twin import ModelPoser
+        from sam4dcap_biomech.body_poses import BodyPoser
 
         try:
-            self.poser = ModelPoser(msg.data)
+            self.poser = BodyPoser(msg.data)
             self.poser_path = msg.data
-            self.get_logger().info(f"twin: model {self.poser.name} ({len(self.poser.edges)} bones)")
+            self.get_logger().info(f"twin: model {self.poser.model_name} ({len(self.poser.body_names)} bodies)")
         except Exception as exc:  # noqa: BLE001 - keep drawing the marker-based twin
             self.get_logger().error(f"twin: cannot load {msg.data}: {exc}")
 
@@ -187,10 +183,15 @@ class VisualizationNode(Node):
 
         if self.poser is None:
             return
-        bones = self.poser.bones(list(msg.name), list(msg.position))
+        coordinates = {n: q for n, q in zip(msg.name, msg.position) if math.isfinite(q)}
+        try:
+            poses = self.poser.poses(coordinates)
+        except Exception as exc:  # noqa: BLE001 - e.g. kinematics of another model: reported
+            self.get_logger().error(f"twin: {exc}", throttle_duration_sec=10.0)
+            return
         header = msg.header
         header.frame_id = self.p["world_frame"] or "world"
-        self.pub.publish(MarkerArray(markers=twin_markers(bones, header, diameter_m=self.p["marker_diameter_m"])))
+        self.pub.publish(MarkerArray(markers=twin_markers(poses, header)))
 
     def _on_markers(self, msg) -> None:
         pos = np.array([[p.x, p.y, p.z] for p in msg.positions], float).reshape(-1, 3)
