@@ -12,7 +12,7 @@ Latency is measured in this process: receive time of /camera/camera_info (publis
 image, same stamp; a tiny message, so this is the source's publish time within ~1 ms) to the
 receive time of each stage's frame ack on /sam4dcap/progress and of the JointState with the same
 stamp. Stages: body = body_estimator ack - camera, markers = markers ack - body ack, cam_markers
-= markers ack - camera (the perception part), ik = ik ack - markers ack. Steady state: the first 5 s are excluded from the latency statistics (the markers
+= markers ack - camera (the perception part), ik = JointState - markers ack. Steady state: the first 5 s are excluded from the latency statistics (the markers
 node's ground-plane window, then the IK node's first solve, which assembles the model cold and
 leaves a backlog that takes a few seconds to drain); the warm-up's worst latency is reported.
 Writes bench/results/graph_latency.md; the last stdout line is the summary (figure last:
@@ -122,24 +122,46 @@ def run_graph(video: Path, *, realtime: bool, log_dir: Path) -> dict:
     from sam4dcap_perception.graph_runner import GraphRun
 
     probe = Probe(offline=not realtime)
+    # Default parameters (ground-plane window included: inside the warm-up that is skipped).
     options = GraphOptions(video=str(video), height_m=1.70, mass_kg=70.0, realtime=realtime,
-                           extra={"markers_node": {"ground_window_s": 0.25},
-                                  "trial_writer_node": {"output_dir": str(log_dir / "trials")}})
+                           extra={"trial_writer_node": {"output_dir": str(log_dir / "trials")}})
     run = GraphRun(options, log_dir=log_dir)
+    peak_rss: dict[str, int] = {}
+    stop = threading.Event()
+
+    def sample_rss():  # peak resident memory (VmHWM) of each node process
+        while not stop.is_set():
+            for name, np_ in list(run.procs.items()):
+                try:
+                    text = Path(f"/proc/{np_.proc.pid}/status").read_text()
+                except (OSError, AttributeError):
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_rss[name] = max(peak_rss.get(name, 0), int(line.split()[1]))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
     try:
         run.start()  # the source starts once the stages announce they are ready
+        sampler.start()
         t0 = time.monotonic()
         rc = run.wait(timeout_s=600)
         wall = time.monotonic() - t0
         time.sleep(0.5)
     finally:
+        stop.set()
         probe.close()
     import re
 
     log_text = run.procs["video_source_node"].log_path.read_text()
     m = re.search(r"source ended: (\d+) frames in ([\d.]+) s", log_text)
+    ik_log = run.procs["ik_node"].log_path.read_text() if "ik_node" in run.procs else ""
+    skipped = re.findall(r"realtime: solved (\d+) markers frames, skipped (\d+)", ik_log)
     return {"rc": rc, "wall_s": wall, "camera": probe.camera, "acks": probe.acks, "js": probe.joint_states,
-            "published": int(m.group(1)) if m else 0, "source_s": float(m.group(2)) if m else float("nan")}
+            "published": int(m.group(1)) if m else 0, "source_s": float(m.group(2)) if m else float("nan"),
+            "ik_solved": int(skipped[-1][0]) if skipped else None,
+            "ik_skipped": int(skipped[-1][1]) if skipped else None, "peak_rss_kb": peak_rss}
 
 
 def pct(values, q):
@@ -159,14 +181,14 @@ def latency_stats(r: dict) -> dict:
     def series(a: dict, b: dict):
         return [1e3 * (b[s] - a[s]) for s in use if s in a and s in b]
 
-    body, markers, ik = (acks.get(n, {}) for n in ("body_estimator_node", "markers_node", "ik_node"))
+    body, markers = (acks.get(n, {}) for n in ("body_estimator_node", "markers_node"))
     out["body"] = series(cam, body)
     out["markers"] = series(body, markers)
-    out["ik"] = series(markers, ik)
+    out["ik"] = series(markers, r["js"])
     out["e2e"] = series(cam, r["js"])
     out["cam_markers"] = series(cam, markers)
     # Does a stage fall behind? Slope of its latency over capture time (ms per s of input).
-    for name, (a, b) in {"body": (cam, body), "ik": (markers, ik)}.items():
+    for name, (a, b) in {"body": (cam, body), "ik": (markers, r["js"])}.items():
         pts = [((s - t_first) * 1e-9, 1e3 * (b[s] - a[s])) for s in use if s in a and s in b]
         out[f"{name}_growth"] = float(np.polyfit(*zip(*pts), 1)[0]) if len(pts) > 10 else float("nan")
     warm = [s for s in stamps if s not in set(use)]
@@ -213,6 +235,8 @@ def main() -> int:
         v = s_rt[name]
         rows.append(f"| {name} | {len(v)} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {max(v) if v else float('nan'):.1f} |")
     met = "met" if p95 <= TARGET_P95_MS else "NOT met"
+    rss_rows = "\n".join(f"{n} {rt['peak_rss_kb'].get(n, 0) / 1024:.0f} / {off['peak_rss_kb'].get(n, 0) / 1024:.0f};"
+                         for n in sorted(set(rt["peak_rss_kb"]) | set(off["peak_rss_kb"])))
     text = f"""# ROS 2 graph latency (camera stamp -> JointState)
 
 Machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; load average before/after:
@@ -231,11 +255,14 @@ each stage's frame ack and to the JointState of the same stamp; first {SKIP_S:.0
 Warm-up (first {SKIP_S:.0f} s): worst camera -> JointState latency {s_rt['warmup_e2e_max']:.0f} ms.
 Latency growth over the run (a stage slower than its input rate queues up): body
 {s_rt['body_growth']:+.0f} ms/s, IK {s_rt['ik_growth']:+.0f} ms/s. The body estimator keeps only the newest image
-(frames skipped instead of queued); the IK node processes every markers message in order
-(reliable deep queue), so when it runs slower than the markers arrive, its latency grows.
+(frames skipped instead of queued); the IK node (realtime=true, set by the graph for live
+sources) solves only the newest markers: stale ones are skipped and counted.
 Frames published {rt['published']}; skipped by the busy body estimator (newest frame wins):
-{rt_lost}; JointState for {s_rt['js_after_window']} of the {s_rt['n_after_window']} frames seen by the
-probe after the markers node's ground-plane window.
+{rt_lost}; markers frames skipped by the busy IK node: {rt['ik_skipped']} (solved {rt['ik_solved']});
+JointState for {s_rt['js_after_window']} of the {s_rt['n_after_window']} frames seen by the probe after the warm-up.
+
+Peak resident memory (VmHWM) per node, realtime / offline run [MB]:
+{rss_rows}
 
 ## Offline run (frame acks, reliable)
 
