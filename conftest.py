@@ -25,6 +25,21 @@ os.environ.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
 CACHE = Path(os.environ.get("SAM4DCAP_CACHE", ROOT / ".cache"))
 
 
+def _clean_dead_dds_shared_memory():
+    # Tests kill nodes on purpose; each dead DDS participant leaves 64 MB in /dev/shm.
+    from sam4dcap_biomech.nodes.shm_recovery import remove_dead_segments
+
+    remove_dead_segments()
+
+
+def pytest_sessionstart(session):
+    _clean_dead_dds_shared_memory()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _clean_dead_dds_shared_memory()
+
+
 @pytest.fixture(scope="session")
 def pose2sim_demo() -> Path:
     """The Pose2Sim single-person demo (videos/cam01..04.mp4, calibration/Calib.qca.txt)."""

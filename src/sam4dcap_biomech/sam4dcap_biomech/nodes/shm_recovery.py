@@ -117,3 +117,41 @@ def release_stale_shm_ports(domain_id: int | None = None) -> list[int]:
     if released:
         log.info("released stale Fast DDS shared-memory ports %s", released)
     return released
+
+
+def remove_dead_segments() -> int:
+    """Delete Fast DDS shared-memory files (segments and ports, 64 MB each with our profile)
+    whose owner is dead: the `_el` lock is free and no live process maps the file. What
+    `fastdds shm clean` does; crashed or killed nodes otherwise leave them in /dev/shm for good.
+    Returns the number of files removed. Never raises."""
+    removed = 0
+    try:
+        locks = [p for p in SHM_DIR.glob("fastdds_*_el")] if SHM_DIR.is_dir() else []
+        mapped = set()
+        for maps in Path("/proc").glob("[0-9]*/maps"):
+            try:
+                mapped.update(line.rsplit(" ", 1)[-1] for line in maps.read_text().splitlines()
+                              if "/dev/shm/fastdds_" in line)
+            except OSError:
+                continue
+        for lock in locks:
+            data = lock.with_name(lock.name[:-3])
+            if str(data) in mapped:
+                continue
+            try:
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for p in (data, lock):
+                    if p.exists():
+                        p.unlink()
+                        removed += 1
+            except OSError:  # alive (locked) or gone meanwhile
+                pass
+            finally:
+                os.close(fd)
+    except Exception as exc:  # cleanup must never fail a run
+        log.warning("could not clean Fast DDS shared memory: %s", exc)
+    return removed
