@@ -127,15 +127,19 @@ def run_graph(video: Path, *, realtime: bool, log_dir: Path) -> dict:
                            extra={"trial_writer_node": {"output_dir": str(log_dir / "trials")}})
     run = GraphRun(options, log_dir=log_dir)
     peak_rss: dict[str, int] = {}
+    cpu_s: dict[str, float] = {}
     stop = threading.Event()
+    ticks = os.sysconf("SC_CLK_TCK")
 
-    def sample_rss():  # peak resident memory (VmHWM) of each node process
+    def sample_rss():  # peak resident memory (VmHWM) and CPU time so far of each node process
         while not stop.is_set():
             for name, np_ in list(run.procs.items()):
                 try:
                     text = Path(f"/proc/{np_.proc.pid}/status").read_text()
-                except (OSError, AttributeError):
+                    stat = Path(f"/proc/{np_.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, AttributeError, IndexError):
                     continue
+                cpu_s[name] = (int(stat[11]) + int(stat[12])) / ticks   # utime + stime
                 for line in text.splitlines():
                     if line.startswith("VmHWM:"):
                         peak_rss[name] = max(peak_rss.get(name, 0), int(line.split()[1]))
@@ -161,7 +165,7 @@ def run_graph(video: Path, *, realtime: bool, log_dir: Path) -> dict:
     return {"rc": rc, "wall_s": wall, "camera": probe.camera, "acks": probe.acks, "js": probe.joint_states,
             "published": int(m.group(1)) if m else 0, "source_s": float(m.group(2)) if m else float("nan"),
             "ik_solved": int(skipped[-1][0]) if skipped else None,
-            "ik_skipped": int(skipped[-1][1]) if skipped else None, "peak_rss_kb": peak_rss}
+            "ik_skipped": int(skipped[-1][1]) if skipped else None, "peak_rss_kb": peak_rss, "cpu_s": cpu_s}
 
 
 def pct(values, q):
@@ -235,7 +239,8 @@ def main() -> int:
         v = s_rt[name]
         rows.append(f"| {name} | {len(v)} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {max(v) if v else float('nan'):.1f} |")
     met = "met" if p95 <= TARGET_P95_MS else "NOT met"
-    rss_rows = "\n".join(f"{n} {rt['peak_rss_kb'].get(n, 0) / 1024:.0f} / {off['peak_rss_kb'].get(n, 0) / 1024:.0f};"
+    rss_rows = "\n".join(f"{n}: {rt['peak_rss_kb'].get(n, 0) / 1024:.0f} / {off['peak_rss_kb'].get(n, 0) / 1024:.0f} MB, "
+                         f"{rt['cpu_s'].get(n, float('nan')):.1f} / {off['cpu_s'].get(n, float('nan')):.1f} CPU-s;"
                          for n in sorted(set(rt["peak_rss_kb"]) | set(off["peak_rss_kb"])))
     text = f"""# ROS 2 graph latency (camera stamp -> JointState)
 
@@ -261,7 +266,8 @@ Frames published {rt['published']}; skipped by the busy body estimator (newest f
 {rt_lost}; markers frames skipped by the busy IK node: {rt['ik_skipped']} (solved {rt['ik_solved']});
 JointState for {s_rt['js_after_window']} of the {s_rt['n_after_window']} frames seen by the probe after the warm-up.
 
-Peak resident memory (VmHWM) per node, realtime / offline run [MB]:
+Per node, realtime / offline run: peak resident memory (VmHWM) [MB] and CPU time [s] (the realtime
+run lasts ~15 s of video on 2 cores, so ~30 CPU-s at most):
 {rss_rows}
 
 ## Offline run (frame acks, reliable)
