@@ -155,6 +155,70 @@ def test_replay_of_the_bag_gives_the_same_joint_angles(live_run, tmp_path):
     assert rms_deg <= 0.5, f"replay differs from live by {rms_deg:.3f} deg RMS"
 
 
+def test_markers_node_is_causal_on_a_live_stream(live_run, tmp_path):
+    """Live source (best-effort CameraInfo, as from a camera): markers_node publishes each frame
+    when it arrives, NaN during the ground-plane window (nothing published late), then markers;
+    stamps in order. The recorded keypoints of the live run are played to it."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import String
+
+    from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS
+    from sam4dcap_msgs.msg import BodyKeypoints, VirtualMarkers
+
+    from rclpy.serialization import deserialize_message
+
+    bag = live_run["bag"]
+    raw = lambda topic, cls: [deserialize_message(bytes(m), cls)  # noqa: E731 - rclpy messages to publish
+                              for _, _, _, m in bag_io.read_messages(bag, [topic], deserialize=False)]
+    keypoints = raw("/sam4dcap/keypoints", BodyKeypoints)
+    infos = raw("/camera/camera_info", CameraInfo)
+    window_s = 0.5
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("test_live_markers", context=ctx)
+    received, ready = [], []
+    node.create_subscription(VirtualMarkers, "/sam4dcap/markers", received.append, DEEP_QOS)
+    node.create_subscription(String, graph.READY_TOPIC, lambda m: ready.append(m.data), LATCHED_QOS)
+    info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
+    kp_pub = node.create_publisher(BodyKeypoints, "/sam4dcap/keypoints", RESULTS_QOS)
+    proc = start_node("markers_node", {"subject_height_m": HEIGHT_M, "ground_window_s": window_s}, log_dir=tmp_path)
+
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+
+    def spin_until(cond, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while not cond() and time.monotonic() < deadline:
+            assert proc.proc.poll() is None, proc.tail(20)
+            executor.spin_once(timeout_sec=0.02)
+        return cond()
+
+    try:
+        info_pub.publish(infos[0])
+        assert spin_until(lambda: any(r.startswith("markers_node") for r in ready), 60), proc.tail(20)
+        assert spin_until(lambda: kp_pub.get_subscription_count() > 0, 30)
+        for info, kp in zip(infos, keypoints):
+            info_pub.publish(info)
+            spin_until(lambda: False, 0.005)
+            kp_pub.publish(kp)
+        assert spin_until(lambda: len(received) >= len(keypoints), 60), f"{len(received)} of {len(keypoints)}"
+    finally:
+        stop_node(proc)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    sent = np.array([k.header.stamp.sec + k.header.stamp.nanosec * 1e-9 for k in keypoints])
+    assert np.array_equal(stamps_s(received), sent), "one message per frame, in capture order"
+    valid = np.array([np.isfinite([[q.x, q.y, q.z] for q in m.positions]).all(axis=1).sum() >= 8 for m in received])
+    t = stamps_s(received) - stamps_s(received)[0]
+    assert not valid[t < window_s - 0.02].any(), "live: no markers before the ground-plane window is complete"
+    assert "ground-plane window" not in proc.log_path.read_text(), "live: the window's frames are not published late"
+    assert valid[t >= window_s + 0.02].mean() >= 0.9, "markers once the world frame is known"
+
+
 # --- a node killed mid-stream ---------------------------------------------------------------
 
 class TopicWatcher:
