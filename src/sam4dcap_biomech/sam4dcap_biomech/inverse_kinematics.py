@@ -301,6 +301,33 @@ def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | 
     return tasks
 
 
+
+def _model_marker_names(model) -> tuple[str, ...]:
+    ms = model.getMarkerSet()
+    return tuple(ms.get(i).getName() for i in range(ms.getSize()))
+
+
+def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max_marker_rms_m,
+                start_s, end_s, params):
+    """What batch and streaming IK share: setup, accuracy, marker window, model, weights."""
+    setup = read_ik_setup(setup_xml) if setup_xml is not None else None
+    if accuracy is None:
+        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
+    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
+    series = load_markers(markers)
+    if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
+        start_s, end_s = setup.time_range
+    if start_s is not None or end_s is not None:
+        # TRC times are often rounded to 1 ms: keep frames within half a millisecond of the range.
+        series = series.slice_time(None if start_s is None else start_s - 5e-4,
+                                   None if end_s is None else end_s + 5e-4)
+        if series.n_frames == 0:
+            raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
+    model = _load_model(model_path)
+    weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
+                              model_marker_names=list(_model_marker_names(model)))
+    return setup, accuracy, max_marker_rms_m, series, model, weights
+
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
            accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
            log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None) -> IKResult:
@@ -321,25 +348,9 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     from .storage import read_mot
 
     params = load_config().params("ik_node")
-    setup = read_ik_setup(setup_xml) if setup_xml is not None else None
-    if accuracy is None:
-        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
-    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
-    series = load_markers(markers)
-    if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
-        start_s, end_s = setup.time_range
-    if start_s is not None or end_s is not None:
-        # TRC times are often rounded to 1 ms: keep frames within half a millisecond of the range.
-        series = series.slice_time(None if start_s is None else start_s - 5e-4,
-                                   None if end_s is None else end_s + 5e-4)
-        if series.n_frames == 0:
-            raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
-
-    model = _load_model(model_path)
-    ms = model.getMarkerSet()
-    model_marker_names = [ms.get(i).getName() for i in range(ms.getSize())]
-    weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
-                              model_marker_names=model_marker_names)
+    setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
+        model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
     check_marker_frames(series, weights, min_markers=min(params["min_markers"], len(weights)))
     units = _coordinate_units(model)
     coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
@@ -509,22 +520,9 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
     from .streaming_ik import StreamingIK, solve_trial
 
     params = load_config().params("ik_node")
-    setup = read_ik_setup(setup_xml) if setup_xml is not None else None
-    if accuracy is None:
-        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
-    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
-    series = load_markers(markers)
-    if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
-        start_s, end_s = setup.time_range
-    if start_s is not None or end_s is not None:
-        series = series.slice_time(None if start_s is None else start_s - 5e-4,
-                                   None if end_s is None else end_s + 5e-4)
-        if series.n_frames == 0:
-            raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
-    model = _load_model(model_path)
-    ms = model.getMarkerSet()
-    weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
-                              model_marker_names=[ms.get(i).getName() for i in range(ms.getSize())])
+    setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
+        model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
     min_markers = min(params["min_markers"], len(weights))
     check_marker_frames(series, weights, min_markers=min_markers)
     names = [n for n in series.names if n in weights]
