@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import Sam4dcapError
+from .streaming_ik import state_index
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +90,12 @@ class StreamingID:
         self._coords = [cs.get(i) for i in range(cs.getSize())]
         self.coordinate_names = tuple(c.getName() for c in self._coords)
         self._locked = np.array([c.getLocked(self.state) for c in self._coords])
-        self._u_index = np.array([self._speed_index(c) for c in self._coords])
+        self._u_index = np.array([state_index(self.state, c, "u") for c in self._coords])
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
         self._times: collections.deque = collections.deque()
         self._values: collections.deque = collections.deque()
         self._emitted_until = -math.inf
         self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
-
-    def _speed_index(self, coord) -> int:
-        """Index of a coordinate's generalized speed in the state's U (found by setting it)."""
-        s = self.state
-        before = s.getU().to_numpy().copy()
-        coord.setSpeedValue(s, coord.getSpeedValue(s) + 1.0)
-        after = s.getU().to_numpy().copy()
-        coord.setSpeedValue(s, coord.getSpeedValue(s) - 1.0)
-        changed = np.flatnonzero(np.abs(after - before) > 1e-12)
-        if changed.size != 1:
-            raise Sam4dcapError(f"coordinate {coord.getName()} does not map to one generalized speed")
-        return int(changed[0])
 
     @property
     def model_name(self) -> str:

@@ -46,6 +46,26 @@ from .errors import Sam4dcapError
 log = logging.getLogger(__name__)
 
 
+def state_index(state, coord, kind: str) -> int:
+    """Index of an OpenSim coordinate in the state's Q ("q") or U ("u") vector, found by
+    nudging it (OpenSim exposes no direct map)."""
+    s = state
+    if kind == "q":
+        before = s.getQ().to_numpy().copy()
+        coord.setValue(s, coord.getValue(s) + 0.1, False)
+        after = s.getQ().to_numpy().copy()
+        coord.setValue(s, coord.getValue(s) - 0.1, False)
+    else:
+        before = s.getU().to_numpy().copy()
+        coord.setSpeedValue(s, coord.getSpeedValue(s) + 1.0)
+        after = s.getU().to_numpy().copy()
+        coord.setSpeedValue(s, coord.getSpeedValue(s) - 1.0)
+    changed = np.flatnonzero(np.abs(after - before) > 1e-12)
+    if changed.size != 1:
+        raise Sam4dcapError(f"coordinate {coord.getName()} does not map to one state {kind.upper()}")
+    return int(changed[0])
+
+
 @dataclass(frozen=True)
 class CoordinateTask:
     """Pull one coordinate toward a value (OpenSim IKCoordinateTask); value None = model default."""
@@ -258,22 +278,7 @@ class StreamingIK:
 
     # --- setup helpers ------------------------------------------------------------------------
     def _system_index(self, coord, kind: str) -> int:
-        """Index of a coordinate in the state's Q (or U) vector, found by setting it."""
-        s = self.state
-        if kind == "q":
-            before = s.getQ().to_numpy().copy()
-            coord.setValue(s, coord.getValue(s) + 0.1, False)
-            after = s.getQ().to_numpy().copy()
-            coord.setValue(s, coord.getValue(s) - 0.1, False)
-        else:
-            before = s.getU().to_numpy().copy()
-            coord.setSpeedValue(s, coord.getSpeedValue(s) + 1.0)
-            after = s.getU().to_numpy().copy()
-            coord.setSpeedValue(s, coord.getSpeedValue(s) - 1.0)
-        changed = np.flatnonzero(np.abs(after - before) > 1e-12)
-        if changed.size != 1:
-            raise Sam4dcapError(f"coordinate {coord.getName()} does not map to one state {kind.upper()}")
-        return int(changed[0])
+        return state_index(self.state, coord, kind)
 
     def _u_is_qdot(self) -> bool:
         """True when every mobilizer's q' = u (OpenSim CustomJoint/PinJoint/...): J_q = J_u."""
