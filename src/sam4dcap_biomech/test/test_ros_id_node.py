@@ -84,3 +84,35 @@ def test_disabled_by_default_and_bad_parameters(ros, tmp_path):
         finally:
             stop_node(proc)
         assert code != 0 and param in node_log(proc), node_log(proc)
+
+
+def test_kinematics_arriving_before_the_model_are_not_lost(ros, tmp_path):
+    """The latched model path may reach the id_node after the first kinematics: those frames
+    wait and are solved once the model loads."""
+    from std_msgs.msg import String
+
+    from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, sec_to_stamp
+
+    model = write_model(tmp_path / "subject.osim", height_m=1.75, mass_kg=70.0)
+    model_name = opensim.Model(str(model)).getName()
+    coords = gait_trajectory(0.8, RATE_HZ)
+    id_ = start_node("id_node", {"enabled": True, "delay_s": 0.3}, log_path=tmp_path / "id.log")
+    try:
+        kinetics = ros.collect(JointKinetics, "/sam4dcap/joint_kinetics")
+        kin_pub = ros.node.create_publisher(JointKinematics, "/sam4dcap/joint_kinematics", RESULTS_QOS)
+        ros.wait_for_subscriber(kin_pub, procs=[id_])
+        for i in range(coords.n_frames):
+            msg = JointKinematics(model_name=model_name, name=list(coords.names),
+                                  position=[float(v) for v in coords.values[i]])
+            msg.header.stamp = sec_to_stamp(T0 + coords.time[i])
+            kin_pub.publish(msg)
+        ros.spin_until(lambda: False, 1.0, procs=[id_])
+        assert kinetics == [], "no model yet: nothing can be solved"
+        path_pub = ros.node.create_publisher(String, "/sam4dcap/model_path", LATCHED_QOS)
+        path_pub.publish(String(data=str(model)))
+        expected = coords.n_frames - 15 - round(0.3 * RATE_HZ)
+        assert ros.spin_until(lambda: len(kinetics) >= expected, 30.0, procs=[id_]), \
+            f"{len(kinetics)} of {expected}\n{node_log(id_)[-2000:]}"
+        assert all(m.no_external_loads for m in kinetics)
+    finally:
+        assert stop_node(id_) == 0, node_log(id_)[-2000:]

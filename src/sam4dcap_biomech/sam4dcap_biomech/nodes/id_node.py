@@ -6,8 +6,9 @@ as JointKinetics stamped with ITS capture stamp, `no_external_loads: true` (no g
 forces on the live stream: pelvis residuals carry them and are not physical).
 
 The model: `model_path`, or (empty) the one the ik_node latches on /sam4dcap/model_path, followed
-through calibration hot swaps. Kinematics of another model (JointKinematics.model_name) are
-skipped until the matching model path arrives.
+through calibration hot swaps. Kinematics that arrive before their model (the latched path can
+come after the first frames) wait in a bounded buffer and are solved once it loads, so a run
+loses no frame to the race.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class IDNode(Node):
         self._JointKinetics = JointKinetics
         self._stamps: collections.deque = collections.deque(maxlen=512)  # (time, stamp) of recent inputs
         self._warned: set[str] = set()
+        # Kinematics received before their model arrived (bounded: ~10 s at 60 Hz).
+        self._pending: collections.deque = collections.deque(maxlen=600)
         if not p["enabled"]:
             self.get_logger().info("inverse dynamics disabled (set parameter id_node.enabled:=true to run it)")
             return
@@ -65,6 +68,9 @@ class IDNode(Node):
         self.id = StreamingID(Path(path), lowpass_cutoff_hz=self.p["lowpass_cutoff_hz"], delay_s=self.p["delay_s"])
         self.model_path = str(path)
         self.get_logger().info(f"inverse dynamics model: {path} ({self.id.model_name})")
+        pending, self._pending = list(self._pending), collections.deque(maxlen=self._pending.maxlen)
+        for msg in pending:
+            self._on_kinematics(msg)
 
     def _on_model_path(self, msg) -> None:
         if self.id is not None and msg.data == self.model_path:
@@ -81,11 +87,13 @@ class IDNode(Node):
 
     def _on_kinematics(self, msg) -> None:
         if self.id is None:
-            self._warn_once("nomodel", f"no model yet (waiting for {MODEL_PATH_TOPIC}): kinematics skipped")
+            self._warn_once("nomodel", f"no model yet (waiting for {MODEL_PATH_TOPIC}): kinematics buffered")
+            self._pending.append(msg)
             return
         if msg.model_name and msg.model_name != self.id.model_name:
             self._warn_once(f"model:{msg.model_name}", f"kinematics of model {msg.model_name!r}, but inverse dynamics "
-                            f"runs on {self.id.model_name!r}: skipped until the matching model path arrives")
+                            f"runs on {self.id.model_name!r}: buffered until the matching model path arrives")
+            self._pending.append(msg)
             return
         t = stamp_to_sec(msg.header.stamp)
         self._stamps.append((t, msg.header.stamp))
