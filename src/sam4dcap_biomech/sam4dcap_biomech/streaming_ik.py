@@ -12,12 +12,14 @@ Assembler minimises for the tool,
 (markers goal weight 1, coordinate tasks as QValue goals with their task weight; the relative
 scale of the two terms was checked against the tool with weak tasks, where it matters: the
 solutions agree to < 0.001 deg), solved by
-damped Gauss-Newton on Simbody's station Jacobians, warm-started from the previous frame's
-solution extrapolated by its velocity. Coordinates that are clamped keep to their range
-(projected Gauss-Newton with an active set); locked coordinates stay at their value. The first
-frame (and any frame where the Gauss-Newton iterations fail to converge) is assembled by
-OpenSim's own InverseKinematicsSolver from the model's default pose, then polished by
-Gauss-Newton, so the cold start is as robust as the tool's.
+damped Gauss-Newton on Simbody's station Jacobians with a structured secant (NL2SOL) estimate of
+the Hessian term Gauss-Newton leaves out, which real keypoints (cm from any model pose) make
+large in weakly observed coordinates, warm-started from the previous frame's solution
+extrapolated by its velocity. Coordinates that are clamped keep to their range (projected steps
+with an active set); locked coordinates stay at their value. The first frame (and any frame where
+the iterations cannot lower the objective from the warm start) is assembled by OpenSim's own
+InverseKinematicsSolver from the model's default pose, then polished by Gauss-Newton, so the cold
+start is as robust as the tool's.
 
 Models with kinematic constraints (coordinate couplers, ...) are solved with OpenSim's solver
 on every frame (slower, same results): the Gauss-Newton path handles unconstrained trees only.
