@@ -7,7 +7,12 @@ on the project's model. Both sides include their setup (model load, solver const
 Reports throughput ratio, per-frame p50/p95 of the streaming solve, and the max coordinate
 difference between the two results. Target: >= 3x at <= 0.1 deg. A second trial is the live
 ik_node's problem: BlazePose keypoints (synthetic gait, 30 fps, 5 mm noise) on the project's
-model with the default blazepose33 IK priors, which both solvers add (same objective).
+model with the default blazepose33 IK priors, which both solvers add (same objective). A third
+is the live ik_node's real input: BlazePose markers of the cached demo clip
+(.cache/pose2sim_demo/videos/cam01.mp4 through `sam4dcap markers`; skipped, and said so, when the
+demo is absent), where the keypoints sit ~4 cm from any model pose (a large-residual problem):
+StreamingIK's p50/p95 solve time, cold reassemblies and distance to the converged optimum
+(each frame re-solved from its result at accuracy 1e-11, 2000 iterations).
 Writes bench/results/streaming_ik.md; the last stdout line is the summary (figure last).
 """
 
@@ -58,6 +63,43 @@ def blazepose_trial(tmp: Path):
     markers = synthetic.markers_from_coordinates(opensim.Model(str(model_path)), coords)
     markers = synthetic.add_marker_noise(markers, sigma_m=0.005, seed=5)
     return "synthetic gait, BlazePose 33 keypoints + 5 mm noise, default priors (3 s, 30 Hz)", model_path, markers
+
+
+DEMO_VIDEO = ROOT / ".cache" / "pose2sim_demo" / "videos" / "cam01.mp4"
+
+
+def real_blazepose_case(tmp: Path) -> dict | None:
+    """StreamingIK on the demo clip's real BlazePose markers (as the live ik_node gets them)."""
+    import subprocess
+
+    from sam4dcap_biomech.markersets import BLAZEPOSE33
+    from sam4dcap_biomech.nodes.ik_node import generated_model_path
+    from sam4dcap_biomech.streaming_ik import StreamingIK, solve_trial
+    from sam4dcap_biomech.trc import read_trc
+
+    if not DEMO_VIDEO.is_file():
+        print(f"note: {DEMO_VIDEO} absent (cached pose2sim demo); real-marker case SKIPPED", file=sys.stderr)
+        return None
+    trc = tmp / "cam01_markers.trc"
+    subprocess.run([sys.executable, "-m", "sam4dcap_perception.cli", "markers", str(DEMO_VIDEO), "--height", "1.70",
+                    "--out", str(trc)], check=True, capture_output=True)
+    markers = read_trc(trc).select(list(BLAZEPOSE33))
+    model = generated_model_path(height_m=1.75, mass_kg=70.0, marker_set="blazepose33")
+    ik = StreamingIK(str(model), markers.names, accuracy=1e-6)   # the ik_node's defaults
+    best = None
+    for _ in range(3):   # best of 3 runs (shared machine), same results each run
+        ik.reset()
+        frames, seconds = solve_trial(ik, markers)
+        best = seconds if best is None else np.minimum(best, seconds)
+    polish = StreamingIK(str(model), markers.names, accuracy=1e-11, max_iterations=2000)
+    rot = [i for i, n in enumerate(ik.coordinate_names) if not n.endswith(("_tx", "_ty", "_tz"))]
+    dist = [np.rad2deg(np.abs(f.q - polish.solve_from(f.time_s, markers.values[k], [f.q]).q)[rot]).max()
+            for k, f in enumerate(frames)]
+    ms = best[1:] * 1000   # warm frames (the first is the cold OpenSim assembly)
+    return dict(n=len(frames), p50=float(np.median(ms)), p95=float(np.percentile(ms, 95)), max=float(ms.max()),
+                cold=sum(f.cold_start for f in frames[1:]), it50=float(np.median([f.iterations for f in frames[1:]])),
+                it_max=max(f.iterations for f in frames[1:]), rms_mm=float(np.mean([f.marker_rms_m for f in frames])) * 1000,
+                d50=float(np.median(dist)), d_max=float(np.max(dist)))
 
 
 def _max_rot_diff_deg(a, b):
@@ -129,6 +171,7 @@ def main() -> int:
                   d_tool=d_tool, worst=worst, d_tool_conv=_max_rot_diff_deg(bp_converged, tool.coordinates)[0],
                   d_stream_conv=_max_rot_diff_deg(bp_converged, stream.coordinates)[0], p50=p50, p95=p95,
                   tool_rms_mm=tool.marker_rms_m.mean() * 1000, stream_rms_mm=stream.marker_rms_m.mean() * 1000)
+        real = real_blazepose_case(tmp)
 
     rows = [
         "# Streaming IK vs InverseKinematicsTool",
@@ -150,6 +193,20 @@ def main() -> int:
                     f"{r['n'] / r['stream_s']:.0f} | **{r['ratio']:.1f}x** | {r['p50']:.2f} / {r['p95']:.2f} | "
                     f"{r['d_tool']:.4f} ({r['worst']}) | {r['d_tool_conv']:.4f} | {r['d_stream_conv']:.4f} | "
                     f"{r['tool_rms_mm']:.2f} / {r['stream_rms_mm']:.2f} |")
+    if real is None:
+        rows += ["", f"Real BlazePose markers: SKIPPED ({DEMO_VIDEO} absent; the cached pose2sim demo)."]
+    else:
+        rows += ["", f"Real BlazePose markers (the live ik_node's input): {DEMO_VIDEO.name} of the pose2sim demo "
+                 f"through `sam4dcap markers`, {real['n']} frames, marker RMS {real['rms_mm']:.0f} mm (keypoints "
+                 "sit cm from any model pose: large residuals), ik_node defaults (accuracy 1e-6), best of 3 per "
+                 "frame. 'optimum' = each frame re-solved from its result at accuracy 1e-11, 2000 iterations.", "",
+                 "| warm solve p50 / p95 / max ms | iterations p50 / max | cold reassemblies | "
+                 "max coordinate distance to the optimum, p50 / max over frames deg |", "|---|---|---|---|",
+                 f"| {real['p50']:.1f} / {real['p95']:.1f} / {real['max']:.1f} | {real['it50']:.0f} / {real['it_max']} "
+                 f"| {real['cold']} | {real['d50']:.4f} / {real['d_max']:.4f} |", "",
+                 "Before the secant correction (plain damped Gauss-Newton, 25 iterations, cold reassembly when not "
+                 "converged), measured on the same clip: p50 43 ms / p95 50 ms, 42-64 cold reassemblies in 100 "
+                 "frames, worst frame 0.13 deg from its optimum."]
     rows += [
         "",
         "Target: >= 3x throughput with every coordinate within 0.1 deg of the tool. The streaming "
@@ -163,7 +220,8 @@ def main() -> int:
         "Method (chosen by measurement): OpenSim's InverseKinematicsSolver cannot take new markers "
         "(the Python solver copies its MarkersReference) and rebuilding it per frame costs ≈ 11 ms/frame, "
         "slower than the tool. StreamingIK minimises the Assembler's objective itself: Gauss-Newton "
-        "(LM damping on a bad step) on Simbody's station Jacobians (one calcStationJacobian call per "
+        "with an NL2SOL secant estimate of the Hessian's residual term (LM damping on a bad step) on Simbody's "
+        "station Jacobians (one calcStationJacobian call per "
         "iteration), warm-started from the previous frame extrapolated by its velocity; OpenSim's "
         "solver assembles the first frame only.",
     ]
@@ -176,6 +234,10 @@ def main() -> int:
           f"{r0['d_tool']:.3f} deg to the tool (tool to its converged answer {r0['d_tool_conv']:.3f}, streaming "
           f"{r0['d_stream_conv']:.4f}); accuracy {r1['acc']:g}: ratio {r1['ratio']:.1f}x, max diff "
           f"{r1['d_tool']:.3f} deg; BlazePose + priors: ratio {bp['ratio']:.1f}x, max diff {bp['d_tool']:.3f} deg; "
+          + ("real BlazePose markers: SKIPPED (demo absent); " if real is None else
+             f"real BlazePose markers: p50 {real['p50']:.1f} ms p95 {real['p95']:.1f} ms, {real['cold']} cold, "
+             f"max {real['d_max']:.4f} deg from optimum; ")
+          + 
           f"throughput ratio at setup accuracy {r0['ratio']:.1f}x")
     return 0
 
