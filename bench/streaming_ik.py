@@ -98,7 +98,8 @@ def real_blazepose_case(tmp: Path) -> dict | None:
     ms = best[1:] * 1000   # warm frames (the first is the cold OpenSim assembly)
     return dict(n=len(frames), p50=float(np.median(ms)), p95=float(np.percentile(ms, 95)), max=float(ms.max()),
                 cold=sum(f.cold_start for f in frames[1:]), it50=float(np.median([f.iterations for f in frames[1:]])),
-                it_max=max(f.iterations for f in frames[1:]), rms_mm=float(np.mean([f.marker_rms_m for f in frames])) * 1000,
+                it_max=max(f.iterations for f in frames[1:]),
+                rms_mm=float(np.mean([f.marker_rms_m for f in frames])) * 1000,
                 d50=float(np.median(dist)), d_max=float(np.max(dist)))
 
 
