@@ -237,6 +237,19 @@ def _normalize_marker_arg(markers) -> str | Path:
                         "or the path of a marker-set .xml")
 
 
+def builder_version() -> str:
+    """Short hash of the code that generates models (this module, anthropometry, marker
+    placement): caches of generated models are keyed by it, so a changed builder never serves
+    a stale model."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for name in ("model_builder.py", "anthropometry.py", "model_markers.py", "markersets.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def build_model(*, height_m: float, mass_kg: float, markers: str = "blazepose33", name: str | None = None,
                 sex: str = "male"):
     """The generated full-body model for a subject (see module docstring). Returns an

@@ -298,3 +298,16 @@ def test_layout_hip_joint_centre_follows_harrington():
     pw, pd = 235.0 * s, 160.0 * s
     hjc = lay.local("pelvis", lay.points["hjc_r"])
     np.testing.assert_allclose(hjc, [-0.24 * pd - 9.9 * s, -0.30 * pw - 10.9 * s, 0.33 * pw + 7.3 * s], atol=1e-12)
+
+
+def test_builder_version_names_the_generator_code(tmp_path, monkeypatch):
+    """Generated-model caches are keyed by builder_version(): same code, same key; the ik_node's
+    cached model file carries it, so a changed builder never serves a stale model."""
+    from sam4dcap_biomech.model_builder import builder_version
+    from sam4dcap_biomech.nodes.ik_node import generated_model_path
+
+    v = builder_version()
+    assert len(v) == 10 and v == builder_version()
+    monkeypatch.setenv("SAM4DCAP_CACHE", str(tmp_path))
+    path = generated_model_path(height_m=1.6, mass_kg=60.0, marker_set="blazepose33")
+    assert path.is_file() and path.stem.endswith(v)

@@ -268,8 +268,12 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         def make_model():
             mb = _need("sam4dcap_biomech.model_builder", "model")
             mb.write_model(generic, height_m=opts.height_m, mass_kg=mass_kg, markers=marker_set)
+        from sam4dcap_biomech.model_builder import builder_version
+
+        # The builder's code hash: a changed model generator re-runs this stage and those after.
         runner.run("model", make_model, inputs={},
-                   params={"height_m": opts.height_m, "mass_kg": mass_kg, "marker_set": marker_set},
+                   params={"height_m": opts.height_m, "mass_kg": mass_kg, "marker_set": marker_set,
+                           "builder": builder_version()},
                    outputs=[generic])
     arts["model"] = generic
 

@@ -56,9 +56,10 @@ def cache_dir() -> Path:
 
 def generated_model_path(*, height_m: float, mass_kg: float, marker_set: str) -> Path:
     """The project's model for this subject, built once and kept in the cache folder."""
-    from ..model_builder import write_model
+    from ..model_builder import builder_version, write_model
 
-    path = cache_dir() / "models" / f"sam4dcap_{marker_set}_{height_m:.3f}m_{mass_kg:.2f}kg.osim"
+    path = cache_dir() / "models" / (f"sam4dcap_{marker_set}_{height_m:.3f}m_{mass_kg:.2f}kg_"
+                                     f"{builder_version()}.osim")
     if not path.is_file():
         # Written under a private name then renamed: two nodes starting together never read
         # a half-written model.
