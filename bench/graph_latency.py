@@ -72,18 +72,15 @@ class Probe:
     """Receive times per capture stamp, in this process."""
 
     def __init__(self, *, offline: bool):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, JointState
         from std_msgs.msg import Header
 
-        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS
+        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, BackgroundNode
         from sam4dcap_perception.graph import PROGRESS_TOPIC, joint_states_topic
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("graph_latency_probe", context=self.ctx)
+        self.bg = BackgroundNode("graph_latency_probe")
+        self.node = self.bg.node
         self.camera: dict[int, float] = {}
         self.acks: dict[str, dict[int, float]] = {}
         self.joint_states: dict[int, float] = {}
@@ -97,24 +94,9 @@ class Probe:
         self.node.create_subscription(JointState, joint_states_topic(1),
                                       lambda m: self.joint_states.setdefault(key(m.header.stamp), time.monotonic()),
                                       RESULTS_QOS)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._stop = False
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while not self._stop:
-            self.executor.spin_once(timeout_sec=0.02)
 
     def close(self):
-        import rclpy
-
-        self._stop = True
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        self.bg.close()
 
 
 def run_graph(video: Path, *, realtime: bool, log_dir: Path) -> dict:

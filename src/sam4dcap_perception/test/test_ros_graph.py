@@ -225,36 +225,17 @@ class TopicWatcher:
     """Receive times of messages on some topics, in this process (own rclpy context)."""
 
     def __init__(self, topics: dict[str, type]):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, BackgroundNode
 
-        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS
-
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("test_topic_watcher", context=self.ctx)
+        self.bg = BackgroundNode("test_topic_watcher", spin_period_s=0.05)
+        self.node = self.bg.node
         self.received: dict[str, list[tuple[float, object]]] = {t: [] for t in topics}
         for t, cls in topics.items():
             qos = DEEP_QOS if t == "/sam4dcap/markers" else RESULTS_QOS
             self.node.create_subscription(cls, t, lambda m, t=t: self.received[t].append((time.monotonic(), m)), qos)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._stop = False
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while not self._stop:
-            self.executor.spin_once(timeout_sec=0.05)
 
     def close(self):
-        import rclpy
-
-        self._stop = True
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        self.bg.close()
 
 
 def test_killed_and_restarted_node_recovers(demo_video, tmp_path):

@@ -227,3 +227,38 @@ def announce_ready(node: Node, topics=()):
     pub.publish(String(data=" ".join([node.get_name(), *topics])))
     node.get_logger().info("ready: all input subscriptions exist")
     return pub
+
+
+class BackgroundNode:
+    """A node in its own rclpy context, spun by a daemon thread: the probe that tests and
+    benchmarks use to watch a running graph from their own process. Add subscriptions to
+    `.node` at any time; `close()` stops the thread and shuts the context down."""
+
+    def __init__(self, name: str, *, spin_period_s: float = 0.02):
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node(name, context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._period_s = spin_period_s
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop:
+            self.executor.spin_once(timeout_sec=self._period_s)
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop = True
+        self.thread.join(5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
