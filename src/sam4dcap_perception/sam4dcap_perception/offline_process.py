@@ -416,13 +416,16 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
                                      "frames": frames}) + "\n")
 
 
+def _marker_stage_paths(out: Path, stem: str) -> tuple[Path, Path, Path, Path]:
+    """Files of the markers stage, whatever the source: TRC, keypoints npz/json, quality."""
+    return (out / f"{stem}_markers.trc", out / f"{stem}_keypoints.npz", out / f"{stem}_keypoints.json",
+            out / f"{stem}_markers_quality.json")
+
+
 def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: ProcessOptions, *,
                        progress: bool) -> dict[str, Path]:
     out = runner.out_dir
-    trc_path = out / f"{stem}_markers.trc"
-    npz_path = out / f"{stem}_keypoints.npz"
-    json_path = out / f"{stem}_keypoints.json"
-    quality_path = out / f"{stem}_markers_quality.json"
+    trc_path, npz_path, json_path, quality_path = _marker_stage_paths(out, stem)
 
     def markers():
         from sam4dcap_biomech.trc import write_trc
@@ -469,10 +472,7 @@ def _points(msg_points) -> np.ndarray:
 def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOptions) -> dict[str, Path]:
     """The markers a live session recorded (VirtualMarkers), stamped with capture times."""
     out = runner.out_dir
-    trc_path = out / f"{stem}_markers.trc"
-    npz_path = out / f"{stem}_keypoints.npz"
-    json_path = out / f"{stem}_keypoints.json"
-    quality_path = out / f"{stem}_markers_quality.json"
+    trc_path, npz_path, json_path, quality_path = _marker_stage_paths(out, stem)
 
     def markers():
         from sam4dcap_biomech.trc import write_trc
