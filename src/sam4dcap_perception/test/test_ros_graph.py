@@ -380,7 +380,7 @@ def test_visualization_draws_markers_and_the_ik_twin(live_run):
         vm = markers[stamp]
         pos = {n: np.array([p.x, p.y, p.z]) for n, p in zip(vm.names, vm.positions)}
         bodies = {m.text: m for m in arr.markers}
-        assert len(bodies) >= 18 and all(m.header.frame_id == "world" for m in arr.markers)
+        assert len(bodies) >= 18 and all(m.header.frame_id == "opensim_world" for m in arr.markers)
         assert {m.type for m in arr.markers} <= {Marker.CYLINDER, Marker.CUBE, Marker.SPHERE}
         assert bodies["pelvis"].type == Marker.CUBE and bodies["femur_r"].type == Marker.CYLINDER
         for body, marker in (("femur_r", "right_knee"), ("tibia_r", "right_knee"),

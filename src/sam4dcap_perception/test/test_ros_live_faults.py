@@ -128,13 +128,14 @@ def test_node_stops_cleanly_on_a_stop_signal(name, sig, demo_video, tmp_path):
 def test_video_source_stops_cleanly_while_streaming(demo_video, tmp_path):
     """Ctrl-C while frames are being published (the abort "terminate called without an active
     exception" was 1 stop in 3): five stops in a row, each mid-stream, each exit 0."""
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
 
     from sam4dcap_biomech.nodes.ros_common import BackgroundNode
 
     probe = BackgroundNode(f"probe_stream_{os.getpid()}")
     got = []
-    probe.node.create_subscription(CameraInfo, graph.CAMERA_INFO_TOPIC, got.append, 100)
+    probe.node.create_subscription(CameraInfo, graph.CAMERA_INFO_TOPIC, got.append, qos_profile_sensor_data)
     try:
         for i in range(5):
             got.clear()

@@ -365,7 +365,7 @@ def announce_ready(node: Node, topics=()):
     pub = node.create_publisher(String, relative_topic(READY_TOPIC), LATCHED_QOS)
     msg = String(data=" ".join([node.get_name(), *topics]))
     pub.publish(msg)
-    pub.repeat_timer = node.create_timer(READY_REPEAT_S, lambda: pub.publish(msg))
+    node.create_timer(READY_REPEAT_S, lambda: pub.publish(msg))   # the node keeps its timers
     node.get_logger().info("ready: all input subscriptions exist")
     return pub
 

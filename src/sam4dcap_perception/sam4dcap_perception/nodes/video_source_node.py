@@ -338,6 +338,15 @@ class VideoSourceNode(Node):
         stamp = sec_to_stamp(sec + nanosec * 1e-9)
         return stamp, raw, info
 
+    def _announce_end(self) -> None:
+        """Once, after the last frame (the file's end, or a stop): stages holding frames
+        (markers_node's ground-plane window) finish them, so the results of every published
+        frame still come out after a Ctrl-C."""
+        if self.eos_pub is not None and self.frames_published and not getattr(self, "_end_announced", False) \
+                and self.context.ok():
+            self._end_announced = True
+            self.eos_pub.publish(Header(stamp=self._last_stamp, frame_id=self.p["frame_id"]))
+
     def close(self) -> None:
         """run_node calls this on a stop (signal, parent gone) before destroying the node: the
         publishing thread ends at its next frame or wait slice and is joined, so no thread is
@@ -349,13 +358,17 @@ class VideoSourceNode(Node):
         self._thread.join(5.0)
         if self._thread.is_alive():
             self.get_logger().warning("publishing thread still busy after 5 s")
+        elif self.eos_pub is not None and getattr(self, "_end_announced", False) and self.context.ok():
+            from rclpy.duration import Duration
+
+            self.eos_pub.wait_for_all_acked(Duration(seconds=1.0))  # delivered before we exit
 
     def _run_guarded(self) -> None:
         try:
             self._run()
         except Sam4dcapError as exc:
             if self._stop.is_set():
-                pass  # stopped by a signal/parent death: not an error
+                self._announce_end()  # stopped by a signal/parent death: not an error
             elif self.context.ok():
                 self.error = str(exc)
                 self.get_logger().error(self.error)
@@ -366,7 +379,8 @@ class VideoSourceNode(Node):
         finally:
             if self.src is not None:
                 self.src.close()
-            self.context.try_shutdown()
+            if not self._stop.is_set():   # the source's own end stops the node (run_node shuts down otherwise)
+                self.context.try_shutdown()
 
     def _run(self) -> None:
         self._started_wall = time.monotonic()
@@ -379,6 +393,7 @@ class VideoSourceNode(Node):
         for stamp, img, info, t_capture in self._frames():
             if not self.context.ok() or self._stop.is_set():
                 self.get_logger().info(f"stopped after {self.frames_published} frames")
+                self._announce_end()
                 return
             if self.offline:
                 self._wait_for_acks(self.p["max_queue_frames"] - 1)
@@ -386,6 +401,7 @@ class VideoSourceNode(Node):
                 pace0 = pace0 if pace0 is not None else (time.monotonic() - t_capture)
                 delay = pace0 + t_capture - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
+                    self._announce_end()
                     return
             with self._lock:
                 self.published_ns.append(_stamp_ns(stamp))
@@ -393,9 +409,8 @@ class VideoSourceNode(Node):
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
-            last_stamp = stamp
-        if self.eos_pub is not None and self.frames_published:
-            self.eos_pub.publish(Header(stamp=last_stamp, frame_id=self.p["frame_id"]))
+            self._last_stamp = stamp
+        self._announce_end()
         if self.offline:
             self._wait_for_acks(0)
         dt = time.monotonic() - t_start
