@@ -47,15 +47,16 @@ def test_launch_files_are_found_the_way_ros2launch_finds_them():
 def stream_stamps(video: Path, tmp: Path, n: int, **params) -> tuple[list[float], float]:
     """Start the source with `params`, return the first n CameraInfo stamps and the ROS time
     (wall clock) when the first one arrived."""
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
 
-    from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, BackgroundNode
+    from sam4dcap_biomech.nodes.ros_common import BackgroundNode
 
     probe = BackgroundNode(f"probe_stamps_{os.getpid()}")
     got: list[tuple[float, float]] = []
     probe.node.create_subscription(CameraInfo, graph.CAMERA_INFO_TOPIC,
                                    lambda m: got.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                                                         time.time())), DEEP_QOS)
+                                                         time.time())), qos_profile_sensor_data)
     proc = start_node("video_source_node", {"source": str(video), **params}, log_dir=tmp)
     try:
         deadline = time.monotonic() + 60
