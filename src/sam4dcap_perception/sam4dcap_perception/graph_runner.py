@@ -183,7 +183,7 @@ class DrainWatch:
 
         def on_ack(m):
             if m.frame_id in self.acked and not m.frame_id.endswith(HELD_SUFFIX):
-                self.acked[m.frame_id] = max(self.acked[m.frame_id], stamp_to_sec(m.header.stamp))
+                self.acked[m.frame_id] = max(self.acked[m.frame_id], stamp_to_sec(m.stamp))
 
         # A best-effort reader matches reliable (file) and best-effort (camera) writers alike.
         info_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -287,8 +287,8 @@ class GraphRun:
             rc = 0
         try:
             stop_rc = self.stop()
-        except KeyboardInterrupt:   # a second Ctrl-C: stop now
-            log.warning("interrupted again: stopping the nodes without waiting for their results")
+        except KeyboardInterrupt:   # Ctrl-C while stopping: stop now
+            log.warning("interrupted while stopping: stopping the nodes without waiting for their results")
             stop_rc = self.stop(drain=False)
         return rc or stop_rc
 

@@ -188,8 +188,31 @@ def test_node_stops_when_its_parent_is_killed(name, demo_video, tmp_path):
 
 # --- the runner ------------------------------------------------------------------------------
 
+# A live stream long enough to stop in the middle: the demo clip forth and back, half size, as
+# an image folder played at this rate in realtime (about 17 s once the graph is ready).
+LIVE_FPS = 12.0
+
+
+@pytest.fixture(scope="module")
+def live_stream(demo_video, tmp_path_factory) -> Path:
+    import cv2
+
+    folder = tmp_path_factory.mktemp("live_stream")
+    cap = cv2.VideoCapture(str(demo_video))
+    frames = []
+    ok, img = cap.read()
+    while ok:
+        frames.append(cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        ok, img = cap.read()
+    cap.release()
+    for i, img in enumerate(frames + frames[::-1]):
+        cv2.imwrite(str(folder / f"frame_{i:04d}.jpg"), img)
+    return folder
+
+
 def start_graph_cli(video: Path, tmp: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(video), "--realtime",
+           "--set", f"video_source_node.image_folder_fps={LIVE_FPS}",
            "--height", str(HEIGHT_M), "--mass", str(MASS_KG), "--record", str(tmp / "bag"),
            "--log-dir", str(tmp / "logs"), "--set", f"trial_writer_node.output_dir={tmp / 'trials'}", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -220,8 +243,8 @@ def node_pids(tmp: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, demo_video, tmp_path):
-    proc = start_graph_cli(demo_video, tmp_path)
+def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, live_stream, tmp_path):
+    proc = start_graph_cli(live_stream, tmp_path)
     try:
         wait_for_joint_states(tmp_path, proc)
         proc.send_signal(sig)
@@ -232,6 +255,9 @@ def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, demo_vide
     assert proc.returncode == 0, f"exit {proc.returncode} on {sig.name}:\n{err[-3000:]}"
     assert re.search(r"all \d+ published frames have their results|\d+ of \d+ published frames got no result",
                      err), err[-3000:]
+    assert "Traceback" not in err and "interrupted while stopping" not in err, err[-3000:]
+    source_log = (tmp_path / "logs" / "video_source_node.log").read_text()
+    assert "stopped after" in source_log, "stopped mid-stream, not at the end of the file:\n" + source_log[-1500:]
     assert (tmp_path / "bag" / "metadata.yaml").is_file(), "bag closed"
     topics = bag_io.bag_topics(tmp_path / "bag")
     assert topics[graph.IMAGE_TOPIC].count > 0 and topics[graph.joint_states_topic(1)].count > 0
@@ -239,8 +265,8 @@ def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, demo_vide
     print(err.strip().splitlines()[-3:])
 
 
-def test_runner_exits_1_naming_a_node_killed_with_sigkill(demo_video, tmp_path):
-    proc = start_graph_cli(demo_video, tmp_path)
+def test_runner_exits_1_naming_a_node_killed_with_sigkill(live_stream, tmp_path):
+    proc = start_graph_cli(live_stream, tmp_path)
     try:
         wait_for_joint_states(tmp_path, proc)
         victim = next(pid for pid in node_pids(tmp_path)
@@ -257,8 +283,8 @@ def test_runner_exits_1_naming_a_node_killed_with_sigkill(demo_video, tmp_path):
     assert not node_pids(tmp_path), "node processes left running"
 
 
-def test_runner_killed_with_sigkill_leaves_no_orphans(demo_video, tmp_path):
-    proc = start_graph_cli(demo_video, tmp_path)
+def test_runner_killed_with_sigkill_leaves_no_orphans(live_stream, tmp_path):
+    proc = start_graph_cli(live_stream, tmp_path)
     try:
         wait_for_joint_states(tmp_path, proc)
         pids = node_pids(tmp_path)

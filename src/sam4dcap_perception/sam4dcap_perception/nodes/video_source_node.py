@@ -83,7 +83,9 @@ class VideoSourceNode(Node):
         else:
             from ..video_source import open_source
 
-            self.src = open_source(p["source"], start_s=p["start_s"], end_s=p["end_s"] or None)
+            # (image_folder_fps was declared but never passed: folders were refused by the node)
+            self.src = open_source(p["source"], start_s=p["start_s"], end_s=p["end_s"] or None,
+                                   image_folder_fps=p["image_folder_fps"] or None)
             self.n_frames = self.src.n_frames_hint
             self.intrinsics = (load_camera_info_file(p["camera_info_file"], self.src.width, self.src.height)
                                if p["camera_info_file"] else self.src.intrinsics_default(p["horizontal_fov_deg"]))
@@ -358,7 +360,9 @@ class VideoSourceNode(Node):
         self._thread.join(5.0)
         if self._thread.is_alive():
             self.get_logger().warning("publishing thread still busy after 5 s")
-        elif self.eos_pub is not None and getattr(self, "_end_announced", False) and self.context.ok():
+            return
+        self.get_logger().info(f"stopped after {self.frames_published} frames")
+        if self.eos_pub is not None and getattr(self, "_end_announced", False) and self.context.ok():
             from rclpy.duration import Duration
 
             self.eos_pub.wait_for_all_acked(Duration(seconds=1.0))  # delivered before we exit
@@ -392,7 +396,6 @@ class VideoSourceNode(Node):
         pace0 = None
         for stamp, img, info, t_capture in self._frames():
             if not self.context.ok() or self._stop.is_set():
-                self.get_logger().info(f"stopped after {self.frames_published} frames")
                 self._announce_end()
                 return
             if self.offline:
