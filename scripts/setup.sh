@@ -53,8 +53,6 @@ if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
     touch ".venv/share/ament_index/resource_index/packages/$pkg"
     ln -sfn "$root/src/$pkg/package.xml" ".venv/share/$pkg/package.xml"
   done
-  for d in launch config rviz; do ln -sfn "$root/$d" ".venv/share/sam4dcap_perception/$d"; done
-  ln -sfn "$root/src/sam4dcap_perception/sam4dcap_perception/graph.py" .venv/share/sam4dcap_perception/graph.py
   # `ros2 run PKG EXE` / launch_ros look in <prefix>/lib/PKG/. These wrappers re-enter the venv
   # with a clean library path, so a system ROS (numpy 1 builds) can start our numpy-2 nodes.
   for pkg in sam4dcap_biomech sam4dcap_perception; do
@@ -66,6 +64,21 @@ if [ "$(cat "$pkg_stamp" 2>/dev/null)" != "$want" ]; then
   done
   echo "$want" > "$pkg_stamp"; done_steps+=("packages")
 fi
+
+# share/sam4dcap_perception as `colcon build --symlink-install` lays it out: real folders
+# holding one symlink per file. ros2launch finds launch files with os.walk, which does not
+# descend into symlinked folders (`ros2 launch` said "file ... was not found"). Every run: cheap,
+# and new launch/config files appear without a reinstall.
+share=.venv/share/sam4dcap_perception
+for d in launch config rviz; do
+  if [ -L "$share/$d" ]; then rm "$share/$d"; fi   # an older setup linked the folder itself
+  mkdir -p "$share/$d"
+  find "$share/$d" -maxdepth 1 -type l ! -exec test -e {} \; -delete   # files since removed
+  for f in "$root/$d"/*; do
+    if [ -f "$f" ]; then ln -sfn "$f" "$share/$d/$(basename "$f")"; fi
+  done
+done
+ln -sfn "$root/src/sam4dcap_perception/sam4dcap_perception/graph.py" "$share/graph.py"
 
 scripts/fetch_test_data.sh 2> >(grep -v "^WARNING: Location" >&2)
 

@@ -27,6 +27,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Topic names, defined here once (nodes import them). Nodes create their endpoints with the
+# relative form (ros_common.relative_topic), so in a namespace /cam2 these become
+# /cam2/camera/image_raw, ...; without one they are exactly these names.
+IMAGE_TOPIC = "/camera/image_raw"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+SEGMENTATION_TOPIC = "/sam4dcap/segmentation"
+MASK_TOPIC = "/sam4dcap/mask"
+KEYPOINTS_TOPIC = "/sam4dcap/keypoints"
+MESH_TOPIC = "/sam4dcap/mesh"
+MARKERS_TOPIC = "/sam4dcap/markers"
+TF_STATIC_TOPIC = "/tf_static"
+TF_TOPIC = "/tf"
+KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
+MODEL_PATH_TOPIC = "/sam4dcap/model_path"
+KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
+VISUALIZATION_TOPIC = "/sam4dcap/visualization"
 PROGRESS_TOPIC = "/sam4dcap/progress"
 READY_TOPIC = "/sam4dcap/ready"
 # A file/bag source has published its last frame (std_msgs/Header, stamp = that frame's capture
@@ -57,32 +73,34 @@ def joint_states_topic(person_id: int) -> str:
 
 
 TOPICS: tuple[Topic, ...] = (
-    Topic("/camera/image_raw", "sensor_msgs/msg/Image", "image", "video_source_node",
+    Topic(IMAGE_TOPIC, "sensor_msgs/msg/Image", "image", "video_source_node",
           "Source frames, rgb8, stamp = capture time."),
-    Topic("/camera/camera_info", "sensor_msgs/msg/CameraInfo", "image", "video_source_node",
+    Topic(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "image", "video_source_node",
           "Pinhole intrinsics of the source (one per frame, same stamp)."),
-    Topic("/sam4dcap/segmentation", "sam4dcap_msgs/msg/PersonSegmentation", "results", "body_estimator_node",
+    Topic(SEGMENTATION_TOPIC, "sam4dcap_msgs/msg/PersonSegmentation", "results", "body_estimator_node",
           "Person mask + box + prompt; one per frame (tracked=false when lost)."),
-    Topic("/sam4dcap/mask", "sensor_msgs/msg/Image", "results", "body_estimator_node",
+    Topic(MASK_TOPIC, "sensor_msgs/msg/Image", "results", "body_estimator_node",
           "The person mask alone (mono8) for image viewers; only while someone subscribes.", record=False),
-    Topic("/sam4dcap/keypoints", "sam4dcap_msgs/msg/BodyKeypoints", "results", "body_estimator_node",
+    Topic(KEYPOINTS_TOPIC, "sam4dcap_msgs/msg/BodyKeypoints", "results", "body_estimator_node",
           "2D + metric 3D keypoints in the camera frame; one per frame (NaN when lost)."),
-    Topic("/sam4dcap/mesh", "sam4dcap_msgs/msg/BodyMesh", "results", "body_estimator_node",
+    Topic(MESH_TOPIC, "sam4dcap_msgs/msg/BodyMesh", "results", "body_estimator_node",
           "Body mesh (mesh backends only, e.g. sam3d)."),
-    Topic("/sam4dcap/markers", "sam4dcap_msgs/msg/VirtualMarkers", "deep", "markers_node",
+    Topic(MARKERS_TOPIC, "sam4dcap_msgs/msg/VirtualMarkers", "deep", "markers_node",
           "Virtual anatomical markers in the world frame (y up, metres)."),
-    Topic("/tf_static", "tf2_msgs/msg/TFMessage", "latched", "markers_node",
-          "world -> camera transform."),
-    Topic("/sam4dcap/joint_kinematics", "sam4dcap_msgs/msg/JointKinematics", "results", "ik_node",
+    Topic(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", "latched", "markers_node",
+          "world (z up, REP-103) -> opensim_world (y up, the markers' frame) -> camera_optical_frame."),
+    Topic(KINEMATICS_TOPIC, "sam4dcap_msgs/msg/JointKinematics", "results", "ik_node",
           "Inverse-kinematics coordinates (rad, m) with marker errors."),
     Topic(joint_states_topic(1), "sensor_msgs/msg/JointState", "results", "ik_node",
           "REP-155 joint states of body <id> (OpenSim coordinate names)."),
-    Topic("/sam4dcap/model_path", "std_msgs/msg/String", "latched", "ik_node",
+    Topic(MODEL_PATH_TOPIC, "std_msgs/msg/String", "latched", "ik_node",
           "Path of the (scaled) .osim model the IK uses; follows calibration hot swaps."),
-    Topic("/sam4dcap/joint_kinetics", "sam4dcap_msgs/msg/JointKinetics", "results", "id_node",
+    Topic(KINETICS_TOPIC, "sam4dcap_msgs/msg/JointKinetics", "results", "id_node",
           "Inverse-dynamics generalized forces (N m, N)."),
-    Topic("/sam4dcap/visualization", "visualization_msgs/msg/MarkerArray", "results", "visualization_node",
+    Topic(VISUALIZATION_TOPIC, "visualization_msgs/msg/MarkerArray", "results", "visualization_node",
           "RViz markers: virtual markers, skeleton, mesh, twin."),
+    Topic(TF_TOPIC, "tf2_msgs/msg/TFMessage", "results", "visualization_node",
+          "opensim_world -> body1_<segment>: every body of the IK model, posed by IK (same stamp)."),
     Topic(PROGRESS_TOPIC, "std_msgs/msg/Header", "deep", "",
           "Frame acks of the pipeline stages (offline flow control).", record=False),
     Topic(READY_TOPIC, "std_msgs/msg/String", "latched", "",
@@ -122,27 +140,27 @@ class NodeSpec:
 
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
-             ("/camera/image_raw", "/camera/camera_info", END_OF_STREAM_TOPIC),
+             (IMAGE_TOPIC, CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC),
              description="file / camera / bag -> images"),
-    NodeSpec("body_estimator_node", "sam4dcap_perception", ("/camera/image_raw",),
-             ("/sam4dcap/segmentation", "/sam4dcap/mask", "/sam4dcap/keypoints", "/sam4dcap/mesh", PROGRESS_TOPIC),
+    NodeSpec("body_estimator_node", "sam4dcap_perception", (IMAGE_TOPIC,),
+             (SEGMENTATION_TOPIC, MASK_TOPIC, KEYPOINTS_TOPIC, MESH_TOPIC, PROGRESS_TOPIC),
              acks=True, announces_ready=True,
              description="segmentation + keypoints (+ mesh)"),
-    NodeSpec("markers_node", "sam4dcap_perception", ("/sam4dcap/keypoints", "/camera/camera_info", END_OF_STREAM_TOPIC),
-             ("/sam4dcap/markers", "/tf_static", PROGRESS_TOPIC), acks=True, announces_ready=True,
+    NodeSpec("markers_node", "sam4dcap_perception", (KEYPOINTS_TOPIC, CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC),
+             (MARKERS_TOPIC, TF_STATIC_TOPIC, PROGRESS_TOPIC), acks=True, announces_ready=True,
              description="keypoints -> world-frame virtual markers"),
-    NodeSpec("ik_node", "sam4dcap_biomech", ("/sam4dcap/markers",),
-             ("/sam4dcap/joint_kinematics", joint_states_topic(1), "/sam4dcap/model_path", PROGRESS_TOPIC), acks=True,
+    NodeSpec("ik_node", "sam4dcap_biomech", (MARKERS_TOPIC,),
+             (KINEMATICS_TOPIC, joint_states_topic(1), MODEL_PATH_TOPIC, PROGRESS_TOPIC), acks=True,
              description="streaming inverse kinematics"),
-    NodeSpec("id_node", "sam4dcap_biomech", ("/sam4dcap/joint_kinematics", "/sam4dcap/model_path"),
-             ("/sam4dcap/joint_kinetics",),
+    NodeSpec("id_node", "sam4dcap_biomech", (KINEMATICS_TOPIC, MODEL_PATH_TOPIC),
+             (KINETICS_TOPIC,),
              description="inverse dynamics (enabled: false by default)"),
     NodeSpec("trial_writer_node", "sam4dcap_biomech",
-             ("/sam4dcap/markers", "/sam4dcap/joint_kinematics", "/sam4dcap/joint_kinetics"), (),
+             (MARKERS_TOPIC, KINEMATICS_TOPIC, KINETICS_TOPIC), (),
              description="TRC/MOT/STO per trial"),
     NodeSpec("visualization_node", "sam4dcap_perception",
-             ("/sam4dcap/markers", "/sam4dcap/mesh", "/sam4dcap/model_path", "/sam4dcap/joint_kinematics"),
-             ("/sam4dcap/visualization",), description="RViz MarkerArray"),
+             (MARKERS_TOPIC, MESH_TOPIC, MODEL_PATH_TOPIC, KINEMATICS_TOPIC),
+             (VISUALIZATION_TOPIC, TF_TOPIC), description="RViz MarkerArray + per-body TF"),
     NodeSpec("recorder_node", "sam4dcap_perception", tuple(t.name for t in TOPICS if t.record and t.name != PROGRESS_TOPIC),
              (PROGRESS_TOPIC,), acks=True, description="rosbag2 (mcap) recorder (acks the images it wrote)",
              announces_ready=True),
@@ -193,6 +211,7 @@ class GraphOptions:
     backend: str | None = None       # body estimator backend
     realtime: bool | None = None     # None: true for cameras, false for files/bags
     person_id: int | None = None
+    namespace: str = ""              # ROS namespace of every node (e.g. "cam2"); "" = none
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
 
     @property
@@ -204,6 +223,19 @@ class GraphOptions:
         if self.realtime is not None:
             return not self.realtime
         return self.camera is None
+
+
+def normalize_namespace(namespace: str) -> str:
+    """"cam2", "/cam2", "/cam2/" -> "/cam2"; "" -> "" (no namespace). Refuses names ROS
+    would refuse (each token: letters, digits, underscores, not starting with a digit)."""
+    import re
+
+    tokens = [t for t in (namespace or "").strip().strip("/").split("/") if t]
+    for t in tokens:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t):
+            raise ValueError(f"namespace {namespace!r}: token {t!r} must be letters, digits and underscores, "
+                             "not starting with a digit")
+    return "/" + "/".join(tokens) if tokens else ""
 
 
 def selected_nodes(options: GraphOptions, *, available: set[str] | None = None) -> list[NodeSpec]:

@@ -5,8 +5,15 @@ file (config file values + graph options; the same resolution the launch file ma
 node runs exactly as under `ros2 launch`. With a file or bag source the source exits once every
 frame is acked; the runner then stops the remaining nodes front to back with SIGINT (each
 flushes: the recorder closes its bag, the trial writer writes its files) and returns 0.
-With a camera the graph runs until Ctrl-C/SIGTERM. A node that exits early with an error
-stops the graph; its last log line is reported.
+With a camera the graph runs until Ctrl-C, SIGTERM or SIGHUP (a closed terminal): the source
+is stopped first, then the runner drains: it waits until every frame the source published has
+been acked by every stage (bounded by `drain_timeout_s`), says how many got no result, and
+stops the rest; exit code 0. A node that dies (an error exit or a signal such as SIGKILL)
+stops the graph with exit code 1 and one line naming it. Nodes die with the runner: each
+asks Linux for SIGTERM when its parent dies (ros_common.run_node), so a SIGKILLed runner
+leaves no orphans and the recorder still closes its bag.
+`namespace`: every node runs in that ROS namespace (`__ns`), so its topics are
+/<namespace>/camera/image_raw, ... and graphs in different namespaces share a ROS domain.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from sam4dcap_biomech.errors import Sam4dcapError
 from . import graph
 
 log = logging.getLogger(__name__)
+
+# After the source stops, the longest wait for the stages to finish the frames it published [s].
+DRAIN_TIMEOUT_S = 30.0
 
 # Downstream first, so each subscriber exists before its publisher's first message.
 START_ORDER = ("recorder_node", "visualization_node", "trial_writer_node", "id_node", "ik_node",
@@ -83,13 +93,19 @@ def write_params_file(node_name: str, params: Mapping[str, Any], path: Path) -> 
     return path
 
 
-def node_command(node_name: str, params: Mapping[str, Any], params_dir: Path) -> list[str]:
-    """argv of one node: its console script with a params file of `params`."""
+def node_command(node_name: str, params: Mapping[str, Any], params_dir: Path, *, namespace: str = "") -> list[str]:
+    """argv of one node: its console script with a params file of `params`, in `namespace`."""
     cmd = [str(console_script(node_name))]
-    if params:
-        f = write_params_file(node_name, params, params_dir / f"{node_name}.params.yaml")
-        cmd += ["--ros-args", "--params-file", str(f)]
-    return cmd
+    ros_args = []
+    if namespace:
+        ros_args += ["-r", f"__ns:={namespace}"]
+    # Always a file (also when empty): the command line then names the run's folder, which is
+    # how a user (and the tests) find a graph's processes. Keyed by the fully qualified name: a
+    # plain node name would not match in a namespace.
+    f = write_params_file(f"{namespace}/{node_name}" if namespace else node_name, params,
+                          params_dir / f"{node_name}.params.yaml")
+    ros_args += ["--params-file", str(f)]
+    return cmd + ["--ros-args", *ros_args]
 
 
 @dataclass
@@ -106,10 +122,10 @@ class NodeProcess:
         return "\n".join(lines[-n:])
 
 
-def start_node(node_name: str, params: Mapping[str, Any], *, log_dir: Path, env: Mapping[str, str] | None = None
-               ) -> NodeProcess:
+def start_node(node_name: str, params: Mapping[str, Any], *, log_dir: Path, env: Mapping[str, str] | None = None,
+               namespace: str = "") -> NodeProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = node_command(node_name, params, log_dir)
+    cmd = node_command(node_name, params, log_dir, namespace=namespace)
     log_path = log_dir / f"{node_name}.log"
     out = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ros_env(env),
@@ -133,12 +149,72 @@ def stop_node(np_: NodeProcess, *, timeout_s: float = 20.0) -> int:
     return 0 if rc in (0, -signal.SIGINT, -signal.SIGTERM, 130, 143) else rc
 
 
+def describe_exit(rc: int) -> str:
+    """"exited with code 2" / "was killed by SIGKILL" for a Popen return code."""
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+class DrainWatch:
+    """The runner's own probe node (in the graph's namespace): the capture stamps the source
+    published (its CameraInfo, one per frame) and each stage's ack watermark (PROGRESS_TOPIC),
+    so after a stop the runner knows when every published frame has its results and how many
+    never got them."""
+
+    def __init__(self, ack_nodes: list[str], namespace: str = ""):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo
+        from std_msgs.msg import Header
+
+        from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, BackgroundNode, relative_topic,
+                                                       stamp_to_sec)
+
+        self.bg = BackgroundNode("sam4dcap_graph_runner", namespace=namespace)
+        self._to_s = stamp_to_sec
+        self.published: set[float] = set()
+        self.acked = {n: float("-inf") for n in ack_nodes}
+
+        def on_info(m):
+            self.published.add(stamp_to_sec(m.header.stamp))
+
+        def on_ack(m):
+            if m.frame_id in self.acked and not m.frame_id.endswith(HELD_SUFFIX):
+                self.acked[m.frame_id] = max(self.acked[m.frame_id], stamp_to_sec(m.stamp))
+
+        # A best-effort reader matches reliable (file) and best-effort (camera) writers alike.
+        info_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.bg.node.create_subscription(CameraInfo, relative_topic(graph.CAMERA_INFO_TOPIC), on_info, info_qos)
+        self.bg.node.create_subscription(Header, relative_topic(graph.PROGRESS_TOPIC), on_ack, DEEP_QOS)
+
+    def unfinished(self) -> int:
+        """Published frames not yet acked by every stage (acks are watermarks)."""
+        done = min(self.acked.values(), default=float("inf"))
+        return sum(t > done + 1e-6 for t in self.published)
+
+    def close(self) -> None:
+        self.bg.close()
+
+
 class GraphRun:
     """A running graph: `start()`, then `wait()` (file sources) or `stop()`."""
 
     def __init__(self, options: graph.GraphOptions, *, log_dir: str | os.PathLike | None = None,
-                 env: Mapping[str, str] | None = None, drain_s: float = 1.0):
+                 env: Mapping[str, str] | None = None, drain_s: float = 0.3,
+                 drain_timeout_s: float = DRAIN_TIMEOUT_S, watch: bool = True):
         self.options = options
+        try:
+            self.namespace = graph.normalize_namespace(options.namespace)
+        except ValueError as exc:
+            raise Sam4dcapError(f"--namespace: {exc}") from None
+        self.drain_timeout_s = drain_timeout_s
+        self.watch = watch   # the drain probe (rclpy in this process)
+        self.watcher: DrainWatch | None = None
+        self.lost_frames = 0
+        self._reported: set[str] = set()
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="sam4dcap-graph-"))
         self.env = env
         self.drain_s = drain_s
@@ -157,9 +233,12 @@ class GraphRun:
         if not self.options.source:
             raise Sam4dcapError("no source: give --video PATH (file, image folder or bag) or --camera N")
         names = {n.name for n in self.nodes}
+        if self.watch:
+            self.watcher = DrainWatch([n.name for n in self.nodes if n.acks], self.namespace)
         for name in START_ORDER:
             if name in names:
-                self.procs[name] = start_node(name, self.params[name], log_dir=self.log_dir, env=self.env)
+                self.procs[name] = start_node(name, self.params[name], log_dir=self.log_dir, env=self.env,
+                                              namespace=self.namespace)
         log.info("graph started: %s (logs in %s)", ", ".join(self.procs), self.log_dir)
         return self
 
@@ -170,8 +249,18 @@ class GraphRun:
                 return np_
         return None
 
+    def _died(self, np_: NodeProcess, rc: int) -> None:
+        """One line naming the node that died (its log for the details)."""
+        if np_.name in self._reported:
+            return
+        self._reported.add(np_.name)
+        log.error("%s %s; graph stopped (its log: %s)", np_.name, describe_exit(rc), np_.log_path)
+        log.debug("%s log tail:\n%s", np_.name, np_.tail())
+
     def wait(self, timeout_s: float | None = None) -> int:
-        """Until the source ends (file/bag) or a node fails; then stop all. Returns an exit code."""
+        """Until the source ends (file/bag), a node dies, the timeout passes or Ctrl-C/SIGTERM/
+        SIGHUP (KeyboardInterrupt); then drain and stop all. Returns the exit code: 0 for a
+        normal end or a stop by the user, 1 when a node died or the graph timed out."""
         source = self.procs["video_source_node"]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         rc = None
@@ -180,13 +269,13 @@ class GraphRun:
                 src_rc = source.proc.poll()
                 bad = self.failed_node()
                 if bad is not None:
-                    log.error("%s exited with %s:\n%s", bad.name, bad.proc.returncode, bad.tail())
-                    rc = bad.proc.returncode or 1
+                    self._died(bad, bad.proc.returncode)
+                    rc = 1
                     break
                 if src_rc is not None:
                     if src_rc != 0:
-                        log.error("video_source_node exited with %s:\n%s", src_rc, source.tail())
-                    rc = src_rc
+                        self._died(source, src_rc)
+                    rc = 0 if src_rc == 0 else 1
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     log.error("graph did not finish within %.0f s", timeout_s)
@@ -194,20 +283,54 @@ class GraphRun:
                     break
                 time.sleep(0.1)
         except KeyboardInterrupt:
-            log.info("interrupted: stopping the graph")
+            log.info("interrupted: stopping the source, then finishing the frames it published")
             rc = 0
-        time.sleep(self.drain_s)  # let the last frame's results reach the writers
-        stop_rc = self.stop()
+        try:
+            stop_rc = self.stop()
+        except KeyboardInterrupt:   # Ctrl-C while stopping: stop now
+            log.warning("interrupted while stopping: stopping the nodes without waiting for their results")
+            stop_rc = self.stop(drain=False)
         return rc or stop_rc
 
-    def stop(self) -> int:
+    def drain(self) -> int:
+        """After the source stopped: until every frame it published is acked by every stage or
+        `drain_timeout_s`; returns (and logs) the number of frames left without results."""
+        if self.watcher is None:
+            time.sleep(self.drain_s)
+            return 0
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self.watcher.unfinished() and time.monotonic() < deadline:
+            if any(np_.proc.poll() is not None for n, np_ in self.procs.items() if n != "video_source_node"):
+                break   # a stage is gone: its frames will never be acked
+            time.sleep(0.05)
+        lost = self.watcher.unfinished()
+        total = len(self.watcher.published)
+        if lost:
+            log.warning("%d of %d published frames got no result (not acked by every stage within %.0f s)",
+                        lost, total, self.drain_timeout_s)
+        else:
+            log.info("all %d published frames have their results", total)
+        time.sleep(self.drain_s)   # let the last results reach the writers (they do not ack)
+        return lost
+
+    def stop(self, *, drain: bool = True) -> int:
+        """Stop the source, drain, stop the rest upstream first. 0, or 1 with one line per node
+        that did not stop cleanly."""
         rc = 0
-        for name in STOP_ORDER:
-            if name in self.procs:
+        try:
+            for name in STOP_ORDER:
+                if name not in self.procs:
+                    continue
                 r = stop_node(self.procs[name])
                 if r != 0:
-                    log.error("%s exited with %s:\n%s", name, r, self.procs[name].tail())
-                    rc = rc or r
+                    self._died(self.procs[name], r)
+                    rc = 1
+                if name == "video_source_node" and drain:
+                    self.lost_frames = self.drain()
+        finally:
+            if self.watcher is not None:
+                self.watcher.close()
+                self.watcher = None
         return rc
 
 

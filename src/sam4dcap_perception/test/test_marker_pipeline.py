@@ -40,7 +40,7 @@ def test_all_frames_tracked_and_placed(results, cam):
     r = results[cam]
     assert r.quality["frames"] == 100 and r.flags["tracked"].all()
     assert np.isfinite(r.filtered.values).all()
-    assert r.raw.frame == "world" and r.raw.unit == "m"
+    assert r.raw.frame == "opensim_world" and r.raw.unit == "m"
 
 
 @pytest.mark.parametrize("cam", CAMS)

@@ -100,15 +100,63 @@ def test_static_transform_and_types(live_run):
     bag = live_run["bag"]
     tfs = read_bag(bag, "/tf_static")
     assert len(tfs) == 1
-    tf = tfs[0].transforms[0]
-    assert (tf.header.frame_id, tf.child_frame_id) == ("world", "camera")
+    # REP-103: a z-up `world` for ROS users, OpenSim's y-up frame (the markers') a named child.
+    zup, tf = tfs[0].transforms
+    assert (zup.header.frame_id, zup.child_frame_id) == ("world", "opensim_world")
+    q = zup.transform.rotation
+    rot = quaternion_matrix(q)
+    np.testing.assert_allclose(rot @ [0, 1, 0], [0, 0, 1], atol=1e-9, err_msg="OpenSim's y is the world's z")
+    np.testing.assert_allclose(rot @ [1, 0, 0], [1, 0, 0], atol=1e-9, err_msg="x forward in both")
+    assert (tf.header.frame_id, tf.child_frame_id) == ("opensim_world", "camera_optical_frame")
     q = tf.transform.rotation
     assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1) < 1e-6
     assert 0.2 < tf.transform.translation.y < 3.0, "camera height above the ground, y up"
+    camera_height_in_world = (rot @ [tf.transform.translation.x, tf.transform.translation.y,
+                                     tf.transform.translation.z])[2]
+    assert 0.2 < camera_height_in_world < 3.0, "the same height along the z-up world's z"
+    images = read_bag(bag, "/camera/image_raw")
+    assert {m.header.frame_id for m in images} == {"camera_optical_frame"}
+    assert {m.header.frame_id for m in read_bag(bag, "/sam4dcap/markers")} == {"opensim_world"}
     topics = bag_io.bag_topics(bag)
     for t in graph.TOPICS:
         if t.name in topics:
             assert topics[t.name].msgtype == t.msgtype
+
+
+def quaternion_matrix(q) -> np.ndarray:
+    x, y, z, w = q.x, q.y, q.z, q.w
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def test_joint_states_frame_and_velocity_are_always_filled(live_run):
+    """Every JointState names its frame and has one velocity per joint: NaN where not yet
+    estimable (the first frame), finite after it."""
+    states = read_bag(live_run["bag"], JOINT_STATES)
+    assert states
+    assert {m.header.frame_id for m in states} == {"opensim_world"}
+    assert all(len(m.velocity) == len(m.name) == len(m.position) for m in states)
+    assert np.isnan(states[0].velocity).all(), "first frame: velocity unknown, NaN (not missing, not 0)"
+    assert np.isfinite(states[len(states) // 2].velocity).all()
+
+
+def test_per_body_tf_frames_follow_the_ik(live_run):
+    """/tf carries every body of the IK model as body1_<body>, child of opensim_world, at the
+    kinematics' stamps; the pelvis frame sits where IK put the pelvis."""
+    bag = live_run["bag"]
+    tfs = read_bag(bag, "/tf")
+    kin = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_bag(bag, "/sam4dcap/joint_kinematics")}
+    assert len(tfs) >= 0.9 * len(kin) > 0
+    frames = {t.child_frame_id for m in tfs for t in m.transforms}
+    assert {"body1_pelvis", "body1_femur_r", "body1_tibia_l", "body1_torso"} <= frames, sorted(frames)
+    assert {t.header.frame_id for m in tfs for t in m.transforms} == {"opensim_world"}
+    last = tfs[-1]
+    k = kin[(last.transforms[0].header.stamp.sec, last.transforms[0].header.stamp.nanosec)]
+    pelvis = next(t for t in last.transforms if t.child_frame_id == "body1_pelvis").transform.translation
+    q = dict(zip(k.name, k.position))
+    np.testing.assert_allclose([pelvis.x, pelvis.y, pelvis.z], [q["pelvis_tx"], q["pelvis_ty"], q["pelvis_tz"]],
+                               atol=1e-6)
 
 
 def test_bag_reads_back_with_the_independent_mcap_reader(live_run):
@@ -332,7 +380,7 @@ def test_visualization_draws_markers_and_the_ik_twin(live_run):
         vm = markers[stamp]
         pos = {n: np.array([p.x, p.y, p.z]) for n, p in zip(vm.names, vm.positions)}
         bodies = {m.text: m for m in arr.markers}
-        assert len(bodies) >= 18 and all(m.header.frame_id == "world" for m in arr.markers)
+        assert len(bodies) >= 18 and all(m.header.frame_id == "opensim_world" for m in arr.markers)
         assert {m.type for m in arr.markers} <= {Marker.CYLINDER, Marker.CUBE, Marker.SPHERE}
         assert bodies["pelvis"].type == Marker.CUBE and bodies["femur_r"].type == Marker.CYLINDER
         for body, marker in (("femur_r", "right_knee"), ("tibia_r", "right_knee"),

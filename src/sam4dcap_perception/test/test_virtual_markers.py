@@ -72,7 +72,7 @@ def test_streaming_estimator_matches_truth_after_the_ground_window(scene):
     assert est.take_backlog() == []
     for i, b in enumerate(backlog):
         np.testing.assert_allclose(b.raw, scene.expected_world()[i], atol=0.005)
-    assert est.ready and est.world.frame_id == "world"
+    assert est.ready and est.world.frame_id == "opensim_world"
     # The lag budget of the live filter: at most one frame.
     assert est._filter.lag_frames <= 1.0 + 1e-9
     expected = scene.expected_world()
@@ -83,7 +83,7 @@ def test_streaming_estimator_matches_truth_after_the_ground_window(scene):
             assert not out.tracked and np.isnan(out.positions).all() and np.isnan(out.raw).all()
             assert (out.confidence == 0).all()
             continue
-        assert out.tracked and out.names == NAMES and out.frame_id == "world"
+        assert out.tracked and out.names == NAMES and out.frame_id == "opensim_world"
         np.testing.assert_allclose(out.raw, expected[i], atol=0.005)
     # Causal filter on a constant-velocity walk: within a frame's travel of the truth.
     step = np.linalg.norm(np.diff(scene.pelvis, axis=0), axis=1).max()

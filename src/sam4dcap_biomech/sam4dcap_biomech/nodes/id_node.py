@@ -19,7 +19,7 @@ from pathlib import Path
 from rclpy.node import Node
 
 from ..errors import Sam4dcapError
-from .ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters, run_node, stamp_to_sec
+from .ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters, relative_topic, run_node, stamp_to_sec
 
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
 KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
@@ -56,9 +56,9 @@ class IDNode(Node):
             except Sam4dcapError as exc:
                 raise Sam4dcapError(f"parameter id_node.model_path={p['model_path']!r}: {exc}") from None
         else:
-            self.create_subscription(String, MODEL_PATH_TOPIC, self._on_model_path, LATCHED_QOS)
-        self.kinetics_pub = self.create_publisher(JointKinetics, KINETICS_TOPIC, RESULTS_QOS)
-        self.create_subscription(JointKinematics, KINEMATICS_TOPIC, self._on_kinematics, DEEP_QOS)
+            self.create_subscription(String, relative_topic(MODEL_PATH_TOPIC), self._on_model_path, LATCHED_QOS)
+        self.kinetics_pub = self.create_publisher(JointKinetics, relative_topic(KINETICS_TOPIC), RESULTS_QOS)
+        self.create_subscription(JointKinematics, relative_topic(KINEMATICS_TOPIC), self._on_kinematics, DEEP_QOS)
         self.get_logger().info(f"inverse dynamics on {KINEMATICS_TOPIC} (delay {p['delay_s']} s, "
                                f"low-pass {p['lowpass_cutoff_hz']} Hz, no external loads)")
 

@@ -35,8 +35,8 @@ from rclpy.node import Node
 
 from ..errors import Sam4dcapError
 from ..markersets import MARKER_SETS
-from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters, run_node,
-                         stamp_to_sec)
+from .ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
+                         declare_parameters, relative_topic, run_node, stamp_to_sec)
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
@@ -46,6 +46,11 @@ MODEL_PATH_TOPIC = "/sam4dcap/model_path"
 def joint_states_topic(person_id: int) -> str:
     # REP-155 body ids are strings; a ROS 2 name token may not start with a digit.
     return f"/humans/bodies/body{int(person_id)}/joint_states"
+
+
+# Parameters a `ros2 param set` changes while running; the others are read-only.
+RUNTIME_PARAMETERS = ("min_markers", "max_marker_rms_m", "static_min_duration_s", "static_max_speed_m_s",
+                      "calibration_buffer_s", "output_dir")
 
 
 def cache_dir() -> Path:
@@ -81,7 +86,8 @@ class IKNode(Node):
         from ..opensim_logging import quiet_opensim
 
         quiet_opensim("warn")
-        self.p = p = declare_parameters(self, "ik_node")
+        # Applied while running (read at their next use); the rest is read-only.
+        self.p = p = declare_parameters(self, "ik_node", runtime=RUNTIME_PARAMETERS, on_change=self._on_parameter)
         self.marker_names = MARKER_SETS[p["marker_set"]]
         if p["model_path"]:
             model = Path(p["model_path"]).expanduser()
@@ -99,9 +105,10 @@ class IKNode(Node):
         self.model_path = model
 
         self._JointKinematics, self._JointState, self._String = JointKinematics, JointState, String
-        self.kinematics_pub = self.create_publisher(JointKinematics, KINEMATICS_TOPIC, RESULTS_QOS)
-        self.joint_states_pub = self.create_publisher(JointState, joint_states_topic(p["person_id"]), RESULTS_QOS)
-        self.model_pub = self.create_publisher(String, MODEL_PATH_TOPIC, LATCHED_QOS)
+        self.kinematics_pub = self.create_publisher(JointKinematics, relative_topic(KINEMATICS_TOPIC), RESULTS_QOS)
+        self.joint_states_pub = self.create_publisher(JointState, relative_topic(joint_states_topic(p["person_id"])),
+                                                      RESULTS_QOS)
+        self.model_pub = self.create_publisher(String, relative_topic(MODEL_PATH_TOPIC), LATCHED_QOS)
         self.acks = FrameAcks(self)
         # One lock around the IK and the calibration buffer: the realtime worker and the
         # calibration service (executor thread) both use them.
@@ -117,7 +124,7 @@ class IKNode(Node):
             self._worker = threading.Thread(target=self._solve_newest_loop, name="ik_realtime", daemon=True)
             self._worker.start()
             self.create_timer(10.0, self._report_skipped)
-        self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
+        self.create_subscription(VirtualMarkers, relative_topic(MARKERS_TOPIC), self._on_markers, DEEP_QOS)
         self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
         # Recent frames for calibration: (capture time, positions in marker_names order).
         self._recent: collections.deque = collections.deque()
@@ -138,6 +145,11 @@ class IKNode(Node):
             options["regularize"] = self.p["regularize_unobserved"]
         return StreamingIK(str(model_path), self.marker_names, accuracy=self.p["accuracy"],
                            min_markers=self.p["min_markers"], **options)
+
+    def _on_parameter(self, name: str, value) -> None:
+        if name == "min_markers":   # the solver keeps its own copy
+            with self._ik_lock:
+                self.ik.min_markers = int(value)
 
     def _publish_model_path(self) -> None:
         self.model_pub.publish(self._String(data=str(Path(self.model_path).resolve())))
@@ -235,9 +247,10 @@ class IKNode(Node):
             self._warn_once(f"person:{msg.person_id}", f"ignoring markers of body {msg.person_id}: this node "
                             f"follows body {self.p['person_id']} (parameter ik_node.person_id)")
             return
-        if msg.header.frame_id and msg.header.frame_id != "world":
+        if msg.header.frame_id and msg.header.frame_id not in (OPENSIM_WORLD_FRAME, WORLD_FRAME):
             self._warn_once(f"frame:{msg.header.frame_id}", f"markers arrive in frame {msg.header.frame_id!r}; "
                             "IK assumes the OpenSim world frame (y up)")
+        self._frame_id = msg.header.frame_id or OPENSIM_WORLD_FRAME
         positions = self._positions(msg)
         if positions is None:
             return
@@ -274,10 +287,15 @@ class IKNode(Node):
     def _publish(self, stamp, frame) -> None:
         names = list(frame.coordinate_names)
         q = [float(v) for v in frame.q]
-        qdot = [] if frame.qdot is None or not np.all(np.isfinite(frame.qdot)) else [float(v) for v in frame.qdot]
+        # Velocity always has one entry per joint: NaN where not estimable yet (the first frame
+        # after a start, a reset or a source jump), so consumers never see a ragged message.
+        qdot = [math.nan] * len(q) if frame.qdot is None else \
+            [float(v) if math.isfinite(v) else math.nan for v in frame.qdot]
+        # Both in the frame of the markers (the free joint's translations are expressed in it).
+        frame_id = getattr(self, "_frame_id", OPENSIM_WORLD_FRAME)
         kin = self._JointKinematics()
         kin.header.stamp = stamp
-        kin.header.frame_id = "world"
+        kin.header.frame_id = frame_id
         kin.person_id = self.p["person_id"]
         kin.model_name = self.ik.model.getName()
         kin.name = names
@@ -292,6 +310,7 @@ class IKNode(Node):
         self.kinematics_pub.publish(kin)
         js = self._JointState()
         js.header.stamp = stamp
+        js.header.frame_id = frame_id
         js.name = names
         js.position = q
         js.velocity = qdot

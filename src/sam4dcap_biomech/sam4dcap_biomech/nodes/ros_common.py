@@ -26,6 +26,17 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+# Frames (REP-103/105): `world` is z up for ROS consumers (RViz, tf2, robots); the markers,
+# kinematics and the IK model live in OpenSim's y-up frame, published as its named child
+# `opensim_world` (a fixed rotation of +90 deg about x: OpenSim x forward, y up, z right ->
+# ROS x forward, y left, z up). The camera's optical frame (x right, y down, z forward) is a
+# child of opensim_world; each body of the IK model is `<body id>_<OpenSim body>`, e.g.
+# body1_pelvis, a child of opensim_world.
+WORLD_FRAME = "world"
+OPENSIM_WORLD_FRAME = "opensim_world"
+OPENSIM_WORLD_IN_WORLD_XYZW = (0.7071067811865476, 0.0, 0.0, 0.7071067811865476)
+
+
 def image_qos(offline: bool) -> QoSProfile:
     """Reliable + deep queue for file sources (no silent drops), sensor-data for live cameras."""
     if offline:
@@ -39,10 +50,14 @@ def ensure_localhost_discovery() -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(name=spec.name, description=spec.description)
+def _descriptor(spec: ParamSpec, *, read_only: bool) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=read_only)
+    constraints = []
     if spec.choices:
-        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+        constraints.append("one of: " + ", ".join(spec.choices))
+    if read_only:
+        constraints.append(READ_ONLY_REASON)
+    desc.additional_constraints = "; ".join(constraints)
     if spec.min is not None and spec.max is not None:
         if isinstance(spec.default, float):
             desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
@@ -51,20 +66,36 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
-def declare_parameters(node: Node, section: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+# Shown by `ros2 param describe`; rclpy refuses `set` of a read-only parameter with
+# "Trying to set a read-only parameter: NAME".
+READ_ONLY_REASON = "read-only: fixed when the node starts (give it in the params file / launch and restart)"
+
+
+def declare_parameters(node: Node, section: str, overrides: Mapping[str, Any] | None = None, *,
+                       runtime: tuple[str, ...] = (), on_change=None) -> dict[str, Any]:
     """Declare every parameter of `section` from the config file, with descriptions and ranges.
 
     Values given on the command line/launch file override the file; all are validated with
     the config's rules, and a bad one raises Sam4dcapError naming the parameter (the node's
-    main() turns that into a one-line refusal to start). Returns the validated values.
+    main() turns that into a one-line refusal to start). Returns the validated values as a
+    dict the node keeps reading.
+
+    A parameter is either applied while running or refused: those named in `runtime` can be
+    set at run time (`ros2 param set`); a valid new value is written into the returned dict
+    (the node reads it at its next use) and `on_change(name, value)` is called for nodes that
+    must rebuild something. Every other parameter is declared read_only, so a set is refused
+    with a reason instead of being accepted and ignored.
     """
     config = load_config()
     specs = config.specs(section)
+    unknown = set(runtime) - set(specs)
+    if unknown:
+        raise ValueError(f"runtime parameters not in the config section {section}: {sorted(unknown)}")
     values: dict[str, Any] = {}
     for name, spec in specs.items():
         default = overrides.get(name, spec.default) if overrides else spec.default
         try:
-            param = node.declare_parameter(name, default, _descriptor(spec))
+            param = node.declare_parameter(name, default, _descriptor(spec, read_only=name not in runtime))
         except Exception as exc:  # rclpy raises on out-of-range/ wrong-type overrides
             raise Sam4dcapError(f"parameter {node.get_name()}.{name}: {exc}") from None
         values[name] = spec.validate(param.value, node=node.get_name())
@@ -78,8 +109,27 @@ def declare_parameters(node: Node, section: str, overrides: Mapping[str, Any] | 
                     return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
+    def _after_set(params):
+        for p in params:
+            if p.name in specs and p.name in runtime:
+                values[p.name] = specs[p.name].validate(p.value, node=node.get_name())
+                node.get_logger().info(f"parameter {p.name} = {values[p.name]!r} (applied)")
+                if on_change is not None:
+                    on_change(p.name, values[p.name])
+
     node.add_on_set_parameters_callback(_on_set)
+    node.add_post_set_parameters_callback(_after_set)
     return values
+
+
+def relative_topic(name: str) -> str:
+    """The relative form of a topic of the graph ("/sam4dcap/markers" -> "sam4dcap/markers"):
+    nodes create every publisher/subscription with it, so a node started in a namespace
+    (`__ns:=/cam2`, launch `namespace:=cam2`, `sam4dcap graph --namespace cam2`) talks on
+    /cam2/sam4dcap/markers and two graphs share a ROS domain without seeing each other. TF
+    too ("tf", "tf_static"), as Nav2 does for namespaced robots; without a namespace the names
+    are the usual absolute ones."""
+    return name.lstrip("/")
 
 
 def stamp_to_sec(stamp) -> float:
@@ -96,40 +146,125 @@ def sec_to_stamp(t: float):
     return Time(sec=sec, nanosec=nanosec)
 
 
-def run_node(node_factory, args=None) -> int:
-    """Standard main(): init, build, spin, shut down cleanly on Ctrl-C / SIGTERM.
+# Signals that stop a node cleanly: Ctrl-C, `kill`/launch's SIGTERM, a closed terminal or SSH
+# session (SIGHUP).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+# How often the spin loop looks at the stop flag and the parent process [s].
+SPIN_PERIOD_S = 0.1
 
+
+class ShutdownRequest:
+    """Why a node stops: a stop signal, its parent process gone (orphan), or its own end
+    (e.g. a file source finished). Set from Python signal handlers, read by the spin loop."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
+def die_with_parent() -> int:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so
+    a node started by a runner or `ros2 launch` that was SIGKILLed does not live on as an
+    orphan. Returns the parent pid to watch as well (the parent may have died before the
+    prctl; the spin loop also compares getppid() with it)."""
+    import ctypes
+    import signal
+    import sys
+
+    ppid = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    return ppid
+
+
+# On a stop, messages already received are still handled for at most this long [s] (a writer
+# gets the last results that were on their way).
+FINISH_QUEUED_S = 0.5
+
+
+def _finish_queued_callbacks(executor) -> None:
+    """Run callbacks that are ready until none is (a spin that waits idles) or FINISH_QUEUED_S."""
+    import time
+
+    import rclpy
+
+    deadline = time.monotonic() + FINISH_QUEUED_S
+    while rclpy.ok() and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        executor.spin_once(timeout_sec=0.02)
+        if time.monotonic() - t0 >= 0.018:   # waited the whole timeout: nothing was ready
+            return
+
+
+def run_node(node_factory, args=None) -> int:
+    """Standard main(): init, build, spin until stopped, close, exit 0.
+
+    Stops cleanly within SPIN_PERIOD_S + the node's close() on SIGINT, SIGTERM or SIGHUP, when
+    the parent process dies (a killed runner or launch: no orphans), or when the node shuts its
+    own context down (a finished file source). rclpy's own signal handlers are off: they shut
+    the context down under a running callback (seen as RCLError/RuntimeError at stop and as a
+    C++ abort of a publishing thread). Instead the flag is set, the spin loop ends, then the
+    node's `close()` runs while the context is still valid (threads joined, bag closed, trial
+    written), then the node is destroyed and rclpy shut down.
     A Sam4dcapError while building the node (bad parameter) prints one line and returns 2.
     """
+    import signal
     import sys
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     ensure_localhost_discovery()
+    stop = ShutdownRequest()
+    parent = die_with_parent()
+
+    def on_signal(signum, frame):
+        stop.set(signal.Signals(signum).name)
+
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), on_signal)
     # A restart after a crash: take over the dead process's shared-memory ports (shm_recovery.py).
     from .shm_recovery import release_stale_shm_ports
     release_stale_shm_ports()
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = None
     try:
         node = node_factory()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+            if os.getppid() != parent:
+                stop.set("parent process gone")
+        _finish_queued_callbacks(executor)
     except Sam4dcapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:
-        # SIGINT/SIGTERM shut the context down under a running spin: rclpy may then raise
-        # RCLError ("context is not valid") instead of ExternalShutdownException. Clean stop.
-        if rclpy.ok():
-            raise
     finally:
+        if stop and node is not None:
+            node.get_logger().info(f"stopping ({stop.reason})")
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
@@ -160,7 +295,7 @@ class FrameAcks:
 
         self._header = Header
         self._name = node.get_name()
-        self._pub = node.create_publisher(Header, PROGRESS_TOPIC, DEEP_QOS)
+        self._pub = node.create_publisher(Header, relative_topic(PROGRESS_TOPIC), DEEP_QOS)
 
     def ack(self, stamp) -> None:
         self._pub.publish(self._header(stamp=stamp, frame_id=self._name))
@@ -191,7 +326,7 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
     def try_subscribe():
         if "sub" in state:
             return
-        infos = node.get_publishers_info_by_topic(topic)
+        infos = node.get_publishers_info_by_topic(node.resolve_topic_name(relative_topic(topic)))
         if not infos:
             return
         reliable = any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
@@ -202,7 +337,7 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
                              reliability=ReliabilityPolicy.RELIABLE)
         else:
             qos = LIVE_IMAGE_QOS
-        state["sub"] = node.create_subscription(msg_type, topic, callback, qos, raw=raw)
+        state["sub"] = node.create_subscription(msg_type, relative_topic(topic), callback, qos, raw=raw)
         timer.cancel()
         node.get_logger().info(f"subscribed to {topic} ({'reliable' if reliable else 'best effort'})")
         if on_subscribed is not None:
@@ -213,18 +348,24 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
 
 
 # Readiness: a node whose input subscriptions are made lazily (subscribe_like_publisher)
-# announces its name here, latched, once they all exist; file sources wait for it.
+# announces its name here once they all exist; file sources wait for it.
 READY_TOPIC = "/sam4dcap/ready"
+# The announcement is repeated this often: latched QoS alone lost it twice in ~100 starts (a
+# late-matched reader), and the source then waited for startup_timeout_s for nothing [s].
+READY_REPEAT_S = 1.0
 
 
 def announce_ready(node: Node, topics=()):
     """Publish "<node name> <topic> <topic>..." on READY_TOPIC (latched: late subscribers get it
-    too): the node's lazily made subscriptions exist. The source then also waits until its own
-    publishers have matched them (DDS discovery is per participant)."""
+    too, and repeated every READY_REPEAT_S so a lost sample costs one period): the node's lazily
+    made subscriptions exist. The source then also waits until its own publishers have matched
+    them (DDS discovery is per participant)."""
     from std_msgs.msg import String
 
-    pub = node.create_publisher(String, READY_TOPIC, LATCHED_QOS)
-    pub.publish(String(data=" ".join([node.get_name(), *topics])))
+    pub = node.create_publisher(String, relative_topic(READY_TOPIC), LATCHED_QOS)
+    msg = String(data=" ".join([node.get_name(), *topics]))
+    pub.publish(msg)
+    node.create_timer(READY_REPEAT_S, lambda: pub.publish(msg))   # the node keeps its timers
     node.get_logger().info("ready: all input subscriptions exist")
     return pub
 
@@ -234,15 +375,17 @@ class BackgroundNode:
     benchmarks use to watch a running graph from their own process. Add subscriptions to
     `.node` at any time; `close()` stops the thread and shuts the context down."""
 
-    def __init__(self, name: str, *, spin_period_s: float = 0.02):
+    def __init__(self, name: str, *, spin_period_s: float = 0.02, namespace: str = ""):
         import threading
 
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
 
         self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node(name, context=self.ctx)
+        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt of the host program.
+        rclpy.init(context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(name, context=self.ctx, namespace=namespace or None)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._period_s = spin_period_s

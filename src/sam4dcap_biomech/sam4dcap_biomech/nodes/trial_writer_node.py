@@ -17,7 +17,7 @@ from rclpy.node import Node
 
 from ..errors import Sam4dcapError
 from ..trial_recording import TrialRecording
-from .ros_common import DEEP_QOS, declare_parameters, run_node, stamp_to_sec
+from .ros_common import DEEP_QOS, declare_parameters, relative_topic, run_node, stamp_to_sec
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
@@ -30,7 +30,7 @@ class TrialWriterNode(Node):
         from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
         from sam4dcap_msgs.srv import StartTrial, StopTrial
 
-        self.p = p = declare_parameters(self, "trial_writer_node")
+        self.p = p = declare_parameters(self, "trial_writer_node", runtime=("output_dir",))  # next trial
         self.trial: TrialRecording | None = None
         self._person_ids: set[int] = set()
         if p["auto_start"]:
@@ -38,9 +38,9 @@ class TrialWriterNode(Node):
                 self.trial = TrialRecording(p["trial_name"], p["output_dir"])
             except Sam4dcapError as exc:
                 raise Sam4dcapError(f"parameter trial_writer_node.trial_name: {exc}") from None
-        self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
-        self.create_subscription(JointKinematics, KINEMATICS_TOPIC, self._on_kinematics, DEEP_QOS)
-        self.create_subscription(JointKinetics, KINETICS_TOPIC, self._on_kinetics, DEEP_QOS)
+        self.create_subscription(VirtualMarkers, relative_topic(MARKERS_TOPIC), self._on_markers, DEEP_QOS)
+        self.create_subscription(JointKinematics, relative_topic(KINEMATICS_TOPIC), self._on_kinematics, DEEP_QOS)
+        self.create_subscription(JointKinetics, relative_topic(KINETICS_TOPIC), self._on_kinetics, DEEP_QOS)
         self.create_service(StartTrial, "~/start_trial", self._on_start)
         self.create_service(StopTrial, "~/stop_trial", self._on_stop)
         if self.trial is not None:

@@ -5,7 +5,10 @@
 
 With a file or bag every frame is processed (the source waits for downstream), the recorder
 and the trial writer are flushed, and the command exits 0 when the file ends. With a camera it
-runs until Ctrl-C. Parameters come from config/sam4dcap.yaml (or --config) with these flags and
+runs until Ctrl-C (or SIGTERM / SIGHUP): the source stops, the frames it already published are
+finished (bounded wait; a count of any left without results is printed), and the command exits
+0. A node that dies stops the graph: one line names it, exit code 1. `--namespace NS` runs
+every node in the ROS namespace NS (topics /NS/camera/image_raw, ...). Parameters come from config/sam4dcap.yaml (or --config) with these flags and
 `--set node.param=value` on top; node logs go to --log-dir.
 """
 
@@ -26,6 +29,11 @@ def add_arguments(parser):
                         help="override one node parameter (YAML value), repeatable")
     parser.add_argument("--log-dir", metavar="DIR", help="folder of the node logs (default: a temp folder)")
     parser.add_argument("--timeout", dest="timeout_s", type=float, metavar="S", help="stop after this many seconds")
+    parser.add_argument("--namespace", metavar="NS", default="",
+                        help="ROS namespace of every node and topic (e.g. cam2: /cam2/camera/image_raw); "
+                             "graphs in different namespaces share a ROS domain without seeing each other")
+    parser.add_argument("--person-id", dest="person_id", type=int, metavar="ID",
+                        help="body id of the tracked person (/humans/bodies/body<ID>/joint_states)")
 
 
 def parse_overrides(items) -> dict:
@@ -64,16 +72,23 @@ def run(args) -> int:
 
     options = GraphOptions(video=args.video or "", camera=args.camera, height_m=args.height_m, mass_kg=args.mass_kg,
                            record=args.record, backend=args.backend, realtime=True if args.realtime else None,
+                           person_id=args.person_id, namespace=args.namespace,
                            extra=parse_overrides(args.overrides))
 
-    def on_term(signum, frame):  # SIGTERM: stop the nodes in order, like Ctrl-C
+    def on_term(signum, frame):  # SIGTERM, SIGHUP (terminal closed): stop the nodes in order, like Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     run_ = GraphRun(options, log_dir=args.log_dir)
     run_.start()
     print(f"sam4dcap graph: nodes {', '.join(run_.procs)}; logs in {run_.log_dir}", flush=True)
-    rc = run_.wait(args.timeout_s)
+    try:
+        rc = run_.wait(args.timeout_s)
+    except KeyboardInterrupt:   # (during the final stop: GraphRun.wait handles the first one)
+        rc = 0
+    if run_.lost_frames:
+        print(f"sam4dcap graph: {run_.lost_frames} published frame(s) got no result before the stop", flush=True)
     if rc == 0 and args.record:
         from ..bag_io import bag_topics
 

@@ -19,9 +19,11 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, announce_ready, declare_parameters, run_node,
-                                               sec_to_stamp, stamp_to_sec, subscribe_like_publisher)
+from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, announce_ready, declare_parameters,
+                                               relative_topic, run_node, sec_to_stamp, stamp_to_sec,
+                                               subscribe_like_publisher)
 
+from .. import graph
 from ..observations import BodyObservation, Frame
 from .image_conversion import numpy_to_image, to_rgb8
 
@@ -119,14 +121,14 @@ class BodyEstimatorNode(Node):
 
         self.p = declare_parameters(self, "body_estimator_node")
         self.estimator = create_estimator(self.p)
-        self.seg_pub = self.create_publisher(PersonSegmentation, "/sam4dcap/segmentation", RESULTS_QOS)
-        self.kp_pub = self.create_publisher(BodyKeypoints, "/sam4dcap/keypoints", RESULTS_QOS)
-        self.mask_pub = self.create_publisher(Image, "/sam4dcap/mask", RESULTS_QOS)
-        self.mesh_pub = self.create_publisher(BodyMesh, "/sam4dcap/mesh", RESULTS_QOS)
+        self.seg_pub = self.create_publisher(PersonSegmentation, relative_topic(graph.SEGMENTATION_TOPIC), RESULTS_QOS)
+        self.kp_pub = self.create_publisher(BodyKeypoints, relative_topic(graph.KEYPOINTS_TOPIC), RESULTS_QOS)
+        self.mask_pub = self.create_publisher(Image, relative_topic(graph.MASK_TOPIC), RESULTS_QOS)
+        self.mesh_pub = self.create_publisher(BodyMesh, relative_topic(graph.MESH_TOPIC), RESULTS_QOS)
         self.acks = FrameAcks(self)
         self.frames = 0
         self.last_stamp_s = -math.inf
-        self._timer = subscribe_like_publisher(self, Image, "/camera/image_raw", self._on_image,
+        self._timer = subscribe_like_publisher(self, Image, graph.IMAGE_TOPIC, self._on_image,
                                                on_subscribed=lambda sub: setattr(
                                                    self, "_ready_pub", announce_ready(self, [sub.topic_name])))
         self.get_logger().info(f"body estimator {self.estimator.backend} ready")
@@ -144,7 +146,7 @@ class BodyEstimatorNode(Node):
                 self.estimator = create_estimator(self.p)
             self.last_stamp_s = t
             rgb = to_rgb8(msg)
-            obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source="/camera/image_raw"))
+            obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=graph.IMAGE_TOPIC))
             self.frames += 1
             seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
             self.seg_pub.publish(seg)

@@ -4,8 +4,9 @@ Thin adapter of `virtual_markers.StreamingMarkerEstimator`: the first `ground_wi
 keypoints fix the world frame (y up, metres, scaled to `subject_height_m`); then one
 VirtualMarkers goes out per keypoints message (NaN, confidence 0, when the person is lost), so
 every capture stamp flows downstream, in capture-time order. Once the world frame is fixed, the
-world -> camera transform goes out on /tf_static (tf2_msgs/TFMessage, latched). Frame acks on
-/sam4dcap/progress after every input.
+transforms go out on /tf_static (tf2_msgs/TFMessage, latched): the z-up ROS `world` -> the y-up
+`world_frame` of the markers (OpenSim's, default opensim_world; a fixed rotation) -> the camera's
+optical frame (the CameraInfo's frame_id). Frame acks on /sam4dcap/progress after every input.
 
 The ground-plane window:
   offline (file/bag source: its CameraInfo is reliable) the window's frames are held back and
@@ -28,10 +29,12 @@ from sensor_msgs.msg import CameraInfo
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
-                                               declare_parameters, run_node, stamp_to_sec, subscribe_like_publisher)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_IN_WORLD_XYZW, RESULTS_QOS,
+                                               WORLD_FRAME, FrameAcks, announce_ready, declare_parameters,
+                                               relative_topic, run_node, stamp_to_sec, subscribe_like_publisher)
 
-from ..graph import END_OF_STREAM_TOPIC
+from ..graph import (CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC, KEYPOINTS_TOPIC, MARKERS_TOPIC,
+                     TF_STATIC_TOPIC)
 from ..observations import BodyObservation
 from .body_estimator_node import HIP_CENTRED_SUFFIX
 from .image_conversion import intrinsics_from_camera_info
@@ -47,6 +50,19 @@ def keypoints_to_observation(msg, index: int) -> BodyObservation:
         skeleton=msg.skeleton, names=tuple(msg.names), keypoints_2d=k2, keypoints_3d=k3,
         confidence=np.asarray(msg.confidence, float), visibility=np.asarray(msg.visibility, float),
         camera_translation=np.zeros(3) if absolute else None)
+
+
+def world_to_opensim_msg(opensim_frame: str, stamp):
+    """TransformStamped world (z up, REP-103) -> the y-up OpenSim frame of the markers."""
+    from geometry_msgs.msg import TransformStamped
+
+    tf = TransformStamped()
+    tf.header.stamp = stamp
+    tf.header.frame_id = WORLD_FRAME
+    tf.child_frame_id = opensim_frame
+    q = tf.transform.rotation
+    q.x, q.y, q.z, q.w = OPENSIM_WORLD_IN_WORLD_XYZW
+    return tf
 
 
 def transform_msg(world, camera_frame: str, stamp):
@@ -82,7 +98,7 @@ class MarkersNode(Node):
             self.extrinsics = load_extrinsics(self.p["extrinsics_file"])
         self.estimator = None
         self.intrinsics = None
-        self.camera_frame = "camera"
+        self.camera_frame = "camera_optical_frame"
         self.tf_sent = False
         self.frames = 0
         # Offline (reliable CameraInfo = file/bag source): the window's frames are held back.
@@ -91,11 +107,11 @@ class MarkersNode(Node):
         self._eos_ns: int | None = None       # capture stamp of the source's last frame
         self._last_ns = -1                    # newest keypoints stamp handled
         self._last_input_wall = 0.0
-        self.markers_pub = self.create_publisher(VirtualMarkers, "/sam4dcap/markers", DEEP_QOS)
-        self.tf_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
+        self.markers_pub = self.create_publisher(VirtualMarkers, relative_topic(MARKERS_TOPIC), DEEP_QOS)
+        self.tf_pub = self.create_publisher(TFMessage, relative_topic(TF_STATIC_TOPIC), LATCHED_QOS)
         self.acks = FrameAcks(self)
-        self.create_subscription(BodyKeypoints, "/sam4dcap/keypoints", self._on_keypoints, RESULTS_QOS)
-        self.create_subscription(Header, END_OF_STREAM_TOPIC, self._on_end_of_stream, LATCHED_QOS)
+        self.create_subscription(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC), self._on_keypoints, RESULTS_QOS)
+        self.create_subscription(Header, relative_topic(END_OF_STREAM_TOPIC), self._on_end_of_stream, LATCHED_QOS)
         self.create_timer(1.0, self._check_eos_timeout)
 
         def on_subscribed(sub):
@@ -103,7 +119,7 @@ class MarkersNode(Node):
             self._ready_pub = announce_ready(self, [sub.topic_name])
 
         self._info_timer = subscribe_like_publisher(
-            self, CameraInfo, "/camera/camera_info", self._on_info, reliable_depth=DEEP_QOS.depth,
+            self, CameraInfo, CAMERA_INFO_TOPIC, self._on_info, reliable_depth=DEEP_QOS.depth,
             on_subscribed=on_subscribed)
 
     def _on_info(self, msg: CameraInfo) -> None:
@@ -138,7 +154,9 @@ class MarkersNode(Node):
         from tf2_msgs.msg import TFMessage
 
         if not self.tf_sent and self.estimator is not None and self.estimator.world is not None:
-            self.tf_pub.publish(TFMessage(transforms=[transform_msg(self.estimator.world, self.camera_frame, stamp)]))
+            world = self.estimator.world
+            self.tf_pub.publish(TFMessage(transforms=[world_to_opensim_msg(world.frame_id, stamp),
+                                                      transform_msg(world, self.camera_frame, stamp)]))
             self.tf_sent = True
 
     def _release_held(self, frames) -> None:

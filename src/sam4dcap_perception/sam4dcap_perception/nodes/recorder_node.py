@@ -4,8 +4,8 @@ Subscriptions are raw (CDR bytes straight into the bag, no deserialization), one
 `graph.TOPICS` (or the `topics` parameter), each with the QoS its publisher offers (images:
 best effort from cameras, reliable from files), plus any /humans/bodies/<id>/joint_states that
 appears. The bag is flushed every `flush_period_s` (a SIGKILLed recorder keeps all but the last
-period; `bag_io.recover_bag` completes it) and closed on SIGINT/SIGTERM (rclpy's signal
-handler shuts the context down; run_node then calls close()). A frame is acked once its image
+period; `bag_io.recover_bag` completes it) and closed on SIGINT/SIGTERM/SIGHUP or when
+the parent process dies (run_node then calls close()). A frame is acked once its image
 and CameraInfo are written, so a file source never outruns the recorder.
 """
 
@@ -18,14 +18,15 @@ from rclpy.node import Node
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
-                                               declare_parameters, run_node, subscribe_like_publisher)
+                                               declare_parameters, relative_topic, run_node,
+                                               subscribe_like_publisher)
 
 from .. import graph
 from ..bag_io import BagWriter, TopicQos
 
 _JOINT_STATES = re.compile(r"^/humans/bodies/[A-Za-z_][A-Za-z0-9_]*/joint_states$")
-_IMAGE_TOPIC = "/camera/image_raw"
-_INFO_TOPIC = "/camera/camera_info"
+_IMAGE_TOPIC = graph.IMAGE_TOPIC
+_INFO_TOPIC = graph.CAMERA_INFO_TOPIC
 
 
 def _import_type(msgtype: str):
@@ -105,7 +106,7 @@ class RecorderNode(Node):
         qos = {"latched": LATCHED_QOS, "deep": DEEP_QOS}.get(t.qos, RESULTS_QOS)
         self.writer.add_topic(t.name, t.msgtype, TopicQos(reliable=True, transient_local=t.qos == "latched",
                                                           depth=qos.depth))
-        self._subs[t.name] = self.create_subscription(cls, t.name, on_msg, qos, raw=True)
+        self._subs[t.name] = self.create_subscription(cls, relative_topic(t.name), on_msg, qos, raw=True)
 
     def _frame_part_written(self, topic: str, stamp) -> None:
         """Ack a frame once its image and (when recorded) its CameraInfo are both in the bag:
@@ -125,7 +126,13 @@ class RecorderNode(Node):
             self._ready_pub = announce_ready(self, lazy)
 
     def _discover(self) -> None:
-        for name, types in self.get_topic_names_and_types():
+        # In a namespace the graph's names carry its prefix; the bag keeps the graph's own names
+        # (/camera/image_raw, ...), so `sam4dcap process BAG` and replays read it unchanged.
+        ns = self.get_namespace().rstrip("/")
+        for full, types in self.get_topic_names_and_types():
+            if ns and not full.startswith(ns + "/"):
+                continue
+            name = full[len(ns):]
             if _JOINT_STATES.match(name) and name not in self._subs and "sensor_msgs/msg/JointState" in types:
                 self._add(graph.Topic(name, "sensor_msgs/msg/JointState", "results", "ik_node", ""))
 

@@ -1,8 +1,11 @@
 """video_source_node: video file / image folder / camera / rosbag -> /camera/image_raw + camera_info.
 
-Stamps: a file's frames carry their container capture times (seconds from the start of the
-file); a camera's frames carry wall-clock capture times; a bag's images keep their recorded
-stamps. Modes:
+Stamps (`stamp_mode`): `ros_time` = the ROS time at capture: a camera's frames get the clock
+at capture, a file's frames the ROS time of the first frame + their container offset (so
+`now - stamp` is the latency and TF lookups work); `container` = the file's own times from 0
+(a bag's images keep their recorded stamps). `auto` (default): ros_time for cameras and
+realtime replays, container for offline runs (the results then line up with the file).
+Modes:
   offline (file or bag with realtime=false): images are published reliably and the source
       waits for downstream: it starts once every node of `ack_nodes` has subscribed to its
       inputs, keeps at most `max_queue_frames` frames un-acked per ack node (acks on
@@ -33,14 +36,17 @@ from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
-                                               declare_parameters, image_qos, run_node, sec_to_stamp)
+                                               declare_parameters, image_qos, relative_topic, run_node,
+                                               sec_to_stamp, stamp_to_sec)
 
 from .. import graph
 from ..camera_calibration import load_camera_info_file
 from .image_conversion import camera_info_from_intrinsics, numpy_to_image
 
-IMAGE_TOPIC = "/camera/image_raw"
-INFO_TOPIC = "/camera/camera_info"
+IMAGE_TOPIC = graph.IMAGE_TOPIC
+INFO_TOPIC = graph.CAMERA_INFO_TOPIC
+# A stage's ListParameters answer not back after this long: ask again (a lost response) [s].
+SPINNING_QUERY_RETRY_S = 2.0
 
 
 def is_bag(source: str) -> bool:
@@ -55,7 +61,7 @@ def _stamp_ns(stamp) -> int:
 class VideoSourceNode(Node):
     def __init__(self):
         super().__init__("video_source_node")
-        p = self.p = declare_parameters(self, "video_source_node")
+        p = self.p = declare_parameters(self, "video_source_node", runtime=("ack_timeout_s", "max_queue_frames"))
         if not p["source"]:
             raise Sam4dcapError("parameter video_source_node.source is empty: give a video file, image folder, "
                                 "bag folder or camera:N")
@@ -63,6 +69,8 @@ class VideoSourceNode(Node):
         self.bag = is_bag(p["source"])
         self.camera = p["source"].startswith("camera:")
         self.offline = not p["realtime"] and not self.camera
+        self.ros_time_stamps = p["stamp_mode"] == "ros_time" or (p["stamp_mode"] == "auto" and not self.offline)
+        self._stop = threading.Event()   # close(): the publishing thread ends, then is joined
         self.src = None
         if self.bag:
             from .. import bag_io
@@ -75,14 +83,17 @@ class VideoSourceNode(Node):
         else:
             from ..video_source import open_source
 
-            self.src = open_source(p["source"], start_s=p["start_s"], end_s=p["end_s"] or None)
+            # (image_folder_fps was declared but never passed: folders were refused by the node)
+            self.src = open_source(p["source"], start_s=p["start_s"], end_s=p["end_s"] or None,
+                                   image_folder_fps=p["image_folder_fps"] or None)
             self.n_frames = self.src.n_frames_hint
             self.intrinsics = (load_camera_info_file(p["camera_info_file"], self.src.width, self.src.height)
                                if p["camera_info_file"] else self.src.intrinsics_default(p["horizontal_fov_deg"]))
         qos = image_qos(self.offline)
-        self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
+        self.image_pub = self.create_publisher(Image, relative_topic(IMAGE_TOPIC), qos)
         # CameraInfo is small: offline, a deep queue, so a reader busy with images never loses one.
-        self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, DEEP_QOS if self.offline else qos)
+        self.info_pub = self.create_publisher(CameraInfo, relative_topic(INFO_TOPIC),
+                                             DEEP_QOS if self.offline else qos)
         # Offline: the source starts once these nodes are ready, then waits for their frame
         # acks. Realtime: it only waits for them to be ready (a camera's frames go out as captured).
         self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()]
@@ -98,20 +109,21 @@ class VideoSourceNode(Node):
         if self.ack_nodes:
             from std_msgs.msg import String
 
-            self.create_subscription(Header, PROGRESS_TOPIC, self._on_progress, DEEP_QOS)
+            self.create_subscription(Header, relative_topic(PROGRESS_TOPIC), self._on_progress, DEEP_QOS)
             def on_ready(m):
                 name, *topics = m.data.split()
                 self.ready_nodes[name] = set(topics)
 
-            self.create_subscription(String, READY_TOPIC, on_ready, LATCHED_QOS)
+            self.create_subscription(String, relative_topic(READY_TOPIC), on_ready, LATCHED_QOS)
         self.frames_published = 0
-        self.eos_pub = self.create_publisher(Header, graph.END_OF_STREAM_TOPIC, LATCHED_QOS) \
+        self.eos_pub = self.create_publisher(Header, relative_topic(graph.END_OF_STREAM_TOPIC), LATCHED_QOS) \
             if not self.camera else None
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
         self._thread.start()
         mode = "offline (reliable, acked by " + (", ".join(self.ack_nodes) or "nobody") + ")" if self.offline \
             else "realtime (sensor-data QoS)"
-        self.get_logger().info(f"source {p['source']}: {mode}")
+        self.get_logger().info(f"source {p['source']}: {mode}; stamps: "
+                               + ("ROS time at capture" if self.ros_time_stamps else "container time"))
 
     # --- flow control ---------------------------------------------------------------------
     def _on_progress(self, msg: Header) -> None:
@@ -142,8 +154,15 @@ class VideoSourceNode(Node):
         spec = next((n for n in graph.NODES if n.name == node_name), None)
         if spec is None or not spec.startup_inputs:
             return set()
-        return {bytes(i.endpoint_gid) for i in self.get_subscriptions_info_by_topic(spec.startup_inputs[0])
-                if i.node_name == node_name}
+        return {bytes(i.endpoint_gid) for i in self._subscriptions_of(spec.startup_inputs[0])
+                if self._is_ours(i, node_name)}
+
+    def _subscriptions_of(self, topic: str):
+        return self.get_subscriptions_info_by_topic(self.resolve_topic_name(relative_topic(topic)))
+
+    def _is_ours(self, endpoint_info, node_name: str) -> bool:
+        """That endpoint belongs to `node_name` of this graph (same namespace)."""
+        return endpoint_info.node_name == node_name and endpoint_info.node_namespace == self.get_namespace()
 
     def _check_restarts(self, waiting: list[str]) -> None:
         """A stage killed and restarted lost the frames in flight to it: they will never be
@@ -186,7 +205,7 @@ class VideoSourceNode(Node):
                             f"{n} acked no frame for {timeout:.1f} s with {self._pending(n)} pending: "
                             "no longer waiting for it (its results may be incomplete)")
                         del self.acked_ns[n]
-                if not self.context.ok():
+                if not self.context.ok() or self._stop.is_set():
                     raise Sam4dcapError("shut down while waiting for downstream")
                 self._lock.wait(timeout=0.1)
 
@@ -198,18 +217,22 @@ class VideoSourceNode(Node):
             return True
         client = self._param_clients.get(node_name)
         if client is None:
+            ns = self.get_namespace().rstrip("/")
             client = self._param_clients[node_name] = self.create_client(ListParameters,
-                                                                         f"/{node_name}/list_parameters")
+                                                                         f"{ns}/{node_name}/list_parameters")
             self._param_futures[node_name] = None
-        future = self._param_futures[node_name]
-        if future is None:
-            if client.service_is_ready():
-                self._param_futures[node_name] = client.call_async(ListParameters.Request(depth=1))
-            return False
-        if future.done():
+        pending = self._param_futures[node_name]
+        if pending is not None and pending[0].done():
             self._spinning.add(node_name)
             self.destroy_client(client)
             return True
+        if pending is not None and time.monotonic() - pending[1] > SPINNING_QUERY_RETRY_S:
+            # A lost request or response ("failed to send response (timeout)"): ask again
+            # instead of waiting for startup_timeout_s.
+            client.remove_pending_request(pending[0])
+            pending = self._param_futures[node_name] = None
+        if pending is None and client.service_is_ready():
+            self._param_futures[node_name] = (client.call_async(ListParameters.Request(depth=1)), time.monotonic())
         return False
 
     def _wait_for_pipeline(self) -> None:
@@ -227,9 +250,9 @@ class VideoSourceNode(Node):
                 inputs = list(known[name].startup_inputs) if name in known else []
                 before = len(missing)
                 for t in inputs:
-                    if not any(i.node_name == name for i in self.get_subscriptions_info_by_topic(t)):
+                    if not any(self._is_ours(i, name) for i in self._subscriptions_of(t)):
                         missing.append(f"{name} on {t}")
-                if not inputs and name not in self.get_node_names():
+                if not inputs and (name, self.get_namespace()) not in self.get_node_names_and_namespaces():
                     missing.append(name)
                 if len(missing) == before and not self._is_spinning(name):
                     # Subscriptions can exist while the node is still loading (e.g. a model):
@@ -247,10 +270,10 @@ class VideoSourceNode(Node):
             if time.monotonic() > deadline:
                 raise Sam4dcapError(f"downstream not ready after {self.p['startup_timeout_s']:.0f} s "
                                     f"(startup_timeout_s): waiting for {', '.join(missing)}")
-            if not self.context.ok():
+            if not self.context.ok() or self._stop.is_set():
                 raise Sam4dcapError("shut down before the first frame")
             time.sleep(0.1)
-        time.sleep(0.5)  # discovery is per participant: give the other side's matching a moment
+        self._stop.wait(0.5)  # discovery is per participant: give the other side's matching a moment
 
     # --- publishing ------------------------------------------------------------------------
     def _frames(self):
@@ -267,6 +290,7 @@ class VideoSourceNode(Node):
                 if topic == INFO_TOPIC:
                     infos[_stamp_ns(_stamp_from_cdr(raw))] = bytes(raw)
             start_ns = int(self.p["start_s"] * 1e9)
+            ros_t0_ns = None
             end_ns = int(self.p["end_s"] * 1e9) if self.p["end_s"] else None
             first = None
             for topic, _, _, raw in bag_io.read_messages(self.p["source"], [IMAGE_TOPIC], deserialize=False):
@@ -276,6 +300,9 @@ class VideoSourceNode(Node):
                 if t_ns - first < start_ns or (end_ns is not None and t_ns - first > end_ns):
                     continue
                 info = infos.get(t_ns)
+                if self.ros_time_stamps:  # replayed in ROS time: start now, keep the offsets
+                    ros_t0_ns = ros_t0_ns if ros_t0_ns is not None else self.get_clock().now().nanoseconds - t_ns
+                    stamp, raw, info = self._restamp_cdr(raw, info, ros_t0_ns + t_ns)
                 if info is None:
                     img = deserialize_message(bytes(raw), Image)
                     from ..observations import CameraIntrinsics
@@ -285,32 +312,79 @@ class VideoSourceNode(Node):
                         stamp=stamp, frame_id=img.header.frame_id)
                 yield stamp, bytes(raw), info, t_ns * 1e-9
             return
-        wall0 = None
+        t0 = None
         for frame in self.src:
             if self.camera:
-                wall0 = wall0 if wall0 is not None else (self.src.wall_time_at_start or time.time())
-                stamp = sec_to_stamp(wall0 + frame.time_s)
+                # The clock at capture: the camera's start wall time + its frame offset.
+                t0 = t0 if t0 is not None else (self.src.wall_time_at_start or time.time())
+                stamp = sec_to_stamp(t0 + frame.time_s)
+            elif self.ros_time_stamps:
+                # ROS time of the first frame + the container offset (`now - stamp` = latency).
+                t0 = t0 if t0 is not None else self.get_clock().now().nanoseconds * 1e-9 - frame.time_s
+                stamp = sec_to_stamp(t0 + frame.time_s)
             else:
                 stamp = sec_to_stamp(frame.time_s)
             img = numpy_to_image(frame.image, "rgb8", stamp=stamp, frame_id=self.p["frame_id"])
             info = camera_info_from_intrinsics(self.intrinsics, stamp=stamp, frame_id=self.p["frame_id"])
             yield stamp, img, info, frame.time_s
 
+    @staticmethod
+    def _restamp_cdr(raw: bytes, info, t_ns: int):
+        """An image (CDR bytes, header first) and its CameraInfo (CDR bytes or message) with
+        stamp t_ns: a bag replayed with ROS-time stamps."""
+        sec, nanosec = divmod(int(t_ns), 1_000_000_000)
+        head = sec.to_bytes(4, "little", signed=True) + nanosec.to_bytes(4, "little")
+        raw = bytes(raw[:4]) + head + bytes(raw[12:])
+        if isinstance(info, (bytes, bytearray)):
+            info = bytes(info[:4]) + head + bytes(info[12:])
+        stamp = sec_to_stamp(sec + nanosec * 1e-9)
+        return stamp, raw, info
+
+    def _announce_end(self) -> None:
+        """Once, after the last frame (the file's end, or a stop): stages holding frames
+        (markers_node's ground-plane window) finish them, so the results of every published
+        frame still come out after a Ctrl-C."""
+        if self.eos_pub is not None and self.frames_published and not getattr(self, "_end_announced", False) \
+                and self.context.ok():
+            self._end_announced = True
+            self.eos_pub.publish(Header(stamp=self._last_stamp, frame_id=self.p["frame_id"]))
+
+    def close(self) -> None:
+        """run_node calls this on a stop (signal, parent gone) before destroying the node: the
+        publishing thread ends at its next frame or wait slice and is joined, so no thread is
+        inside a publish when rclpy and the interpreter shut down (that aborted the process:
+        "terminate called without an active exception")."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(5.0)
+        if self._thread.is_alive():
+            self.get_logger().warning("publishing thread still busy after 5 s")
+            return
+        self.get_logger().info(f"stopped after {self.frames_published} frames")
+        if self.eos_pub is not None and getattr(self, "_end_announced", False) and self.context.ok():
+            from rclpy.duration import Duration
+
+            self.eos_pub.wait_for_all_acked(Duration(seconds=1.0))  # delivered before we exit
+
     def _run_guarded(self) -> None:
         try:
             self._run()
         except Sam4dcapError as exc:
-            if self.context.ok():
+            if self._stop.is_set():
+                self._announce_end()  # stopped by a signal/parent death: not an error
+            elif self.context.ok():
                 self.error = str(exc)
                 self.get_logger().error(self.error)
         except Exception as exc:  # noqa: BLE001 - report, then stop the node with an error
-            if self.context.ok():
+            if self.context.ok() and not self._stop.is_set():
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.get_logger().error(self.error)
         finally:
             if self.src is not None:
                 self.src.close()
-            self.context.try_shutdown()
+            if not self._stop.is_set():   # the source's own end stops the node (run_node shuts down otherwise)
+                self.context.try_shutdown()
 
     def _run(self) -> None:
         self._started_wall = time.monotonic()
@@ -321,24 +395,25 @@ class VideoSourceNode(Node):
         t_start = time.monotonic()
         pace0 = None
         for stamp, img, info, t_capture in self._frames():
-            if not self.context.ok():
+            if not self.context.ok() or self._stop.is_set():
+                self._announce_end()
                 return
             if self.offline:
                 self._wait_for_acks(self.p["max_queue_frames"] - 1)
             elif not self.camera:  # realtime replay of a file/bag: pace at the capture times
                 pace0 = pace0 if pace0 is not None else (time.monotonic() - t_capture)
                 delay = pace0 + t_capture - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and self._stop.wait(delay):
+                    self._announce_end()
+                    return
             with self._lock:
                 self.published_ns.append(_stamp_ns(stamp))
                 self._last_publish_wall = time.monotonic()
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
-            last_stamp = stamp
-        if self.eos_pub is not None and self.frames_published:
-            self.eos_pub.publish(Header(stamp=last_stamp, frame_id=self.p["frame_id"]))
+            self._last_stamp = stamp
+        self._announce_end()
         if self.offline:
             self._wait_for_acks(0)
         dt = time.monotonic() - t_start

@@ -11,6 +11,10 @@ Namespaces (one MarkerArray per marker frame, in `world_frame`):
             kinematics arrive, segments are drawn between markers instead (thigh, shank, foot,
             arms, trunk, pelvis). show_twin switches this namespace.
   mesh      TRIANGLE_LIST of the last BodyMesh with faces (mesh backends only), in its frame.
+
+Per-body TF (/tf): with a model and kinematics, every body of the IK model as a frame
+`<body id>_<OpenSim body>` (e.g. body1_pelvis, body1_femur_r), child of `world_frame`, stamped
+with the kinematics' capture stamp: tf2 users look up any segment of the twin.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters, run_node
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters,
+                                               relative_topic, run_node)
+
+from .. import graph
 
 SKELETON = (
     ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
@@ -144,6 +151,24 @@ def mesh_marker(mesh_msg, faces: np.ndarray):
     return m
 
 
+def body_transforms(poses, header, body_id: str):
+    """TFMessage: one transform `header.frame_id` -> `<body_id>_<body>` per body pose."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    out = []
+    for pose in poses:
+        tf = TransformStamped()
+        tf.header.stamp = header.stamp
+        tf.header.frame_id = header.frame_id
+        tf.child_frame_id = f"{body_id}_{pose.name}"
+        t, q = tf.transform.translation, tf.transform.rotation
+        t.x, t.y, t.z = (float(v) for v in pose.position_m)
+        q.x, q.y, q.z, q.w = (float(v) for v in pose.quaternion_xyzw)
+        out.append(tf)
+    return TFMessage(transforms=out)
+
+
 class VisualizationNode(Node):
     def __init__(self):
         super().__init__("visualization_node")
@@ -151,20 +176,23 @@ class VisualizationNode(Node):
 
         from sam4dcap_msgs.msg import BodyMesh, VirtualMarkers
 
-        self.p = declare_parameters(self, "visualization_node")
-        self.pub = self.create_publisher(MarkerArray, "/sam4dcap/visualization", RESULTS_QOS)
+        from std_msgs.msg import String
+        from tf2_msgs.msg import TFMessage
+
+        from sam4dcap_msgs.msg import JointKinematics
+
+        self.p = declare_parameters(self, "visualization_node", runtime=("show_twin", "marker_diameter_m"))
+        self.pub = self.create_publisher(MarkerArray, relative_topic(graph.VISUALIZATION_TOPIC), RESULTS_QOS)
+        self.tf_pub = self.create_publisher(TFMessage, relative_topic(graph.TF_TOPIC), RESULTS_QOS)
         self.faces: dict[str, np.ndarray] = {}
-        self.create_subscription(VirtualMarkers, "/sam4dcap/markers", self._on_markers, DEEP_QOS)
-        self.create_subscription(BodyMesh, "/sam4dcap/mesh", self._on_mesh, RESULTS_QOS)
+        self.create_subscription(VirtualMarkers, relative_topic(graph.MARKERS_TOPIC), self._on_markers, DEEP_QOS)
+        self.create_subscription(BodyMesh, relative_topic(graph.MESH_TOPIC), self._on_mesh, RESULTS_QOS)
         self.poser = None
         self.poser_path = ""
-        if self.p["show_twin"]:
-            from std_msgs.msg import String
-
-            from sam4dcap_msgs.msg import JointKinematics
-
-            self.create_subscription(String, "/sam4dcap/model_path", self._on_model_path, LATCHED_QOS)
-            self.create_subscription(JointKinematics, "/sam4dcap/joint_kinematics", self._on_kinematics, DEEP_QOS)
+        # The model and kinematics pose the twin (show_twin) and the per-body TF frames.
+        self.create_subscription(String, relative_topic(graph.MODEL_PATH_TOPIC), self._on_model_path, LATCHED_QOS)
+        self.create_subscription(JointKinematics, relative_topic(graph.KINEMATICS_TOPIC), self._on_kinematics,
+                                 DEEP_QOS)
 
     def _on_model_path(self, msg) -> None:
         if msg.data == self.poser_path:
@@ -191,7 +219,9 @@ class VisualizationNode(Node):
             return
         header = msg.header
         header.frame_id = self.p["world_frame"] or "world"
-        self.pub.publish(MarkerArray(markers=twin_markers(poses, header)))
+        self.tf_pub.publish(body_transforms(poses, header, graph.body_id(msg.person_id)))
+        if self.p["show_twin"]:
+            self.pub.publish(MarkerArray(markers=twin_markers(poses, header)))
 
     def _on_markers(self, msg) -> None:
         pos = np.array([[p.x, p.y, p.z] for p in msg.positions], float).reshape(-1, 3)
