@@ -28,8 +28,9 @@ from sensor_msgs.msg import CameraInfo
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
-                                               declare_parameters, run_node, stamp_to_sec, subscribe_like_publisher)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
+                                               announce_ready, declare_parameters, run_node, stamp_to_sec,
+                                               subscribe_like_publisher)
 
 from ..graph import END_OF_STREAM_TOPIC
 from ..observations import BodyObservation
@@ -94,6 +95,8 @@ class MarkersNode(Node):
         self.markers_pub = self.create_publisher(VirtualMarkers, "/sam4dcap/markers", DEEP_QOS)
         self.tf_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
         self.acks = FrameAcks(self)
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for keypoints", tracking="none yet")
         self.create_subscription(BodyKeypoints, "/sam4dcap/keypoints", self._on_keypoints, RESULTS_QOS)
         self.create_subscription(Header, END_OF_STREAM_TOPIC, self._on_end_of_stream, LATCHED_QOS)
         self.create_timer(1.0, self._check_eos_timeout)
@@ -159,12 +162,23 @@ class MarkersNode(Node):
         self._last_input_wall = time.monotonic()
         try:
             self._handle(msg)
+            self.diagnostics.processed(time.monotonic() - self._last_input_wall)
+            self._report_health()
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
             self.get_logger().error(f"keypoints at {stamp_to_sec(stamp):.3f} s: {type(exc).__name__}: {exc}")
+            self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
         finally:
             self._last_ns = max(self._last_ns, _stamp_ns(stamp))
             self.acks.ack(stamp)
         self._maybe_finish_stream()
+
+    def _report_health(self) -> None:
+        if self.estimator is None or not self.estimator.ready:
+            self.diagnostics.set(NodeDiagnostics.WARN, "finding the world frame", tracking="world frame pending")
+        elif self.estimator.last_tracked:
+            self.diagnostics.set(NodeDiagnostics.OK, "markers placed", tracking="tracked")
+        else:
+            self.diagnostics.set(NodeDiagnostics.WARN, "no person: markers NaN", tracking="lost")
 
     def _handle(self, msg) -> None:
         stamp = msg.header.stamp

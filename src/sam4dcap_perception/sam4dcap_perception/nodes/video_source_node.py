@@ -33,7 +33,8 @@ from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
-                                               declare_parameters, image_qos, run_node, sec_to_stamp)
+                                               NodeDiagnostics, declare_parameters, image_qos, run_node,
+                                               sec_to_stamp)
 
 from .. import graph
 from ..camera_calibration import load_camera_info_file
@@ -105,6 +106,8 @@ class VideoSourceNode(Node):
 
             self.create_subscription(String, READY_TOPIC, on_ready, LATCHED_QOS)
         self.frames_published = 0
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for the pipeline", frames_published=0)
         self.eos_pub = self.create_publisher(Header, graph.END_OF_STREAM_TOPIC, LATCHED_QOS) \
             if not self.camera else None
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
@@ -320,7 +323,9 @@ class VideoSourceNode(Node):
         self._endpoints = {n: self._input_endpoints(n) for n in self.acked_ns}
         t_start = time.monotonic()
         pace0 = None
+        t_frame = time.monotonic()
         for stamp, img, info, t_capture in self._frames():
+            self.diagnostics.processed(time.monotonic() - t_frame)   # reading + converting one frame
             if not self.context.ok():
                 return
             if self.offline:
@@ -336,7 +341,9 @@ class VideoSourceNode(Node):
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
+            self.diagnostics.set(NodeDiagnostics.OK, "publishing frames", frames_published=self.frames_published)
             last_stamp = stamp
+            t_frame = time.monotonic()
         if self.eos_pub is not None and self.frames_published:
             self.eos_pub.publish(Header(stamp=last_stamp, frame_id=self.p["frame_id"]))
         if self.offline:
