@@ -19,7 +19,9 @@ markers and `tracked=False`/`flags["tracked"]` False; nothing is ever filled wit
 (unfiltered) series is always kept next to the filtered one. Offline, interior gaps of at most
 `max_bridged_gap_s` are bridged (cubic interpolation of the markers, confidence times
 `BRIDGED_CONFIDENCE_FACTOR`, `flags["frame_status"]` "bridged"); longer gaps stay NaN ("lost").
-A trial whose person is placed in fewer than `min_tracked_fraction` of its frames is refused
+Frames whose mean keypoint visibility is below `min_person_visibility` have no usable person
+(BlazePose's tracker keeps "seeing" a body of visibility ~0.55 in an empty scene). A trial
+whose person is placed in fewer than `min_tracked_fraction` of its frames is refused
 ("no person ...") instead of giving a trial of a few phantom frames.
 """
 
@@ -247,17 +249,23 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
                               min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
                               ground_contact_cutoff_hz: float = 0.0, source: str = "",
                               keep_observations: bool = False, max_bridged_gap_s: float = 0.0,
-                              min_tracked_fraction: float = 0.0) -> MarkerResult:
+                              min_tracked_fraction: float = 0.0, min_person_visibility: float = 0.0) -> MarkerResult:
     """World-frame virtual markers of a whole trial (offline: the world frame uses every frame).
 
     Gaps (frames without a placed person) of at most `max_bridged_gap_s` between two placed
-    frames are bridged; longer ones stay NaN. Fewer placed frames than `min_tracked_fraction`
-    of the trial (or fewer than 3) is an error naming it: "no person"."""
+    frames are bridged; longer ones stay NaN. A frame whose mean keypoint visibility is below
+    `min_person_visibility` has no usable person (a phantom body). Fewer placed frames than
+    `min_tracked_fraction` of the trial (or fewer than 3) is an error naming it: "no person"."""
     obs = list(observations)
     track = KeypointTrack.from_observations(obs)
     if not track.tracked.any():
         raise Sam4dcapError("no person found in any frame")
     n, k = track.n_frames, len(track.names)
+    track.tracked &= track.visibility.mean(axis=1) >= min_person_visibility
+    if track.tracked.sum() < 3 or track.tracked.mean() < min_tracked_fraction:
+        raise Sam4dcapError(f"no person: one is seen in only {int(track.tracked.sum())} of {n} frames "
+                            f"({100 * track.tracked.mean():.0f} %, markers_node.min_tracked_fraction = "
+                            f"{100 * min_tracked_fraction:.0f} %){f' of {source}' if source else ''}")
     # Orientation corrections of the estimator's hip-centred bodies (not for bodies already given in
     # the camera frame, nor with external extrinsics, where the estimator's frame is kept as is).
     corrections = np.full((n, 3), np.nan)
@@ -282,9 +290,8 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     if not placed.any():
         raise Sam4dcapError("the person's position could not be recovered in any frame (no 2D keypoints?)")
     if placed.sum() < 3 or placed.mean() < min_tracked_fraction:
-        raise Sam4dcapError(f"no person: one is seen in only {int(placed.sum())} of {n} frames "
-                            f"({100 * placed.mean():.0f} %, markers_node.min_tracked_fraction = "
-                            f"{100 * min_tracked_fraction:.0f} %){f' of {source}' if source else ''}")
+        raise Sam4dcapError(f"no person: the position of the person is recovered in only {int(placed.sum())} of "
+                            f"{n} frames ({100 * placed.mean():.0f} %){f' of {source}' if source else ''}")
     if extrinsics is None:
         world = wf.estimate_world_frame(cam_raw, track.names, height_m=height_m, min_travel_m=min_travel_m,
                                         prior_spread_m=ground_prior_spread_m, frame_id=world_frame_id,
@@ -453,6 +460,8 @@ class StreamingMarkerEstimator:
             pix = np.full((len(body), 2), np.nan)
         v = obs.visibility if obs.visibility is not None else obs.confidence
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
+        if vis.mean() < float(self.params["min_person_visibility"]):
+            return None    # a phantom body (e.g. the tracker on an empty scene): no usable person
         correction = np.full(3, np.nan)
         if self.extrinsics is None and not in_cam:
             correction = orientation_correction(body, pix, vis, self.intrinsics)
