@@ -36,11 +36,14 @@ def _as_2d(series: TimeSeries) -> tuple[np.ndarray, tuple[int, ...]]:
     return v.reshape(v.shape[0], -1), v.shape
 
 
-def _valid_runs(valid: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) index pairs of contiguous True runs in a 1-D bool array."""
-    padded = np.concatenate([[False], valid, [False]])
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return list(zip(edges[::2], edges[1::2]))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+_valid_runs = true_runs
 
 
 def sampling_rate_hz(series: TimeSeries) -> float:

@@ -36,8 +36,9 @@ from typing import Mapping
 import numpy as np
 
 from .errors import Sam4dcapError
+from .filters import true_runs
 from .markersets import BLAZEPOSE33, OPENCAP43
-from .streaming_ik import CoordinateTask, _load_model, unobserved_coordinates
+from .streaming_ik import CoordinateTask, _load_model, canonical_coordinates, unobserved_coordinates
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -244,16 +245,33 @@ def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapp
     return used
 
 
-def check_marker_frames(markers: TimeSeries, weights: Mapping[str, float], *, min_markers: int) -> None:
-    """Refuse frames with fewer than min_markers weighted markers present (NaN frames)."""
+def solvable_frames(markers: TimeSeries, weights: Mapping[str, float], *, min_markers: int,
+                    warn: bool = True) -> np.ndarray:
+    """(N,) True on frames with at least min_markers weighted markers present.
+
+    The others (the person lost, markers NaN) are not solved: their rows are NaN in every output
+    and the solvable runs are solved on their own, on the trial's one time grid. Logs one warning
+    (`warn`) saying how many frames are left out and where; no solvable frame at all is an error.
+    """
     used = markers.select([n for n in markers.names if n in weights])
     present = (~used.missing()).sum(axis=1)
-    bad = np.flatnonzero(present < min_markers)
-    if bad.size:
-        times = ", ".join(f"{markers.time[i]:.3f}" for i in bad[:5])
-        raise Sam4dcapError(f"{bad.size} frame(s) have fewer than {min_markers} of the {len(weights)} weighted "
-                            f"markers (missing/NaN), first at t = {times} s; fill the gaps "
-                            "(filters.fill_gaps) or trim the trial")
+    ok = present >= min_markers
+    if not ok.any():
+        raise Sam4dcapError(f"no person in the markers: no frame has {min_markers} of the {len(weights)} weighted "
+                            f"markers (at most {int(present.max()) if present.size else 0} present)")
+    if warn and not ok.all():
+        log.warning("IK: %d of %d frames (%.1f %%) have fewer than %d of the %d weighted markers, at %s: "
+                    "their rows are NaN, the other frames are solved", (~ok).sum(), len(ok), 100 * (~ok).mean(),
+                    min_markers, len(weights), describe_intervals(markers.time, ~ok))
+    return ok
+
+
+def describe_intervals(time: np.ndarray, mask: np.ndarray, *, most: int = 4) -> str:
+    """"t = 1.200-1.483 s, 2.000 s, ..." for the runs of True in mask (the first `most`)."""
+    runs = true_runs(mask)
+    parts = [f"{time[a]:.3f} s" if b - a == 1 else f"{time[a]:.3f}-{time[b - 1]:.3f} s" for a, b in runs[:most]]
+    more = f" and {len(runs) - most} more" if len(runs) > most else ""
+    return "t = " + ", ".join(parts) + more
 
 
 def _write_tool_trc(markers: TimeSeries, folder: Path) -> Path:
@@ -330,7 +348,8 @@ def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max
 
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
            accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
-           log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None) -> IKResult:
+           log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None,
+           warn_gaps: bool = True) -> IKResult:
     """Batch IK of a trial with OpenSim's InverseKinematicsTool.
 
     model_path: .osim (or opensim.Model); markers: TimeSeries (metres) or TRC path.
@@ -339,19 +358,17 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     and, beside it, `<stem>_marker_errors.sto` and `<stem>_opensim.log`.
     regularize: add ik_regularization's tasks; None = config ik_node.regularize_unobserved when
     there is no setup_xml (a setup defines the whole problem), else off. The tasks used are in
-    `result.extra["coordinate_tasks"]`.
+    `result.extra["coordinate_tasks"]`. Frames with fewer than ik_node.min_markers markers are
+    not solved: NaN rows (`result.extra["solved_frames"]` is False there), see `solvable_frames`.
     """
-    import opensim
-
     from .config import load_config
-    from .opensim_logging import opensim_log
-    from .storage import read_mot
 
     params = load_config().params("ik_node")
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
         max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
-    check_marker_frames(series, weights, min_markers=min(params["min_markers"], len(weights)))
+    min_markers = min(params["min_markers"], len(weights))
+    solvable = solvable_frames(series, weights, min_markers=min_markers, warn=warn_gaps)
     units = _coordinate_units(model)
     coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
     clamped = _unclamp(model)
@@ -362,88 +379,109 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         results_dir = out_mot.parent if out_mot is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
         stem = out_mot.stem if out_mot is not None else "ik"
-        # The tool writes <results dir>/<name>_ik_marker_errors.sto, but cuts its name at a dot
-        # ("x_0.0" -> "x_0"): it runs under a fixed name in the temporary folder and the file is
-        # moved beside the .mot afterwards.
-        mot_path = tmp / "ik.mot"
         log_path = Path(log_file) if log_file is not None else (
             results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
-        trc_path = _write_tool_trc(series, tmp)
-
-        tool = opensim.InverseKinematicsTool()
-        tool.setName("ik")
-        tool.setModel(model)
-        tool.setMarkerDataFileName(str(trc_path))
-        task_set = tool.getIKTaskSet()
-        for name, weight in weights.items():
-            task = opensim.IKMarkerTask()
-            task.setName(name)
-            task.setWeight(float(weight))
-            task.setApply(True)
-            task_set.cloneAndAppend(task)
-        for name, ct in coordinate_tasks.items():
-            task = opensim.IKCoordinateTask()
-            task.setName(name)
-            task.setWeight(ct.weight)
-            task.setApply(True)
-            if ct.value is None:
-                task.setValueType(opensim.IKCoordinateTask.DefaultValue)
-            else:
-                task.setValueType(opensim.IKCoordinateTask.ManualValue)
-                task.setValue(ct.value)
-            task_set.cloneAndAppend(task)
-        if setup is not None and not math.isinf(setup.constraint_weight):
-            tool.set_constraint_weight(setup.constraint_weight)
-        tool.set_accuracy(float(accuracy))
-        tool.setStartTime(float(series.time[0]))
-        tool.setEndTime(float(series.time[-1]))
-        tool.setResultsDir(str(tmp))
-        tool.set_report_errors(True)
-        tool.setOutputMotionFileName(str(mot_path))
-        with opensim_log(log_path):
-            try:
-                ok = tool.run()
-            except Exception as exc:  # noqa: BLE001 - OpenSim's RuntimeError text
-                raise Sam4dcapError(f"OpenSim IK failed: {str(exc).splitlines()[0]}"
-                                    + (f" (log: {log_path})" if log_path else "")) from None
-        if not ok:
-            raise Sam4dcapError(f"OpenSim IK failed{f' (see {log_path})' if log_path else ''}")
-        coords = read_mot(mot_path, translational={n for n, u in units.items() if u == "m"})
-        coords = TimeSeries(time=coords.time, names=coords.names, values=coords.values, unit="rad",
-                            meta={**coords.meta, "source": str(out_mot) if out_mot else "ik"},
-                            channel_units={n: "m" for n in coords.names if units.get(n) == "m"})
-        if out_mot is not None:
-            mot_path.replace(out_mot)
-            mot_path = out_mot
-        err_src = tmp / "ik_ik_marker_errors.sto"
-        err_table = opensim.TimeSeriesTable(str(err_src))
-        labels = list(err_table.getColumnLabels())
-        err_matrix = err_table.getMatrix()
-        errors = err_matrix.to_numpy().copy()
+        # The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved
+        # on its own (a fresh copy of the model each) and the rows land on the trial's time grid.
+        coords = labels = None
+        errors = None
+        for k, (a, b) in enumerate(true_runs(solvable)):
+            segment_model = model if k == 0 else _load_model(model_path)
+            if k:
+                _unclamp(segment_model)
+            seg_coords, seg_errors, labels = _run_tool(segment_model, series.frames(slice(a, b)), weights,
+                                                       coordinate_tasks, setup, accuracy, tmp / f"segment{k}",
+                                                       log_path, units)
+            if coords is None:
+                values = np.full((series.n_frames, len(seg_coords.names)), np.nan)
+                coords = TimeSeries(time=series.time, names=seg_coords.names, values=values, unit="rad",
+                                    meta={"source": str(out_mot) if out_mot else "ik"},
+                                    channel_units={n: "m" for n in seg_coords.names if units.get(n) == "m"})
+                errors = np.full((series.n_frames, len(labels)), np.nan)
+            coords.values[a:b] = seg_coords.select(coords.names).values
+            errors[a:b] = seg_errors
         coords, errors, resolved = _keep_to_ranges(model_path, series, coords, errors, labels, clamped, weights=weights,
                                                    coordinate_tasks=coordinate_tasks, accuracy=accuracy,
-                                                   min_markers=min(params["min_markers"], len(weights)),
+                                                   min_markers=min_markers,
                                                    constraint_weight=setup.constraint_weight if setup else math.inf)
+        unbounded = np.array([units.get(n) == "rad" and n not in clamped for n in coords.names])
+        coords = coords.with_values(canonical_coordinates(coords.names, coords.values, unbounded_rotations=unbounded))
         rms = errors[:, labels.index("marker_error_RMS")]
         mx = errors[:, labels.index("marker_error_max")]
         err_file = None
         if out_mot is not None:
-            err_file = results_dir / f"{stem}_marker_errors.sto"
-            if resolved.size:
-                from .storage import write_mot, write_sto
+            from .storage import write_mot, write_sto
 
-                write_mot(out_mot, coords, name=stem)
-                write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
-                err_src.unlink(missing_ok=True)
-            else:
-                err_src.replace(err_file)
-        else:
-            err_src.unlink(missing_ok=True)
+            err_file = results_dir / f"{stem}_marker_errors.sto"
+            write_mot(out_mot, coords, name=stem)
+            write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
     _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file, log_file=log_path,
                     extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks,
-                           "clamped_ranges": clamped, "resolved_frames": resolved})
+                           "clamped_ranges": clamped, "resolved_frames": resolved, "solved_frames": solvable})
+
+
+def _run_tool(model, series: TimeSeries, weights, coordinate_tasks, setup, accuracy, folder: Path, log_path,
+              units: Mapping[str, str]):
+    """InverseKinematicsTool on `series` (every frame solvable): (coordinates, error rows, error labels)."""
+    import opensim
+
+    from .opensim_logging import opensim_log
+    from .storage import read_mot
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # The tool writes <results dir>/<name>_ik_marker_errors.sto, but cuts its name at a dot
+    # ("x_0.0" -> "x_0"): it runs under a fixed name in the temporary folder.
+    mot_path = folder / "ik.mot"
+    trc_path = _write_tool_trc(series, folder)
+    tool = opensim.InverseKinematicsTool()
+    tool.setName("ik")
+    tool.setModel(model)
+    tool.setMarkerDataFileName(str(trc_path))
+    task_set = tool.getIKTaskSet()
+    for name, weight in weights.items():
+        task = opensim.IKMarkerTask()
+        task.setName(name)
+        task.setWeight(float(weight))
+        task.setApply(True)
+        task_set.cloneAndAppend(task)
+    for name, ct in coordinate_tasks.items():
+        task = opensim.IKCoordinateTask()
+        task.setName(name)
+        task.setWeight(ct.weight)
+        task.setApply(True)
+        if ct.value is None:
+            task.setValueType(opensim.IKCoordinateTask.DefaultValue)
+        else:
+            task.setValueType(opensim.IKCoordinateTask.ManualValue)
+            task.setValue(ct.value)
+        task_set.cloneAndAppend(task)
+    if setup is not None and not math.isinf(setup.constraint_weight):
+        tool.set_constraint_weight(setup.constraint_weight)
+    tool.set_accuracy(float(accuracy))
+    tool.setStartTime(float(series.time[0]))
+    tool.setEndTime(float(series.time[-1]))
+    tool.setResultsDir(str(folder))
+    tool.set_report_errors(True)
+    tool.setOutputMotionFileName(str(mot_path))
+    with opensim_log(log_path):
+        try:
+            ok = tool.run()
+        except Exception as exc:  # noqa: BLE001 - OpenSim's RuntimeError text
+            raise Sam4dcapError(f"OpenSim IK failed: {str(exc).splitlines()[0]}"
+                                + (f" (log: {log_path})" if log_path else "")) from None
+    if not ok:
+        raise Sam4dcapError(f"OpenSim IK failed{f' (see {log_path})' if log_path else ''}")
+    coords = read_mot(mot_path, translational={n for n, u in units.items() if u == "m"})
+    err_table = opensim.TimeSeriesTable(str(folder / "ik_ik_marker_errors.sto"))
+    labels = list(err_table.getColumnLabels())
+    err_matrix = err_table.getMatrix()
+    errors = err_matrix.to_numpy().copy()
+    if coords.n_frames != series.n_frames or len(errors) != series.n_frames:
+        raise Sam4dcapError(f"OpenSim IK returned {coords.n_frames} frames for {series.n_frames} marker frames "
+                            f"({series.time[0]:.3f}-{series.time[-1]:.3f} s)")
+    return coords, errors, labels
 
 
 def _unclamp(model) -> dict[str, tuple[float, float]]:
@@ -495,7 +533,7 @@ def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: 
     marker_values = series.select(used).values
     for k in outside:
         starts = [q_all[k, order]]
-        if k > 0:
+        if k > 0 and np.isfinite(q_all[k - 1]).all():
             starts.append(q_all[k - 1, order])
         frame = ik.solve_from(float(series.time[k]), marker_values[k], starts)
         if frame is None:
@@ -524,7 +562,7 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
         max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
     min_markers = min(params["min_markers"], len(weights))
-    check_marker_frames(series, weights, min_markers=min_markers)
+    solvable = solvable_frames(series, weights, min_markers=min_markers)
     names = [n for n in series.names if n in weights]
     if regularize is None:
         regularize = params["regularize_unobserved"] and setup is None
@@ -533,13 +571,16 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
                      accuracy=accuracy, min_markers=min_markers, regularize=regularize,
                      constraint_weight=setup.constraint_weight if setup is not None else math.inf)
     frames, seconds = solve_trial(ik, series.select(names))
-    q = np.array([f.q for f in frames])
+    n_coords = len(ik.coordinate_names)
+    # Unsolvable frames (too few markers) come back as None: NaN rows on the same time grid.
+    q = np.array([f.q if f is not None else np.full(n_coords, np.nan) for f in frames])
     units = _coordinate_units(model)
     coords = TimeSeries(time=series.time, names=ik.coordinate_names, values=q, unit="rad",
                         meta={"source": "streaming_ik"},
                         channel_units={n: "m" for n in ik.coordinate_names if units[n] == "m"})
-    rms = np.array([f.marker_rms_m for f in frames])
-    mx = np.array([f.marker_max_m for f in frames])
+    rms = np.array([f.marker_rms_m if f is not None else np.nan for f in frames])
+    mx = np.array([f.marker_max_m if f is not None else np.nan for f in frames])
+    blank = np.full(n_coords, np.nan)
     err_file = None
     if out_mot is not None:
         out_mot = Path(out_mot)
@@ -549,8 +590,13 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
         write_sto(err_file, errs)
     _fit_check(model, series, weights, rms, max_rms_m=max_marker_rms_m)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
-                    marker_errors_file=err_file, max_error_marker=tuple(f.max_error_marker for f in frames),
+                    marker_errors_file=err_file,
+                    max_error_marker=tuple(f.max_error_marker if f is not None else "" for f in frames),
                     seconds_per_frame=seconds, extra={"weights": weights, "accuracy": accuracy,
                                                       "coordinate_tasks": ik.coordinate_tasks,
-                                                      "q_std": np.array([f.q_std for f in frames]),
-                                                      "confidence": np.array([f.confidence for f in frames])})
+                                                      "q_std": np.array([f.q_std if f is not None else blank
+                                                                         for f in frames]),
+                                                      "confidence": np.array([f.confidence if f is not None
+                                                                              else np.zeros(n_coords)
+                                                                              for f in frames]),
+                                                      "solved_frames": solvable})

@@ -68,6 +68,41 @@ def state_index(state, coord, kind: str) -> int:
     return int(changed[0])
 
 
+# The free joint of OpenSim's gait models (and of the project's model): pelvis_tilt (z),
+# pelvis_list (x), pelvis_rotation (y), body-fixed. One orientation has two such triplets,
+# (tilt, list, rotation) and (tilt + pi, pi - list, rotation + pi).
+FREE_JOINT_ROTATIONS = ("pelvis_tilt", "pelvis_list", "pelvis_rotation")
+
+
+def wrap_angle(angle):
+    """Angles (rad) into [-pi, pi)."""
+    return (np.asarray(angle, float) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def canonical_coordinates(names: Sequence[str], q: np.ndarray, *, unbounded_rotations: np.ndarray) -> np.ndarray:
+    """The canonical form of coordinates (..., n) (rad / m) describing the same pose.
+
+    Rotational coordinates with no range to keep to (`unbounded_rotations`, (n,) bool: the free
+    joint's) are wrapped into [-pi, pi): no 360 deg turns piling up. The free joint's triplet
+    (`FREE_JOINT_ROTATIONS`, when all three are unbounded) takes the form with the middle angle
+    (pelvis_list) within [-pi/2, pi/2], so an upright pelvis never reads tilt ~164 deg.
+    NaN stays NaN.
+    """
+    q = np.array(q, float, copy=True)
+    names = list(names)
+    free = np.asarray(unbounded_rotations, bool)
+    if all(n in names for n in FREE_JOINT_ROTATIONS):
+        i, j, k = (names.index(n) for n in FREE_JOINT_ROTATIONS)
+        if free[[i, j, k]].all():
+            middle = wrap_angle(q[..., j])
+            flip = np.abs(middle) > np.pi / 2
+            q[..., i] = np.where(flip, q[..., i] + np.pi, q[..., i])
+            q[..., j] = np.where(flip, np.pi - middle, middle)
+            q[..., k] = np.where(flip, q[..., k] + np.pi, q[..., k])
+    q[..., free] = wrap_angle(q[..., free])
+    return q
+
+
 @dataclass(frozen=True)
 class CoordinateTask:
     """Pull one coordinate toward a value (OpenSim IKCoordinateTask); value None = model default."""
@@ -245,6 +280,9 @@ class StreamingIK:
         self._lo = np.where(clamped, lo, -np.inf)
         self._hi = np.where(clamped, hi, np.inf)
         self._rotational = np.array([c.getMotionType() == 1 for c in self._coords])  # 1 = Rotational
+        # Rotations without a range to keep to (the free joint's): kept canonical (wrapped, one form).
+        self.unbounded_rotations = self._rotational & ~clamped & ~np.array([c.getLocked(self.state)
+                                                                           for c in self._coords])
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
         tracked_names = [names[i] for i in self._tracked]
         self.unobserved_coordinates = unobserved_coordinates(self.model, tracked_names, state=self.state)
@@ -311,7 +349,8 @@ class StreamingIK:
     def solve(self, time_s: float, positions) -> IKFrame | None:
         """Solve one frame. positions: (M, 3) metres in `marker_names` order, NaN = missing.
 
-        Returns None when fewer than `min_markers` tracked markers are present.
+        Returns None when fewer than `min_markers` tracked markers are present; the solve after
+        such a frame starts cold (no warm start from the pose before the person was lost).
         """
         pos = np.asarray(positions, dtype=float)
         if pos.shape != (len(self.marker_names), 3):
@@ -321,6 +360,7 @@ class StreamingIK:
         present = np.isfinite(obs).all(axis=1)
         if int(present.sum()) < self.min_markers:
             log.debug("t=%.3f: %d markers present < min_markers=%d", time_s, present.sum(), self.min_markers)
+            self.reset()
             return None
         if np.nanmax(np.abs(obs)) > 50.0:
             raise Sam4dcapError(f"marker coordinates up to {np.nanmax(np.abs(obs)):.0f} m: "
@@ -354,6 +394,8 @@ class StreamingIK:
                     q_full, cold, self._last_eval = warm, False, None
                     iterations = warm_iterations + more
         q_full = self._undo_whole_turns(q_full, obs, present)
+        q_full[self._q_index] = canonical_coordinates(self.coordinate_names, q_full[self._q_index],
+                                                      unbounded_rotations=self.unbounded_rotations)
         frame = self._make_frame(time_s, q_full, obs, present, iterations, cold)
         self._prev = frame
         self._prev_q_full = q_full
@@ -635,7 +677,10 @@ class StreamingIK:
         if self._prev is not None:
             dt = time_s - self._prev.time_s
             if dt > 0:
-                qdot = (q - self._prev.q) / dt
+                dq = q - self._prev.q
+                # Canonical (wrapped) rotations: the short way round.
+                dq[self.unbounded_rotations] = wrap_angle(dq[self.unbounded_rotations])
+                qdot = dq / dt
         q_std, confidence = self._uncertainty(jac, err[used], present, blind)
         return IKFrame(time_s=float(time_s), coordinate_names=self.coordinate_names, q=q, qdot=qdot,
                        marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))),

@@ -106,12 +106,16 @@ def stream(ros, proc, markers, *, person_id):
         else:
             good.append(i)
         pub.publish(markers_msg(T0 + markers.time[i], BLAZEPOSE33, positions, person_id=body))
-    assert ros.spin_until(lambda: len(states) >= len(good) and len(kinematics) >= len(good), 60.0, procs=[proc]), \
-        f"{len(states)} JointState of {len(good)} frames\n{node_log(proc)[-2000:]}"
+    # The few-markers frame also gives a JointKinematics, marked LOST (no JointState).
+    assert ros.spin_until(lambda: len(states) >= len(good) and len(kinematics) >= len(good) + 1, 60.0,
+                          procs=[proc]), f"{len(states)} JointState of {len(good)} frames\n{node_log(proc)[-2000:]}"
     ros.spin_until(lambda: False, 0.5)  # anything extra (the bad frames) would arrive now
     assert proc.poll() is None  # still running after the bad frames
     expected = [stamp_key(markers_msg(T0 + markers.time[i], (), np.zeros((0, 3))).header.stamp) for i in good]
     assert [stamp_key(m.header.stamp) for m in states] == expected
+    lost = [m for m in kinematics if m.state != JointKinematics.STATE_VALID]
+    assert [m.state for m in lost] == [JointKinematics.STATE_LOST] and np.isnan(lost[0].position).all()
+    kinematics = [m for m in kinematics if m.state == JointKinematics.STATE_VALID]
     assert [stamp_key(m.header.stamp) for m in kinematics] == expected
     return states, kinematics, good
 

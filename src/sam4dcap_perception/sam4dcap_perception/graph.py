@@ -49,6 +49,8 @@ READY_TOPIC = "/sam4dcap/ready"
 # stamp, latched). Offline, markers_node then fixes the world frame from the frames it holds
 # when its ground-plane window never completed (a clip shorter than ground_window_s).
 END_OF_STREAM_TOPIC = "/sam4dcap/end_of_stream"
+# Node health (diagnostic_msgs/DiagnosticArray), published by every node.
+DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ TOPICS: tuple[Topic, ...] = (
           "Names of nodes whose input subscriptions exist (offline start).", record=False),
     Topic(END_OF_STREAM_TOPIC, "std_msgs/msg/Header", "latched", "video_source_node",
           "A file/bag source published its last frame (stamp = its capture stamp).", record=False),
+    Topic(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "results", "",
+          "Health of every node, once a second: tracking state, fit residual, processing time; OK/WARN/ERROR.",
+          record=False),
 )
 
 

@@ -93,7 +93,9 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         world_frame_id=str(marker_params["world_frame"]), min_travel_m=float(marker_params["min_travel_m"]),
         ground_prior_spread_m=float(marker_params["ground_prior_spread_m"]),
         ground_contact_cutoff_hz=float(marker_params["ground_contact_cutoff_hz"]), source=name,
-        keep_observations=keep_observations)
+        keep_observations=keep_observations, max_bridged_gap_s=float(marker_params["max_bridged_gap_s"]),
+        min_tracked_fraction=float(marker_params["min_tracked_fraction"]),
+        min_person_visibility=float(marker_params["min_person_visibility"]))
     result.quality["source_truncated"] = bool(getattr(source, "truncated", False))
     result.quality["horizontal_fov_deg"] = float(fov)
     log.debug("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",

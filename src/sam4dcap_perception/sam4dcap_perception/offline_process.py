@@ -27,7 +27,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
+from sam4dcap_biomech.filters import true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
+
+from .virtual_markers import FRAME_BRIDGED, FRAME_LOST, FRAME_TRACKED
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class TrialResult:
     stages: dict[str, str] = field(default_factory=dict)        # stage -> "ran" | "reused" | "skipped"
     artefacts: dict[str, str] = field(default_factory=dict)     # kind -> path
     seconds: float = 0.0
+    warning: str = ""       # one line: frames lost (NaN in the outputs) and where
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -312,13 +316,15 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         from sam4dcap_biomech.storage import write_sto
 
         ikm = _need("sam4dcap_biomech.inverse_kinematics", "ik")
-        res = ikm.run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log")
+        res = ikm.run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log",
+                         warn_gaps=False)
         if not ik_err.exists():
             err = TimeSeries.from_dict(res.coordinates.time, {"marker_error_RMS": res.marker_rms_m,
                                                               "marker_error_max": res.marker_max_m}, unit="m")
             write_sto(ik_err, err)
         return {"marker_rms_mean_m": float(np.nanmean(res.marker_rms_m)),
-                "marker_max_m": float(np.nanmax(res.marker_max_m))}
+                "marker_max_m": float(np.nanmax(res.marker_max_m)),
+                "unsolved_frames": int((~res.extra["solved_frames"]).sum())}
     runner.run("ik", ik, inputs={"model": scaled, "markers": markers_trc}, params={}, outputs=[ik_mot, ik_err])
     arts["ik_mot"] = ik_mot
     arts["ik_marker_errors"] = ik_err
@@ -327,8 +333,29 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         id_sto = out / f"{stem}_id.sto"
 
         def inverse_dynamics():
+            from sam4dcap_biomech.storage import read_mot, write_sto
+
             idm = _need("sam4dcap_biomech.inverse_dynamics", "id")
-            idm.run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
+            coords = read_mot(ik_mot)
+            solved = np.isfinite(coords.values).all(axis=1)
+            if solved.all():
+                idm.run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
+                return
+            # Gaps: each solved run of at least 4 frames on its own, NaN rows elsewhere (one time grid).
+            forces = None
+            for a, b in true_runs(solved):
+                if b - a < 4:
+                    continue
+                res = idm.run_id(scaled, coords.frames(slice(a, b)), log_file=out / f"{stem}_id_opensim.log")
+                if forces is None:
+                    forces = TimeSeries(time=coords.time, names=res.forces.names,
+                                        values=np.full((coords.n_frames, len(res.forces.names)), np.nan),
+                                        unit=res.forces.unit, meta=res.forces.meta,
+                                        channel_units=res.forces.channel_units)
+                forces.values[a:b] = res.forces.select(forces.names).values
+            if forces is None:
+                raise Sam4dcapError("inverse dynamics: no run of 4 or more solved frames in the trial")
+            write_sto(id_sto, forces)
         runner.run("id", inverse_dynamics, inputs={"model": scaled, "coordinates": ik_mot}, params={},
                    outputs=[id_sto])
         arts["id_sto"] = id_sto
@@ -435,11 +462,14 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
                                      end_s=opts.end_s, progress=progress, keep_observations=True)
         write_trc(trc_path, result.filtered)
         write_keypoints(npz_path, json_path, result.observations or [], source=video.name)
-        conf = frame_confidence(result.confidence, result.flags["tracked"])
+        usable = np.asarray(result.flags["frame_status"]) != FRAME_LOST
+        conf = frame_confidence(result.confidence, usable)
         quality_path.write_text(json.dumps(_jsonable({
             "quality": {k: v for k, v in result.quality.items() if isinstance(v, (int, float, str, bool))},
             "time_s": result.filtered.time.tolist(),
             "frame_confidence": [None if not np.isfinite(c) else float(c) for c in conf],
+            "frame_status": [str(x) for x in result.flags["frame_status"]],
+            "lost_intervals_s": result.quality.get("lost_intervals_s", []),
             "marker_set": result.filtered.meta.get("marker_set"),
         })) + "\n")
         return {"marker_set": result.filtered.meta.get("marker_set"), "frames": result.filtered.n_frames}
@@ -512,6 +542,7 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
             "quality": {"frames": len(stamps), "topic": mk[0].name},
             "time_s": time_s.tolist(),
             "frame_confidence": [None if not np.isfinite(c) else float(c) for c in fc],
+            "frame_status": [FRAME_TRACKED if t else FRAME_LOST for t in tracked],
             "marker_set": markers_ts.meta["marker_set"]}) + "\n")
         return {"marker_set": markers_ts.meta["marker_set"], "frames": len(stamps)}
 
@@ -555,6 +586,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
                  source: Path, marker_set: str) -> dict[str, Path]:
     out = runner.out_dir
     summary_path = out / "summary.json"
+    frames_csv = out / f"{stem}_frames.csv"
     angles_png = out / "joint_angles.png"
     error_png = out / "marker_error.png"
     html_path = out / "report.html"
@@ -569,6 +601,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         quality = json.loads(Path(arts["markers_quality"]).read_text())
         conf = np.array([np.nan if c is None else c for c in quality["frame_confidence"]], float)
         conf_time = np.asarray(quality["time_s"], float)
+        gaps = write_frames_file(frames_csv, quality, coords, err)
         summary = {
             "source": str(source),
             "subject": {"height_m": opts.height_m, "mass_kg": opts.mass_kg},
@@ -581,6 +614,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
             "ik_marker_error": rp.marker_error_summary(err.select([n for n in err.names if "marker_error" in n])
                                                        if any("marker_error" in n for n in err.names) else err),
             "low_confidence_frames": rp.low_confidence_frames(conf_time, conf, threshold=LOW_CONFIDENCE),
+            "gaps": gaps,
             "markers_quality": quality.get("quality", {}),
             "scaling": runner.extras.get("scale", {}),
             "ik": runner.extras.get("ik", {}),
@@ -618,6 +652,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         if scaling.get("scaling") == "skipped":
             page.paragraph(f"Scaling skipped, {scaling.get('model', 'the model')} was used as given: "
                            f"{scaling.get('reason', '')}", css_class="warn")
+        rp.add_gap_section(page, gaps)
         rp.add_summary_tables(page, summary)
         if "inverse_dynamics" in summary:
             page.heading("Inverse dynamics (peak absolute generalized forces)")
@@ -633,9 +668,36 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
     runner.run("report", make_report, inputs=inputs,
                params={"height_m": opts.height_m, "mass_kg": opts.mass_kg, "backend": opts.backend,
                        "low_confidence": LOW_CONFIDENCE, "source": str(source)},
-               outputs=[summary_path, angles_png, error_png, html_path])
-    return {"summary": summary_path, "joint_angles_png": angles_png, "marker_error_png": error_png,
-            "report": html_path}
+               outputs=[summary_path, frames_csv, angles_png, error_png, html_path])
+    return {"summary": summary_path, "frames": frames_csv, "joint_angles_png": angles_png,
+            "marker_error_png": error_png, "report": html_path}
+
+
+def write_frames_file(path: Path, quality: Mapping, coords: TimeSeries, marker_errors: TimeSeries) -> dict:
+    """`<trial>_frames.csv`, one row per frame of the trial's time grid (TRC, .mot, .sto):
+    time_s, status (tracked | bridged | lost), confidence (mean keypoint confidence, empty when
+    lost), ik_solved (1 | 0: 0 = NaN row in the .mot/.sto), ik_marker_rms_m. Returns the
+    summary's "gaps" entry (`report.gap_summary`)."""
+    from . import report as rp
+
+    n = coords.n_frames
+    time_s = coords.time
+    status = list(quality.get("frame_status") or [])
+    conf = list(quality.get("frame_confidence") or [])
+    if len(status) != n:
+        # Markers of another time grid (e.g. an old markers stage): status from the IK alone.
+        status = [FRAME_TRACKED] * n
+        conf = [None] * n
+    solved = np.isfinite(coords.values).all(axis=1)
+    rms = marker_errors.values[:, marker_errors.names.index("marker_error_RMS")] \
+        if "marker_error_RMS" in marker_errors.names else np.full(n, np.nan)
+    lines = ["time_s,status,confidence,ik_solved,ik_marker_rms_m"]
+    for i in range(n):
+        c = conf[i] if i < len(conf) else None
+        lines.append(f"{time_s[i]:.6f},{status[i]},{'' if c is None else f'{c:.3f}'},{int(solved[i])},"
+                     f"{'' if not np.isfinite(rms[i]) else f'{rms[i]:.5f}'}")
+    path.write_text("\n".join(lines) + "\n")
+    return rp.gap_summary(time_s, status, solved, frames_file=path.name)
 
 
 # --- one trial, many trials ------------------------------------------------------------------------
@@ -667,8 +729,12 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
         arts.update(report_stage(runner, arts, stem, opts, source=source, marker_set=marker_set))
     finally:
         bar.close()
+    from .report import gap_warning
+
+    warning = gap_warning(json.loads(Path(arts["summary"]).read_text()).get("gaps", {}))
     return TrialResult(source=str(source), out_dir=str(out), ok=True, stages=dict(runner.status),
-                       artefacts={k: str(v) for k, v in arts.items()}, seconds=time.perf_counter() - t0)
+                       artefacts={k: str(v) for k, v in arts.items()}, seconds=time.perf_counter() - t0,
+                       warning=warning)
 
 
 def _trial_worker(source: str, out_dir: str, opts: ProcessOptions, verbose: bool) -> TrialResult:

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from sam4dcap_biomech.filters import true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
 
 # Sagittal joint angles plotted like the paper's figures (left and right on one axis).
@@ -311,6 +312,54 @@ class HtmlReport:
         path = Path(path)
         path.write_text(self.render(), encoding="utf-8")
         return path
+
+
+def gap_summary(time: np.ndarray, status: Sequence[str], solved: np.ndarray, *, frames_file: str = "") -> dict:
+    """Frames without a usable person, for summary.json: counts per status ("tracked",
+    "bridged", "lost"), IK-unsolved frames, and the intervals [start_s, end_s] of unusable frames
+    (lost or not solved; NaN rows in the outputs)."""
+    status = np.asarray(status)
+    unusable = (status == "lost") | ~np.asarray(solved, bool)
+    intervals = [[float(time[a]), float(time[b - 1])] for a, b in true_runs(unusable)]
+    n = len(status)
+    return {
+        "frames": n,
+        "tracked_frames": int((status == "tracked").sum()),
+        "bridged_frames": int((status == "bridged").sum()),
+        "lost_frames": int((status == "lost").sum()),
+        "unsolved_frames": int(unusable.sum()),
+        "unsolved_fraction": float(unusable.mean()) if n else 0.0,
+        "unsolved_intervals_s": intervals,
+        "frames_file": frames_file,
+    }
+
+
+def gap_warning(gaps: Mapping) -> str:
+    """One line saying how much of the trial was lost and where; "" when nothing was."""
+    if not gaps or not gaps.get("unsolved_frames"):
+        if gaps and gaps.get("bridged_frames"):
+            return (f"{gaps['bridged_frames']} frame(s) without the person were bridged by interpolation "
+                    f"(lower confidence, flagged in {gaps.get('frames_file') or 'the frames file'})")
+        return ""
+    spans = gaps["unsolved_intervals_s"]
+    where = ", ".join(f"{a:.2f}-{b:.2f} s" if b > a else f"{a:.2f} s" for a, b in spans[:4])
+    if len(spans) > 4:
+        where += f" and {len(spans) - 4} more"
+    bridged = f"; {gaps['bridged_frames']} more bridged" if gaps.get("bridged_frames") else ""
+    return (f"person lost in {gaps['unsolved_frames']} of {gaps['frames']} frames "
+            f"({100 * gaps['unsolved_fraction']:.1f} %) at {where}: NaN rows in the TRC, .mot and .sto, "
+            f"flagged in {gaps.get('frames_file') or 'the frames file'}{bridged}")
+
+
+def add_gap_section(report: HtmlReport, gaps: Mapping) -> None:
+    """The lost/bridged frames of a trial (summary.json "gaps")."""
+    if not gaps:
+        return
+    report.heading("Frames without the person")
+    text = gap_warning(gaps)
+    report.paragraph(text or "The person was seen and solved in every frame.", css_class="warn" if text else "")
+    if gaps.get("unsolved_intervals_s"):
+        report.table(["from [s]", "to [s]"], [[a, b] for a, b in gaps["unsolved_intervals_s"][:50]])
 
 
 def add_summary_tables(report: HtmlReport, summary: Mapping) -> None:

@@ -16,7 +16,13 @@ buffers the first `ground_window_s` to fix the world frame, then turns each obse
 
 Missing data: a frame without the person (or whose translation cannot be recovered) gives NaN
 markers and `tracked=False`/`flags["tracked"]` False; nothing is ever filled with zeros. The raw
-(unfiltered) series is always kept next to the filtered one.
+(unfiltered) series is always kept next to the filtered one. Offline, interior gaps of at most
+`max_bridged_gap_s` are bridged (cubic interpolation of the markers, confidence times
+`BRIDGED_CONFIDENCE_FACTOR`, `flags["frame_status"]` "bridged"); longer gaps stay NaN ("lost").
+Frames whose mean keypoint visibility is below `min_person_visibility` have no usable person
+(BlazePose's tracker keeps "seeing" a body of visibility ~0.55 in an empty scene). A trial
+whose person is placed in fewer than `min_tracked_fraction` of its frames is refused
+("no person ...") instead of giving a trial of a few phantom frames.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.filters import CausalLowpass, butterworth_zero_phase
+from sam4dcap_biomech.filters import CausalLowpass, butterworth_zero_phase, fill_gaps, true_runs
 from sam4dcap_biomech.markersets import BLAZEPOSE33, MARKER_SETS
 from sam4dcap_biomech.timeseries import TimeSeries
 
@@ -45,6 +51,13 @@ _MIN_FIT_VISIBILITY = 0.2
 ORIENTATION_CUTOFF_HZ = 1.5
 # Streaming: most frames kept while looking for the world frame (a minute at 60 fps).
 _MAX_WINDOW_FRAMES = 3600
+# Live contact correction: a lowest foot further than this from every support level is airborne.
+AIRBORNE_M = 0.1
+# Bridged (interpolated) frames carry the interpolated keypoint confidence times this: they are
+# a guess between two seen poses, never as trustworthy as a seen one.
+BRIDGED_CONFIDENCE_FACTOR = 0.5
+# Per-frame status of offline markers (`MarkerResult.flags["frame_status"]`).
+FRAME_TRACKED, FRAME_BRIDGED, FRAME_LOST = "tracked", "bridged", "lost"
 
 
 def marker_set_of(names: Sequence[str]) -> str:
@@ -235,13 +248,24 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
                               min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
                               ground_contact_cutoff_hz: float = 0.0, source: str = "",
-                              keep_observations: bool = False) -> MarkerResult:
-    """World-frame virtual markers of a whole trial (offline: the world frame uses every frame)."""
+                              keep_observations: bool = False, max_bridged_gap_s: float = 0.0,
+                              min_tracked_fraction: float = 0.0, min_person_visibility: float = 0.0) -> MarkerResult:
+    """World-frame virtual markers of a whole trial (offline: the world frame uses every frame).
+
+    Gaps (frames without a placed person) of at most `max_bridged_gap_s` between two placed
+    frames are bridged; longer ones stay NaN. A frame whose mean keypoint visibility is below
+    `min_person_visibility` has no usable person (a phantom body). Fewer placed frames than
+    `min_tracked_fraction` of the trial (or fewer than 3) is an error naming it: "no person"."""
     obs = list(observations)
     track = KeypointTrack.from_observations(obs)
     if not track.tracked.any():
         raise Sam4dcapError("no person found in any frame")
     n, k = track.n_frames, len(track.names)
+    track.tracked &= track.visibility.mean(axis=1) >= min_person_visibility
+    if track.tracked.sum() < 3 or track.tracked.mean() < min_tracked_fraction:
+        raise Sam4dcapError(f"no person: one is seen in only {int(track.tracked.sum())} of {n} frames "
+                            f"({100 * track.tracked.mean():.0f} %, markers_node.min_tracked_fraction = "
+                            f"{100 * min_tracked_fraction:.0f} %){f' of {source}' if source else ''}")
     # Orientation corrections of the estimator's hip-centred bodies (not for bodies already given in
     # the camera frame, nor with external extrinsics, where the estimator's frame is kept as is).
     corrections = np.full((n, 3), np.nan)
@@ -265,9 +289,13 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     cam_raw[~placed] = np.nan
     if not placed.any():
         raise Sam4dcapError("the person's position could not be recovered in any frame (no 2D keypoints?)")
+    if placed.sum() < 3 or placed.mean() < min_tracked_fraction:
+        raise Sam4dcapError(f"no person: the position of the person is recovered in only {int(placed.sum())} of "
+                            f"{n} frames ({100 * placed.mean():.0f} %){f' of {source}' if source else ''}")
     if extrinsics is None:
         world = wf.estimate_world_frame(cam_raw, track.names, height_m=height_m, min_travel_m=min_travel_m,
-                                        prior_spread_m=ground_prior_spread_m, frame_id=world_frame_id)
+                                        prior_spread_m=ground_prior_spread_m, frame_id=world_frame_id,
+                                        time_s=track.time)
     else:
         stature_raw, _ = wf.stature_from_segments(cam_raw, track.names)
         if not np.isfinite(stature_raw):
@@ -279,28 +307,38 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     shift = np.zeros((n, 3))
     has_feet = wf.has_landmarks(track.names, wf.FOOT_POINTS + ("left_hip", "right_hip"))
     if extrinsics is None and has_feet and ground_contact_cutoff_hz > 0 and n > 1:
-        lowest = wf.lowest_foot_height(world_pts, track.names)
-        lowest_series = TimeSeries(time, ("lowest_foot",), lowest[:, None], unit="m")
-        rate = lowest_series.rate_hz
-        error = butterworth_zero_phase(lowest_series, cutoff_hz=min(ground_contact_cutoff_hz, 0.45 * rate)).values[:, 0]
+        # Stance feet onto their support level (floor, platform); flight phases keep their height.
+        height_error = wf.contact_height_error(world_pts, track.names, time, world.stats.get("ground_levels_m", (0.0,)))
+        error_series = TimeSeries(time, ("contact_height_error",), height_error[:, None], unit="m")
+        rate = error_series.rate_hz
+        error = butterworth_zero_phase(error_series, cutoff_hz=min(ground_contact_cutoff_hz, 0.45 * rate)).values[:, 0]
         shift = wf.ground_contact_shift(world_pts, track.names, world.world_from_camera.translation, error)
         world_pts = world_pts + shift[:, None, :]
-    cam_metric = world.world_from_camera.inverse().apply(world_pts)
     meta = {"marker_set": marker_set_of(track.names), "source": source, "height_m": float(height_m),
             "scale": world.scale}
     raw = TimeSeries(time, track.names, world_pts, unit="m", frame=world.frame_id, meta=meta)
+    raw, bridged = bridge_gaps(raw, placed, max_gap_s=max_bridged_gap_s)
+    world_pts = raw.values
+    cam_metric = world.world_from_camera.inverse().apply(world_pts)
     camera = TimeSeries(time, track.names, cam_metric, unit="m", frame="camera", meta=meta)
     filtered = raw
     if n > 1 and offline_cutoff_hz > 0:
         cutoff = min(offline_cutoff_hz, 0.45 * raw.rate_hz)
         filtered = butterworth_zero_phase(raw, cutoff_hz=cutoff)
     confidence = np.where(placed[:, None], track.visibility, 0.0)
-    flags = {"tracked": placed, "reprojection_error_px": rms, "ground_contact_shift_m": shift,
-             "orientation_correction_rad": corrections}
+    confidence[bridged] = BRIDGED_CONFIDENCE_FACTOR * _interpolate_rows(time, confidence, placed)[bridged]
+    status = frame_status(placed, bridged)
+    flags = {"tracked": placed, "bridged": bridged, "frame_status": status, "reprojection_error_px": rms,
+             "ground_contact_shift_m": shift, "orientation_correction_rad": corrections}
+    lost = status == FRAME_LOST
     quality = {
         "frames": int(n),
         "tracked_frames": int(placed.sum()),
         "tracked_fraction": float(placed.mean()),
+        "bridged_frames": int(bridged.sum()),
+        "lost_frames": int(lost.sum()),
+        "lost_intervals_s": [[float(time[a]), float(time[b - 1])] for a, b in true_runs(lost)],
+        "max_bridged_gap_s": float(max_bridged_gap_s),
         "reprojection_error_px_median": float(np.nanmedian(rms)) if np.isfinite(rms).any() else float("nan"),
         "ground_contact_shift_m_max": float(np.abs(np.linalg.norm(shift, axis=1)).max()) if n else 0.0,
         "orientation_refined_frames": n_refined,
@@ -313,6 +351,46 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     return MarkerResult(raw=raw, filtered=filtered, camera=camera, confidence=confidence, flags=flags,
                         world=world, quality=quality, intrinsics=intrinsics,
                         observations=obs if keep_observations else None)
+
+
+def frame_status(tracked: np.ndarray, bridged: np.ndarray) -> np.ndarray:
+    """(N,) "tracked" / "bridged" / "lost" per frame."""
+    return np.where(tracked, FRAME_TRACKED, np.where(bridged, FRAME_BRIDGED, FRAME_LOST))
+
+
+def _interpolate_rows(time: np.ndarray, values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """values (N, K) linearly interpolated in time over the rows not `known`."""
+    out = values.astype(float).copy()
+    if known.sum() >= 2:
+        for j in range(values.shape[1]):
+            out[~known, j] = np.interp(time[~known], time[known], values[known, j])
+    return out
+
+
+def bridge_gaps(markers: TimeSeries, placed: np.ndarray, *, max_gap_s: float) -> tuple[TimeSeries, np.ndarray]:
+    """Interpolate (cubic) the markers over interior runs of unplaced frames no longer than
+    `max_gap_s` (the run's duration from the last frame before to the first frame after it,
+    minus one frame); returns the markers and (N,) True on bridged frames. Longer gaps, and gaps
+    at the start or end, stay NaN."""
+    n = markers.n_frames
+    bridged = np.zeros(n, bool)
+    if max_gap_s <= 0 or n < 3 or placed.all():
+        return markers, bridged
+    frame_s = float(np.median(np.diff(markers.time)))
+    for start, stop in true_runs(~placed):
+        if start > 0 and stop < n and markers.time[stop] - markers.time[start - 1] - frame_s <= max_gap_s + 1e-9:
+            bridged[start:stop] = True
+    if not bridged.any():
+        return markers, bridged
+    longest = max(b - a for a, b in true_runs(bridged))
+    values = markers.values.copy()
+    values[~placed & ~bridged] = np.nan
+    # Only the frames chosen above: fill_gaps would also bridge long gaps' partial neighbours.
+    filled, _ = fill_gaps(markers.with_values(values), max_gap_frames=longest, method="cubic")
+    out = markers.values.copy()
+    out[bridged] = filled.values[bridged]
+    bridged &= np.isfinite(out).all(axis=2).any(axis=1)
+    return markers.with_values(out), bridged
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +436,8 @@ class StreamingMarkerEstimator:
         self._orientation = None     # last smoothed orientation correction (rotation vector)
         self._backlog: list[MarkerFrame] = []
         self._last_time: float | None = None
+        self.last_tracked = False    # the newest emitted frame placed the person (health reporting)
+        self._contact_error = None   # last contact-height correction (held while airborne)
 
     @property
     def ready(self) -> bool:
@@ -380,6 +460,8 @@ class StreamingMarkerEstimator:
             pix = np.full((len(body), 2), np.nan)
         v = obs.visibility if obs.visibility is not None else obs.confidence
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
+        if vis.mean() < float(self.params["min_person_visibility"]):
+            return None    # a phantom body (e.g. the tracker on an empty scene): no usable person
         correction = np.full(3, np.nan)
         if self.extrinsics is None and not in_cam:
             correction = orientation_correction(body, pix, vis, self.intrinsics)
@@ -414,10 +496,11 @@ class StreamingMarkerEstimator:
         pts = np.stack([p[0] for p in valid])
         if self.extrinsics is None:
             try:
+                valid_times = np.array([b[0] for b, p in zip(self._buffer, points) if p[0] is not None])
                 self.world = wf.estimate_world_frame(pts, self._names, height_m=self.height_m,
                                                      min_travel_m=float(self.params["min_travel_m"]),
                                                      prior_spread_m=float(self.params["ground_prior_spread_m"]),
-                                                     frame_id=self.frame_id)
+                                                     frame_id=self.frame_id, time_s=valid_times)
             except Sam4dcapError as exc:
                 log.warning("world frame not found yet (%s); collecting more frames", exc)
                 return
@@ -478,10 +561,17 @@ class StreamingMarkerEstimator:
             conf = vis
             if self._contact_filter is not None:
                 lowest = wf.lowest_foot_height(raw[None], self._names)
-                error = self._contact_filter.step(lowest)
+                levels = np.asarray(self.world.stats.get("ground_levels_m", (0.0,)), float)
+                offset = lowest - levels[np.argmin(np.abs(lowest[0] - levels))] if np.isfinite(lowest).all() else lowest
+                if np.isfinite(offset).all() and abs(offset[0]) > AIRBORNE_M and self._contact_error is not None:
+                    error = self._contact_error    # feet well off every level (a jump): keep the last correction
+                else:
+                    error = self._contact_filter.step(offset)
+                    self._contact_error = error
                 raw = raw + wf.ground_contact_shift(raw[None], self._names, self.world.world_from_camera.translation,
                                                     error)[0]
         filtered = self._filter.step(raw)
+        self.last_tracked = pts is not None
         return MarkerFrame(time_s=time_s, names=self._names, positions=filtered, raw=raw, confidence=conf,
                            tracked=pts is not None, frame_id=self.frame_id, marker_set=marker_set_of(self._names))
 

@@ -59,6 +59,8 @@ from typing import Sequence
 import numpy as np
 
 from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.filters import butterworth_zero_phase
+from sam4dcap_biomech.timeseries import TimeSeries
 
 from .observations import CameraIntrinsics
 
@@ -459,17 +461,22 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def fit_plane(points: np.ndarray, *, weights: np.ndarray | None = None, prior_normal: np.ndarray | None = None,
-              prior_spread_m: float = 0.0, inlier_m: float = 0.03, iterations: int = 20) -> Plane:
+              prior_spread_m: float = 0.0, inlier_m: float = 0.03, iterations: int = 20,
+              groups: np.ndarray | None = None) -> Plane:
     """Robust plane through points (M, 3): Tukey-biweight IRLS on the point-plane distances.
 
     With `prior_normal`, a weak prior keeps the normal near it in directions where the points
     spread less than about `prior_spread_m` (a plane through a small cluster of contacts is
     otherwise undetermined); where the points spread more, the data decide.
+    `groups` (M,) int: points on parallel planes (levels: a floor and a raised platform); each
+    group is centred on its own, so they share the normal but not the offset. The offset
+    returned is group 0's.
     """
     P = np.asarray(points, float)
     w0 = np.ones(len(P)) if weights is None else np.asarray(weights, float)
+    g0 = np.zeros(len(P), int) if groups is None else np.asarray(groups, int)
     ok = np.isfinite(P).all(1) & np.isfinite(w0) & (w0 > 0)
-    P, w0 = P[ok], w0[ok]
+    P, w0, g = P[ok], w0[ok], g0[ok]
     if len(P) < 3 and prior_normal is None:
         raise Sam4dcapError(f"a plane needs at least 3 points; got {len(P)}")
     if len(P) == 0:
@@ -478,7 +485,7 @@ def fit_plane(points: np.ndarray, *, weights: np.ndarray | None = None, prior_no
     w = w0.copy()
     normal = n0 if n0 is not None else np.array([0.0, 0.0, 1.0])
     for _ in range(iterations):
-        c = np.average(P, axis=0, weights=w)
+        c = _group_centres(P, w, g)
         d = P - c
         C = (d * w[:, None]).T @ d
         if n0 is not None and prior_spread_m > 0:
@@ -488,7 +495,7 @@ def fit_plane(points: np.ndarray, *, weights: np.ndarray | None = None, prior_no
         ref = n0 if n0 is not None else normal
         if new @ ref < 0:
             new = -new
-        r = (P - c) @ new
+        r = d @ new
         # Tukey biweight, scale from the MAD, never tighter than the inlier band.
         mad = 1.4826 * np.median(np.abs(r - np.median(r)))
         k = 4.685 * max(mad, inlier_m / 2)
@@ -499,15 +506,29 @@ def fit_plane(points: np.ndarray, *, weights: np.ndarray | None = None, prior_no
         normal, w = new, w_new
         if converged:
             break
-    # Offset: the median distance of the points that kept weight (robust to the lifted feet).
+    # Offset: the median distance of the points that kept weight (robust to the lifted feet), per group.
     d_all = P @ normal
-    offset = float(np.median(d_all[w > 0])) if (w > 0).any() else float(np.median(d_all))
-    dist = d_all - offset
+    offsets = np.zeros(len(P))
+    for k in np.unique(g):
+        mine = g == k
+        kept = mine & (w > 0)
+        offsets[mine] = float(np.median(d_all[kept])) if kept.any() else float(np.median(d_all[mine]))
+    offset = float(offsets[g == 0][0]) if (g == 0).any() else float(np.median(d_all))
+    dist = d_all - offsets
     inl = np.abs(dist) <= inlier_m
     inliers = np.zeros(ok.shape, bool)
     inliers[np.flatnonzero(ok)[inl]] = True
     rms = float(np.sqrt(np.mean(dist[inl] ** 2))) if inl.any() else float("nan")
     return Plane(normal=normal, offset=offset, inliers=inliers, rms_m=rms)
+
+
+def _group_centres(P: np.ndarray, w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """(M, 3) the weighted centroid of each point's group (plain centroid when its weights are 0)."""
+    c = np.empty_like(P)
+    for k in np.unique(g):
+        mine = g == k
+        c[mine] = np.average(P[mine], axis=0, weights=w[mine]) if w[mine].sum() > 0 else P[mine].mean(0)
+    return c
 
 
 def body_up_direction(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -641,15 +662,68 @@ def balance_up_direction(points: np.ndarray, names: Sequence[str], *, up_guess: 
 
 @dataclass(frozen=True)
 class GroundEstimate:
-    plane: Plane               # normal = up, in the frame of the input points
+    plane: Plane               # normal = up, in the frame of the input points; offset = the ground level's
     contacts: np.ndarray       # (M, 3) lowest foot points used for the fit
     contact_frames: np.ndarray  # (M,) frame index of each contact point
+    levels_m: tuple = (0.0,)   # heights of the support levels above the ground (0 first): a platform, ...
+
+
+# Stance: a foot (mean of heel and toe) slower than this after a low-pass at STANCE_SMOOTH_HZ
+# (which takes out most of the per-frame depth noise of monocular estimates). Swing feet move at
+# 2-5 m/s, falling feet in a drop faster; a planted foot rolling over its toes stays below it.
+STANCE_MAX_SPEED_M_S = 0.6
+STANCE_SMOOTH_HZ = 3.0
+# Contact heights (along up) further apart than this belong to different support levels (floor,
+# box); a level with fewer than MIN_LEVEL_FRACTION of the contacts is not support (stray frames).
+LEVEL_GAP_M = 0.12
+MIN_LEVEL_FRACTION = 0.1
+
+
+def stance_mask(points: np.ndarray, names: Sequence[str], time_s: np.ndarray, *,
+                max_speed_m_s: float = STANCE_MAX_SPEED_M_S) -> np.ndarray:
+    """(N, 2) True where the left / right foot is in stance (metric points, times in s): its
+    heel-toe midpoint, low-passed, moves slower than `max_speed_m_s`. Feet in flight (a jump, a
+    drop, running) and swinging feet are not in stance. Fewer than 5 frames: every seen foot."""
+    feet = landmarks(points, names, FOOT_POINTS)                       # (N, 4, 3): lh, rh, lt, rt
+    centres = (feet[:, [0, 1]] + feet[:, [2, 3]]) / 2                  # (N, 2, 3)
+    seen = np.isfinite(centres).all(-1)
+    t = np.asarray(time_s, float)
+    if len(t) < 5 or len(np.unique(t)) != len(t):
+        return seen
+    series = TimeSeries(t, ("left_foot", "right_foot"), centres, unit="m")
+    smooth = butterworth_zero_phase(series, cutoff_hz=min(STANCE_SMOOTH_HZ, 0.45 * series.rate_hz)).values
+    speed = np.linalg.norm(np.gradient(smooth, t, axis=0), axis=-1)
+    with np.errstate(invalid="ignore"):
+        return seen & (speed < max_speed_m_s)
+
+
+def contact_levels(heights: np.ndarray, *, gap_m: float = LEVEL_GAP_M,
+                   min_fraction: float = MIN_LEVEL_FRACTION) -> np.ndarray:
+    """(M,) support level of each contact height: 0 = the lowest level holding at least
+    `min_fraction` of the contacts (the ground), 1, 2, ... the higher ones; -1 = a stray
+    cluster. Levels are runs of sorted heights without a jump larger than `gap_m`."""
+    h = np.asarray(heights, float)
+    labels = np.full(len(h), -1)
+    if len(h) == 0:
+        return labels
+    order = np.argsort(h)
+    cluster = np.concatenate([[0], np.cumsum(np.diff(h[order]) > gap_m)])
+    level = 0
+    for c in range(cluster[-1] + 1):
+        members = order[cluster == c]
+        if len(members) >= max(1, min_fraction * len(h)):
+            labels[members] = level
+            level += 1
+    if level == 0:       # no cluster big enough: one level
+        labels[:] = 0
+    return labels
 
 
 def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray, *,
-                       contact_band_m: float) -> tuple[np.ndarray, np.ndarray]:
+                       contact_band_m: float, stance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Contact candidates: per frame and foot, the lower of heel and toe, for the feet whose
-    lowest point is within `contact_band_m` of the frame's lowest foot point."""
+    lowest point is within `contact_band_m` of the frame's lowest foot point, and in stance
+    when `stance` (N, 2) is given (a foot in the air is not a contact, however low it is)."""
     feet = landmarks(points, names, FOOT_POINTS)                      # (N, 4, 3): lh, rh, lt, rt
     h = np.where(np.isfinite(feet).all(-1), feet @ up, np.inf)
     per_foot = np.stack([h[:, [0, 2]], h[:, [1, 3]]], axis=1)          # (N, 2 feet, heel/toe)
@@ -657,6 +731,8 @@ def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray,
     foot_h = np.take_along_axis(per_foot, which[..., None], axis=2)[..., 0]
     lowest = foot_h.min(1)
     sel = np.isfinite(foot_h) & (foot_h <= lowest[:, None] + contact_band_m)
+    if stance is not None:
+        sel &= np.asarray(stance, bool)
     frames, foot = np.nonzero(sel)
     col = np.where(which[frames, foot] == 0, foot, foot + 2)            # back to lh, rh, lt, rt
     return feet[frames, col], frames
@@ -664,19 +740,32 @@ def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray,
 
 def estimate_ground(points: np.ndarray, names: Sequence[str], *, up_prior: np.ndarray,
                     contact_band_m: float = 0.03, inlier_m: float = 0.03, prior_spread_m: float = 0.15,
-                    iterations: int = 4) -> GroundEstimate:
-    """Ground plane (and thereby the up axis) from the lowest foot points over time (metric points)."""
+                    iterations: int = 4, stance: np.ndarray | None = None) -> GroundEstimate:
+    """Ground plane (and thereby the up axis) from the lowest foot points over time (metric points).
+
+    With `stance` (N, 2), only feet in stance are contacts. Contacts on several parallel levels
+    (a floor and a box) share the normal, each level keeps its own height (`contact_levels`);
+    the plane's offset is the lowest level's (the ground), the others are in `levels_m`.
+    """
     up = _unit(np.asarray(up_prior, float))
     plane = None
+    if stance is not None and lowest_foot_points(points, names, up, contact_band_m=contact_band_m,
+                                                 stance=stance)[0].shape[0] < 3:
+        stance = None   # (nearly) no foot ever still: every lowest foot point is a candidate
     for _ in range(iterations):
-        contacts, frames = lowest_foot_points(points, names, up, contact_band_m=contact_band_m)
+        contacts, frames = lowest_foot_points(points, names, up, contact_band_m=contact_band_m, stance=stance)
         if len(contacts) == 0:
             raise Sam4dcapError("no heel/toe keypoints in any frame: cannot find the ground")
-        plane = fit_plane(contacts, prior_normal=up_prior, prior_spread_m=prior_spread_m, inlier_m=inlier_m)
+        groups = contact_levels(contacts @ up)
+        use = groups >= 0
+        plane = fit_plane(contacts[use], prior_normal=up_prior, prior_spread_m=prior_spread_m, inlier_m=inlier_m,
+                          groups=groups[use])
         if np.allclose(plane.normal, up, atol=1e-6):
             break
         up = plane.normal
-    return GroundEstimate(plane=plane, contacts=contacts, contact_frames=frames)
+    h = contacts[use] @ plane.normal - plane.offset
+    levels = tuple(float(np.median(h[groups[use] == k])) for k in range(groups.max() + 1))
+    return GroundEstimate(plane=plane, contacts=contacts, contact_frames=frames, levels_m=levels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,8 +820,13 @@ class WorldFrame:
 def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *, height_m: float,
                          min_travel_m: float = 0.5, contact_band_m: float = 0.03,
                          ground_inlier_m: float = 0.03, prior_spread_m: float = 0.15,
-                         frame_id: str = "world") -> WorldFrame:
-    """The world frame of a trial from camera-frame body points (N, K, 3) (NaN = missing)."""
+                         frame_id: str = "world", time_s: np.ndarray | None = None) -> WorldFrame:
+    """The world frame of a trial from camera-frame body points (N, K, 3) (NaN = missing).
+
+    With `time_s` (N,), only stance phases are evidence for up and ground (`stance_mask`):
+    feet in flight (jumps, drops, running) neither pull the up axis nor become contacts, and
+    contacts on a raised surface and on the floor are separate levels of one ground normal.
+    """
     if height_m is None or not np.isfinite(height_m) or height_m <= 0:
         raise Sam4dcapError(f"subject height must be a positive number of metres; got {height_m!r}")
     P = np.asarray(raw_camera_points, float)
@@ -741,14 +835,18 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
         raise Sam4dcapError("no frame shows the ankles, knees, hips, shoulders and eyes: cannot scale to the height")
     scale = float(height_m / stature_raw)
     Pm = scale * P
-    up_feet_pelvis = body_up_direction(Pm, names)
+    stance = stance_mask(Pm, names, time_s) if time_s is not None and has_landmarks(names, FOOT_POINTS) else None
+    # Balance evidence from frames with a foot in stance (in flight the centre of mass is not
+    # over any support), when there are enough of them.
+    evidence = Pm if stance is None or stance.any(1).sum() < 10 else Pm[stance.any(1)]
+    up_feet_pelvis = body_up_direction(evidence, names)
     if has_landmarks(names, _COM_REQUIRED):
-        up0 = balance_up_direction(Pm, names, up_guess=up_feet_pelvis, contact_band_m=contact_band_m)
+        up0 = balance_up_direction(evidence, names, up_guess=up_feet_pelvis, contact_band_m=contact_band_m)
         up_cue = "support->centre of mass"
     else:
         up0, up_cue = up_feet_pelvis, "feet->pelvis"
     ground = estimate_ground(Pm, names, up_prior=up0, contact_band_m=contact_band_m,
-                             inlier_m=ground_inlier_m, prior_spread_m=prior_spread_m)
+                             inlier_m=ground_inlier_m, prior_spread_m=prior_spread_m, stance=stance)
     up = ground.plane.normal
     pelvis = landmarks(Pm, names, ("left_hip", "right_hip")).mean(-2)
     forward, forward_method = forward_direction(pelvis, up, min_travel_m=min_travel_m)
@@ -770,6 +868,8 @@ def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *,
         "ground_contacts": int(len(ground.contacts)),
         "ground_inlier_fraction": float(ground.plane.inliers.mean()),
         "ground_rms_m": ground.plane.rms_m,
+        "ground_levels_m": [float(v) for v in ground.levels_m],
+        "stance_frames": int(stance.any(1).sum()) if stance is not None else -1,
         "forward_method": forward_method,
         "camera_height_m": float(world_from_camera.translation[1]),
     }
@@ -782,6 +882,31 @@ def lowest_foot_height(world_points: np.ndarray, names: Sequence[str]) -> np.nda
     h = landmarks(world_points, names, FOOT_POINTS)[..., 1]
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(h).any(1), np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=1), np.nan)
+
+
+def contact_height_error(world_points: np.ndarray, names: Sequence[str], time_s: np.ndarray,
+                         levels_m: Sequence[float] = (0.0,)) -> np.ndarray:
+    """(N,) height of the lowest foot in stance above its support level (the nearest of
+    `levels_m`, world y: the ground 0, a platform, ...): what the contact correction removes.
+    Frames without a foot in stance (flight, a drop) take the value interpolated from the
+    stance frames around them, so an airborne body keeps its height; NaN where no foot is seen."""
+    P = np.asarray(world_points, float)
+    stance = stance_mask(P, names, time_s)
+    h = landmarks(P, names, FOOT_POINTS)[..., 1]                       # (N, 4): lh, rh, lt, rt
+    foot_low = np.fmin(h[:, [0, 1]], h[:, [2, 3]])                      # (N, 2) left, right
+    seen = np.isfinite(foot_low).any(1)
+    on = np.where(stance, foot_low, np.inf).min(1)
+    on[~np.isfinite(on)] = np.nan
+    levels = np.asarray(levels_m, float)
+    ok = np.isfinite(on)
+    err = np.full(len(P), np.nan)
+    if ok.any():
+        nearest = levels[np.argmin(np.abs(on[ok, None] - levels[None, :]), axis=1)]
+        err[ok] = on[ok] - nearest
+        t = np.asarray(time_s, float)
+        err = np.interp(t, t[ok], err[ok])
+    err[~seen] = np.nan
+    return err
 
 
 # Error model of the contact correction: per-frame depth noise as a fraction of the distance

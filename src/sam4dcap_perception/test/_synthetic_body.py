@@ -62,17 +62,21 @@ class Scene:
     """A subject walking `travel_m` along world direction `heading_rad` (about y), seen by a camera."""
 
     def __init__(self, *, height_m=1.8, n_frames=120, rate_hz=60.0, travel_m=1.5, heading_rad=0.4,
-                 camera_position=(3.5, 1.6, 1.0), estimator_scale=0.9, width=1080, height=1920, fov_deg=60.0):
+                 camera_position=(3.5, 1.6, 1.0), estimator_scale=0.9, width=1080, height=1920, fov_deg=60.0,
+                 world=None, camera_roll_rad=0.0):
+        """`world` (N, 33, 3): a y-up trajectory of the body to film instead of the glide (its
+        travel direction is taken as +x); `camera_roll_rad` turns the camera about its optical
+        axis (a camera that isn't level)."""
         self.height_m = height_m
-        self.time = np.arange(n_frames) / rate_hz
+        self.time = np.arange(n_frames if world is None else len(world)) / rate_hz
         self.intrinsics = CameraIntrinsics.from_fov(width, height, fov_deg)
         body = standing_body(height_m)
-        R_heading = rot_y(heading_rad)           # body faces/travels along R_heading @ x
+        R_heading = rot_y(heading_rad if world is None else 0.0)   # body faces/travels along R_heading @ x
         self.direction = R_heading @ np.array([1.0, 0.0, 0.0])
         start = np.array([-0.5, 0.0, 0.3])
-        frames = []
+        frames = [] if world is None else list(np.asarray(world, float))
         names = list(NAMES)
-        for i, t in enumerate(self.time):
+        for i, t in enumerate(self.time if world is None else ()):
             b = body.copy()
             # Every other half second one heel rises (toe-off): rotate that foot about its toes.
             side = "left" if int(t * 2) % 2 == 0 else "right"
@@ -88,7 +92,9 @@ class Scene:
         pelvis = self.world[:, [names.index("left_hip"), names.index("right_hip")]].mean(1)
         self.pelvis = pelvis
         self.camera_position = np.asarray(camera_position, float)
-        self.R_cw = look_at(self.camera_position, pelvis.mean(0))
+        c, s_ = np.cos(camera_roll_rad), np.sin(camera_roll_rad)
+        roll = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+        self.R_cw = roll @ look_at(self.camera_position, pelvis.mean(0))
         self.camera = (self.world - self.camera_position) @ self.R_cw.T   # true metric camera frame
         K = self.intrinsics
         self.pixels = np.stack([K.fx * self.camera[..., 0] / self.camera[..., 2] + K.cx,
@@ -121,3 +127,43 @@ class Scene:
                                        keypoints_2d=self.pixels[i].copy(), keypoints_3d=self.estimator_3d[i].copy(),
                                        visibility=np.ones(k), confidence=np.ones(k)))
         return out
+
+
+def drop_jump_world(height_m: float = 1.75, *, box_height_m: float = 0.45, rate_hz: float = 60.0,
+                    stand_s: float = 1.2, after_s: float = 1.5, take_off_speed_m_s: float = 1.2,
+                    forward_speed_m_s: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """(world (N, 33, 3), airborne (N,) bool): a subject standing (stepping in place) on a box
+    `box_height_m` high, jumping off it forward (ballistic flight: up at `take_off_speed_m_s`,
+    then falling to the floor), landing, then stepping on the floor. y up, feet on y = 0 / box."""
+    g = 9.81
+    body = standing_body(height_m)
+    names = list(NAMES)
+    # Flight: y(t) = box + v t - g t^2 / 2 reaches 0 at t_f.
+    t_f = (take_off_speed_m_s + np.sqrt(take_off_speed_m_s ** 2 + 2 * g * box_height_m)) / g
+    total = stand_s + t_f + after_s
+    time = np.arange(int(round(total * rate_hz))) / rate_hz
+    frames, airborne = [], []
+    for t in time:
+        b = body.copy()
+        if t < stand_s or t >= stand_s + t_f:
+            # Stepping in place: a heel rises now and then (rotation about the toes).
+            side = "left" if int(t * 2) % 2 == 0 else "right"
+            lift = 0.2 * np.sin(np.pi * ((t * 2) % 1.0))
+            toe = b[names.index(f"{side}_foot_index")].copy()
+            c, s_ = np.cos(lift), np.sin(lift)
+            rz = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
+            k = names.index(f"{side}_heel")
+            b[k] = toe + rz.T @ (b[k] - toe)
+        if t < stand_s:
+            offset = np.array([0.0, box_height_m, 0.0])
+            airborne.append(False)
+        elif t < stand_s + t_f:
+            tau = t - stand_s
+            offset = np.array([forward_speed_m_s * tau, box_height_m + take_off_speed_m_s * tau - g * tau ** 2 / 2,
+                               0.0])
+            airborne.append(True)
+        else:
+            offset = np.array([forward_speed_m_s * t_f + 0.3 * (t - stand_s - t_f) / after_s, 0.0, 0.0])
+            airborne.append(False)
+        frames.append(b + offset)
+    return np.array(frames), np.array(airborne)

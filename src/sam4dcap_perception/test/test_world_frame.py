@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from _synthetic_body import NAMES, Scene, standing_body
+from _synthetic_body import NAMES, Scene, drop_jump_world, standing_body
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_perception import world_frame as wf
@@ -357,3 +357,56 @@ def test_support_centre_and_robust_mean_direction():
     assert _deg(wf.robust_mean_direction(tilts * rng.uniform(0.5, 2, (100, 1))), axis) < 0.8
     with pytest.raises(Sam4dcapError, match="no direction"):
         wf.robust_mean_direction(np.full((3, 3), np.nan))
+
+
+# --- real-world clips: raised ground, flight, a camera that isn't level ----------------------------
+def _drop_scene(*, roll_deg=10.0, box_m=0.45, camera=(3.2, 2.4, 2.0)):
+    world, airborne = drop_jump_world(1.75, box_height_m=box_m)
+    scene = Scene(height_m=1.75, world=world, camera_position=camera, camera_roll_rad=np.radians(roll_deg))
+    return scene, airborne
+
+
+def test_contact_levels_split_floor_and_platform_and_drop_stray_frames():
+    rng = np.random.default_rng(0)
+    h = np.concatenate([rng.normal(0.0, 0.02, 200), rng.normal(0.45, 0.02, 150), [1.3, 1.35]])
+    levels = wf.contact_levels(h)
+    assert set(levels[:200]) == {0} and set(levels[200:350]) == {1}
+    assert set(levels[350:]) == {-1}         # two stray heights are no level
+
+
+def test_stance_mask_excludes_flight_phases():
+    scene, airborne = _drop_scene()
+    stance = wf.stance_mask(scene.world, NAMES, scene.time)
+    # Flight frames away from take-off/landing (the low-pass smears ~2 frames) are never stance.
+    core = airborne & np.roll(airborne, 4) & np.roll(airborne, -4)
+    assert core.sum() > 10 and not stance[core].any()
+    assert stance[~airborne].any(1).mean() > 0.8
+
+
+@pytest.mark.parametrize("roll_deg", [0.0, 12.0])
+def test_up_axis_of_a_drop_from_a_box_with_a_tilted_camera(roll_deg):
+    scene, airborne = _drop_scene(roll_deg=roll_deg)
+    t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
+    raw = scene.estimator_3d + t[:, None]
+    true_up = scene.R_cw @ np.array([0.0, 1.0, 0.0])     # world up in camera axes
+    world = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time)
+    assert _deg(world.stats["up_camera"], true_up) < 1.0
+    np.testing.assert_allclose(world.stats["ground_levels_m"], [0.0, 0.45], atol=0.02)
+    pts = world.apply(raw)
+    np.testing.assert_allclose(pts, scene.expected_world(), atol=0.02)   # the drop and the box are kept
+
+
+def test_a_few_bad_frames_do_not_move_the_up_axis():
+    scene, _ = _drop_scene()
+    t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
+    raw = scene.estimator_3d + t[:, None]
+    good = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time)
+    bad = raw.copy()
+    rng = np.random.default_rng(1)
+    from scipy.spatial.transform import Rotation
+
+    tilt = Rotation.from_rotvec([0.0, 0.0, 0.6]).as_matrix()
+    for i in rng.choice(len(raw), 6, replace=False):        # 6 frames of a badly tilted body
+        bad[i] = raw[i].mean(0) + (raw[i] - raw[i].mean(0)) @ tilt.T
+    moved = wf.estimate_world_frame(bad, NAMES, height_m=1.75, time_s=scene.time)
+    assert _deg(good.stats["up_camera"], moved.stats["up_camera"]) < 1.0

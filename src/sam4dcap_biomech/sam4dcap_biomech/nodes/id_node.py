@@ -14,12 +14,14 @@ loses no frame to the race.
 from __future__ import annotations
 
 import collections
+import time
 from pathlib import Path
 
 from rclpy.node import Node
 
 from ..errors import Sam4dcapError
-from .ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters, relative_topic, run_node, stamp_to_sec
+from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics, declare_parameters, relative_topic,
+                         run_node, stamp_to_sec)
 
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
 KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
@@ -29,6 +31,8 @@ MODEL_PATH_TOPIC = "/sam4dcap/model_path"
 class IDNode(Node):
     def __init__(self):
         super().__init__("id_node")
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for kinematics and the model")
         from std_msgs.msg import String
 
         from sam4dcap_msgs.msg import JointKinematics, JointKinetics
@@ -86,6 +90,12 @@ class IDNode(Node):
             self.get_logger().warning(text)
 
     def _on_kinematics(self, msg) -> None:
+        if msg.state != msg.STATE_VALID:
+            # No pose this frame (person lost / fit not trusted): derivatives must not span the gap.
+            if self.id is not None:
+                self.id.reset()
+            self.diagnostics.set(NodeDiagnostics.WARN, "no valid kinematics (person lost / fit not trusted)")
+            return
         if self.id is None:
             self._warn_once("nomodel", f"no model yet (waiting for {MODEL_PATH_TOPIC}): kinematics buffered")
             self._pending.append(msg)
@@ -97,6 +107,7 @@ class IDNode(Node):
             return
         t = stamp_to_sec(msg.header.stamp)
         self._stamps.append((t, msg.header.stamp))
+        t0 = time.perf_counter()
         try:
             frame = self.id.add(t, list(msg.name), list(msg.position))
         except Sam4dcapError as exc:
@@ -117,6 +128,8 @@ class IDNode(Node):
         out.generalized_force = [float(v) for v in frame.generalized_forces]
         out.no_external_loads = frame.no_external_loads
         self.kinetics_pub.publish(out)
+        self.diagnostics.processed(time.perf_counter() - t0)
+        self.diagnostics.set(NodeDiagnostics.OK, "publishing kinetics")
 
 
 def main(args=None) -> int:

@@ -6,8 +6,13 @@
                                               marker errors)
     /humans/bodies/<person_id>/joint_states   sensor_msgs/JointState (OpenSim coordinate names,
                                               rad / m, velocity when estimated)
-  and nothing for a frame with fewer than `min_markers` markers, a frame the model cannot be
-  assembled to, or a fit worse than `max_marker_rms_m` (no garbage downstream).
+  Safe output: for a frame with fewer than `min_markers` markers (person lost), a frame the model
+  cannot be assembled to, or a fit worse than `max_marker_rms_m`, nothing goes out on joint_states
+  and JointKinematics carries state LOST / UNTRUSTED with NaN positions (no stale or invented
+  values downstream); the next solve after such a frame starts cold (fresh OpenSim assembly).
+  Free-joint angles are canonical (wrapped, one Euler form: streaming_ik.canonical_coordinates),
+  clamped coordinates stay in their ranges. Health (tracking state, marker RMS, solve time) on
+  /diagnostics.
 - Latches the path of the model in use on /sam4dcap/model_path (std_msgs/String): consumers that
   need the model (id_node, the visualization's twin) follow a calibration's hot swap through it.
 - Service ~/calibrate (CalibrateSubject): scales the model to the subject from a static window
@@ -36,7 +41,7 @@ from rclpy.node import Node
 from ..errors import Sam4dcapError
 from ..markersets import MARKER_SETS
 from .ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
-                         declare_parameters, relative_topic, run_node, stamp_to_sec)
+                         NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec)
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
@@ -110,6 +115,8 @@ class IKNode(Node):
                                                       RESULTS_QOS)
         self.model_pub = self.create_publisher(String, relative_topic(MODEL_PATH_TOPIC), LATCHED_QOS)
         self.acks = FrameAcks(self)
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for markers", tracking="none yet")
         # One lock around the IK and the calibration buffer: the realtime worker and the
         # calibration service (executor thread) both use them.
         self._ik_lock = threading.Lock()
@@ -263,26 +270,59 @@ class IKNode(Node):
         self._last_time = t
         self._remember(t, positions)
         n_valid = int(np.isfinite(positions).all(axis=1).sum())
+        t0 = time.perf_counter()
         if n_valid < self.p["min_markers"]:
+            self.ik.reset()  # re-acquisition starts from a fresh solve, not the pose before the loss
             self.get_logger().warning(f"t={t:.3f}: {n_valid} markers < min_markers={self.p['min_markers']}: "
-                                      "nothing published", throttle_duration_sec=5.0)
+                                      "person lost, no joint states", throttle_duration_sec=5.0)
+            self._publish_invalid(msg.header.stamp, self._JointKinematics.STATE_LOST, n_valid,
+                                  f"person lost ({n_valid} markers < min_markers {self.p['min_markers']})")
             return
         try:
             frame = self.ik.solve(t, positions)
         except Sam4dcapError as exc:
             self.ik.reset()
             self.get_logger().warning(f"IK failed: {exc}", throttle_duration_sec=5.0)
+            self._publish_invalid(msg.header.stamp, self._JointKinematics.STATE_UNTRUSTED, n_valid, "IK failed")
             return
         if frame is None:
+            self._publish_invalid(msg.header.stamp, self._JointKinematics.STATE_LOST, n_valid, "person lost")
             return
         if not (frame.marker_rms_m <= self.p["max_marker_rms_m"]) or not np.all(np.isfinite(frame.q)):
             self.ik.reset()  # never warm-start from a fit this bad
             self.get_logger().warning(
                 f"t={t:.3f}: IK marker RMS {frame.marker_rms_m * 1000:.0f} mm > max_marker_rms_m="
-                f"{self.p['max_marker_rms_m']} (worst {frame.max_error_marker}): nothing published",
+                f"{self.p['max_marker_rms_m']} (worst {frame.max_error_marker}): no joint states",
                 throttle_duration_sec=5.0)
+            self._publish_invalid(msg.header.stamp, self._JointKinematics.STATE_UNTRUSTED, n_valid,
+                                  f"fit not trusted (marker RMS {frame.marker_rms_m * 1000:.0f} mm)",
+                                  marker_rms_m=frame.marker_rms_m)
             return
         self._publish(msg.header.stamp, frame)
+        self.diagnostics.processed(time.perf_counter() - t0)
+        self.diagnostics.set(NodeDiagnostics.OK, "tracking", tracking="valid",
+                             marker_rms_m=float(frame.marker_rms_m), markers_used=int(frame.markers_used))
+
+    def _publish_invalid(self, stamp, state: int, n_markers: int, reason: str, *,
+                         marker_rms_m: float = float("nan")) -> None:
+        """JointKinematics saying this frame has no usable pose (NaN positions); no JointState."""
+        names = list(self.ik.coordinate_names)
+        kin = self._JointKinematics()
+        kin.header.stamp = stamp
+        kin.header.frame_id = "world"
+        kin.person_id = self.p["person_id"]
+        kin.model_name = self.ik.model.getName()
+        kin.name = names
+        kin.position = [math.nan] * len(names)
+        kin.confidence = [0.0] * len(names)
+        kin.marker_error_rms = float(marker_rms_m)
+        kin.marker_error_max = math.nan
+        kin.markers_used = int(n_markers)
+        kin.state = state
+        self.kinematics_pub.publish(kin)
+        level = NodeDiagnostics.WARN if state == self._JointKinematics.STATE_LOST else NodeDiagnostics.ERROR
+        self.diagnostics.set(level, reason, tracking="lost" if state == self._JointKinematics.STATE_LOST
+                             else "untrusted", marker_rms_m=float(marker_rms_m), markers_used=int(n_markers))
 
     def _publish(self, stamp, frame) -> None:
         names = list(frame.coordinate_names)
@@ -307,6 +347,7 @@ class IKNode(Node):
         kin.marker_error_max = float(frame.marker_max_m)
         kin.marker_error_max_name = frame.max_error_marker
         kin.markers_used = int(frame.markers_used)
+        kin.state = kin.STATE_VALID
         self.kinematics_pub.publish(kin)
         js = self._JointState()
         js.header.stamp = stamp

@@ -405,3 +405,64 @@ class BackgroundNode:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)
+
+
+# Node health (REP-107 style aggregators and rqt_runtime_monitor read this topic).
+DIAGNOSTICS_TOPIC = "/diagnostics"
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class NodeDiagnostics:
+    """This node's health on DIAGNOSTICS_TOPIC (diagnostic_msgs/DiagnosticArray), once every
+    `period_s` and at once when the level changes: one DiagnosticStatus named
+    "sam4dcap/<node>" with level OK / WARN / ERROR, a message, and key/values (e.g. tracking
+    state, fit residual) plus the processing time per input (last and mean over the period [ms]).
+
+    The node calls `set(level, message, **values)` when its state changes and
+    `processed(seconds)` after each input it handled.
+    """
+
+    OK, WARN, ERROR = 0, 1, 2
+
+    def __init__(self, node: Node, *, period_s: float = 1.0):
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        self._types = DiagnosticArray, DiagnosticStatus, KeyValue
+        self._node = node
+        self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
+        self.level = self.OK
+        self.message = "running"
+        self.values: dict[str, str] = {}
+        self._count = 0
+        self._period_seconds: list[float] = []
+        self._last_ms = float("nan")
+        node.create_timer(period_s, self.publish)
+
+    def set(self, level: int, message: str, **values) -> None:
+        changed = level != self.level
+        self.level, self.message = int(level), str(message)
+        self.values.update({k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()})
+        if changed:
+            self.publish()
+
+    def processed(self, seconds: float) -> None:
+        self._count += 1
+        self._last_ms = 1000.0 * float(seconds)
+        self._period_seconds.append(float(seconds))
+
+    def publish(self) -> None:
+        DiagnosticArray, DiagnosticStatus, KeyValue = self._types
+        mean_ms = 1000.0 * sum(self._period_seconds) / len(self._period_seconds) if self._period_seconds else float("nan")
+        values = dict(self.values, inputs_processed=str(self._count),
+                      processing_time_ms_last=f"{self._last_ms:.2f}", processing_time_ms_mean=f"{mean_ms:.2f}")
+        self._period_seconds = []
+        status = DiagnosticStatus(level=bytes([self.level]), name=f"sam4dcap/{self._node.get_name()}",
+                                  message=self.message, hardware_id="sam4dcap",
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        try:
+            self._pub.publish(msg)
+        except RuntimeError:  # the context is shutting down: health no longer matters
+            pass

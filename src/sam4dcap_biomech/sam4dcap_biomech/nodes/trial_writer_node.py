@@ -17,7 +17,7 @@ from rclpy.node import Node
 
 from ..errors import Sam4dcapError
 from ..trial_recording import TrialRecording
-from .ros_common import DEEP_QOS, declare_parameters, relative_topic, run_node, stamp_to_sec
+from .ros_common import DEEP_QOS, NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
@@ -27,6 +27,7 @@ KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
 class TrialWriterNode(Node):
     def __init__(self):
         super().__init__("trial_writer_node")
+        self.diagnostics = NodeDiagnostics(self)
         from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
         from sam4dcap_msgs.srv import StartTrial, StopTrial
 

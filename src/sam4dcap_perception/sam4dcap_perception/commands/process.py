@@ -70,6 +70,8 @@ def _run(args, progress: bool) -> int:
         reused = [s for s, st in result.stages.items() if st == "reused"]
         print(f"{sources[0]}: done in {result.seconds:.1f} s"
               + (f" (reused: {', '.join(reused)})" if reused else ""))
+        if result.warning:
+            print(f"{sources[0]}: warning: {result.warning}", file=sys.stderr)
         print(f"report: {result.artefacts.get('report', out / 'report.html')}")
         return 0
     for s in sources:
@@ -79,6 +81,6 @@ def _run(args, progress: bool) -> int:
     failed = [r for r in results if not r.ok]
     for r in results:
         state = f"ok in {r.seconds:.1f} s" if r.ok else f"FAILED: {r.error}"
-        print(f"{r.source}: {state}")
+        print(f"{r.source}: {state}" + (f"; warning: {r.warning}" if r.warning else ""))
     print(f"{len(results) - len(failed)} of {len(results)} trials succeeded; summary: {out / 'batch_summary.json'}")
     return 1 if failed else 0

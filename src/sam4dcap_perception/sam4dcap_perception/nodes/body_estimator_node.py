@@ -13,14 +13,16 @@ Frame acks on /sam4dcap/progress after each frame (offline flow control, see gra
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, announce_ready, declare_parameters,
-                                               relative_topic, run_node, sec_to_stamp, stamp_to_sec,
+from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, NodeDiagnostics, announce_ready,
+                                               declare_parameters, relative_topic, run_node, sec_to_stamp,
+                                               stamp_to_sec,
                                                subscribe_like_publisher)
 
 from .. import graph
@@ -126,6 +128,8 @@ class BodyEstimatorNode(Node):
         self.mask_pub = self.create_publisher(Image, relative_topic(graph.MASK_TOPIC), RESULTS_QOS)
         self.mesh_pub = self.create_publisher(BodyMesh, relative_topic(graph.MESH_TOPIC), RESULTS_QOS)
         self.acks = FrameAcks(self)
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for images", tracking="none yet")
         self.frames = 0
         self.last_stamp_s = -math.inf
         self._timer = subscribe_like_publisher(self, Image, graph.IMAGE_TOPIC, self._on_image,
@@ -146,6 +150,7 @@ class BodyEstimatorNode(Node):
                 self.estimator = create_estimator(self.p)
             self.last_stamp_s = t
             rgb = to_rgb8(msg)
+            t0 = time.perf_counter()
             obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=graph.IMAGE_TOPIC))
             self.frames += 1
             seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
@@ -155,8 +160,14 @@ class BodyEstimatorNode(Node):
                 self.mask_pub.publish(seg.mask)
             if mesh is not None:
                 self.mesh_pub.publish(mesh)
+            self.diagnostics.processed(time.perf_counter() - t0)
+            if obs.tracked:
+                self.diagnostics.set(NodeDiagnostics.OK, "person tracked", tracking="tracked")
+            else:
+                self.diagnostics.set(NodeDiagnostics.WARN, "no person in the frame", tracking="lost")
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
             self.get_logger().error(f"frame at {t:.3f} s: {type(exc).__name__}: {exc}")
+            self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
         finally:
             self.acks.ack(msg.header.stamp)
 

@@ -30,8 +30,9 @@ from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_IN_WORLD_XYZW, RESULTS_QOS,
-                                               WORLD_FRAME, FrameAcks, announce_ready, declare_parameters,
-                                               relative_topic, run_node, stamp_to_sec, subscribe_like_publisher)
+                                               WORLD_FRAME, FrameAcks, NodeDiagnostics, announce_ready,
+                                               declare_parameters, relative_topic, run_node, stamp_to_sec,
+                                               subscribe_like_publisher)
 
 from ..graph import (CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC, KEYPOINTS_TOPIC, MARKERS_TOPIC,
                      TF_STATIC_TOPIC)
@@ -110,6 +111,8 @@ class MarkersNode(Node):
         self.markers_pub = self.create_publisher(VirtualMarkers, relative_topic(MARKERS_TOPIC), DEEP_QOS)
         self.tf_pub = self.create_publisher(TFMessage, relative_topic(TF_STATIC_TOPIC), LATCHED_QOS)
         self.acks = FrameAcks(self)
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for keypoints", tracking="none yet")
         self.create_subscription(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC), self._on_keypoints, RESULTS_QOS)
         self.create_subscription(Header, relative_topic(END_OF_STREAM_TOPIC), self._on_end_of_stream, LATCHED_QOS)
         self.create_timer(1.0, self._check_eos_timeout)
@@ -177,12 +180,23 @@ class MarkersNode(Node):
         self._last_input_wall = time.monotonic()
         try:
             self._handle(msg)
+            self.diagnostics.processed(time.monotonic() - self._last_input_wall)
+            self._report_health()
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
             self.get_logger().error(f"keypoints at {stamp_to_sec(stamp):.3f} s: {type(exc).__name__}: {exc}")
+            self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
         finally:
             self._last_ns = max(self._last_ns, _stamp_ns(stamp))
             self.acks.ack(stamp)
         self._maybe_finish_stream()
+
+    def _report_health(self) -> None:
+        if self.estimator is None or not self.estimator.ready:
+            self.diagnostics.set(NodeDiagnostics.WARN, "finding the world frame", tracking="world frame pending")
+        elif self.estimator.last_tracked:
+            self.diagnostics.set(NodeDiagnostics.OK, "markers placed", tracking="tracked")
+        else:
+            self.diagnostics.set(NodeDiagnostics.WARN, "no person: markers NaN", tracking="lost")
 
     def _handle(self, msg) -> None:
         stamp = msg.header.stamp

@@ -17,8 +17,8 @@ import time
 from rclpy.node import Node
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, announce_ready,
-                                               declare_parameters, relative_topic, run_node,
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
+                                               announce_ready, declare_parameters, relative_topic, run_node,
                                                subscribe_like_publisher)
 
 from .. import graph
@@ -48,6 +48,7 @@ def _stamp_from_cdr(cdr: bytes):
 class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder_node")
+        self.diagnostics = NodeDiagnostics(self)   # OK while it runs; a failed write stops the node
         p = declare_parameters(self, "recorder_node")
         if not p["bag_dir"]:
             raise Sam4dcapError("parameter recorder_node.bag_dir is empty: give the bag folder to write")

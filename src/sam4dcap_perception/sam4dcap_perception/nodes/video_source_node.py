@@ -36,8 +36,8 @@ from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
-                                               declare_parameters, image_qos, relative_topic, run_node,
-                                               sec_to_stamp, stamp_to_sec)
+                                               NodeDiagnostics, declare_parameters, image_qos, relative_topic,
+                                               run_node, sec_to_stamp, stamp_to_sec)
 
 from .. import graph
 from ..camera_calibration import load_camera_info_file
@@ -116,6 +116,8 @@ class VideoSourceNode(Node):
 
             self.create_subscription(String, relative_topic(READY_TOPIC), on_ready, LATCHED_QOS)
         self.frames_published = 0
+        self.diagnostics = NodeDiagnostics(self)
+        self.diagnostics.set(NodeDiagnostics.WARN, "waiting for the pipeline", frames_published=0)
         self.eos_pub = self.create_publisher(Header, relative_topic(graph.END_OF_STREAM_TOPIC), LATCHED_QOS) \
             if not self.camera else None
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
@@ -394,7 +396,9 @@ class VideoSourceNode(Node):
         self._endpoints = {n: self._input_endpoints(n) for n in self.acked_ns}
         t_start = time.monotonic()
         pace0 = None
+        t_frame = time.monotonic()
         for stamp, img, info, t_capture in self._frames():
+            self.diagnostics.processed(time.monotonic() - t_frame)   # reading + converting one frame
             if not self.context.ok() or self._stop.is_set():
                 self._announce_end()
                 return
@@ -412,7 +416,9 @@ class VideoSourceNode(Node):
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
+            self.diagnostics.set(NodeDiagnostics.OK, "publishing frames", frames_published=self.frames_published)
             self._last_stamp = stamp
+            t_frame = time.monotonic()
         self._announce_end()
         if self.offline:
             self._wait_for_acks(0)

@@ -26,8 +26,8 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, declare_parameters,
-                                               relative_topic, run_node)
+from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
+                                               declare_parameters, relative_topic, run_node)
 
 from .. import graph
 
@@ -172,6 +172,7 @@ def body_transforms(poses, header, body_id: str):
 class VisualizationNode(Node):
     def __init__(self):
         super().__init__("visualization_node")
+        self.diagnostics = NodeDiagnostics(self)
         from visualization_msgs.msg import MarkerArray
 
         from sam4dcap_msgs.msg import BodyMesh, VirtualMarkers
@@ -209,8 +210,8 @@ class VisualizationNode(Node):
     def _on_kinematics(self, msg) -> None:
         from visualization_msgs.msg import MarkerArray
 
-        if self.poser is None:
-            return
+        if self.poser is None or msg.state != msg.STATE_VALID:
+            return   # no pose this frame (person lost / fit not trusted): no invented twin pose
         coordinates = {n: q for n, q in zip(msg.name, msg.position) if math.isfinite(q)}
         try:
             poses = self.poser.poses(coordinates)
