@@ -44,7 +44,7 @@ from sam4dcap_biomech.markersets import BLAZEPOSE33
 
 from .observations import BodyObservation, Frame
 from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
-from .tracking import PromptTracker
+from .tracking import PeopleTracker, PromptTracker, choose_track, overlap_fraction, parse_person_choice, track_at
 from .video_source import as_rgb8
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,21 @@ class BlazePoseEstimator:
                                      max_jump=float(p["track_max_jump"]),
                                      relock_s=float(p["track_relock_s"]))
         self.detector = PersonDetector(min_score=self.min_detection_confidence)
+        # Every person in view, with stable ids; the subject is one of them (chosen by `person`).
+        self.people = PeopleTracker(min_score=float(p["prompt_min_score"]), max_jump=float(p["track_max_jump"]))
+        self.choice = parse_person_choice(p["person"])
+        self.overlap_confidence_scale = float(p["overlap_confidence_scale"])
+        self.subject_id: int | None = None      # PeopleTracker id of the subject
         self._graph = None
         self._image_shape: tuple[int, int] | None = None
         self._roi = None                    # next frame's region from the tracked landmarks
         self._last_ts_us = -1
         self.n_frames = 0
         self.n_tracked = 0
+        self._prompt_due, self._prompt_source = True, self.choice.prompt_source
+        self._people_out: list = []
+        self._subject_overlap = False
+        self._scale = 1.0
         self._new_landmark_graph()
 
     # --- MediaPipe plumbing -------------------------------------------------------------
@@ -204,6 +213,7 @@ class BlazePoseEstimator:
             scale = MAX_SIDE_PX / max(h, w)
             work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         wh, ww = work.shape[:2]
+        self._scale = scale
         if self._image_shape != (wh, ww):
             if self._image_shape is not None:
                 # MediaPipe's mask smoothing cannot change size mid-stream: start a new run.
@@ -215,23 +225,36 @@ class BlazePoseEstimator:
             self._image_shape = (wh, ww)
 
         try:
+            people = self.people.update(self.detector.detect(work), work, frame.index, frame.time_s)
+            self._people_out = [(t.track_id, tuple(v / scale for v in (t.core or t.box)), t.score, t.visible,
+                                 t.overlap) for t in people]
+            if self.subject_id is None or self.people.track(self.subject_id) is None:
+                chosen = choose_track(self.choice, people, (wh, ww), scale=scale)
+                if chosen is None:
+                    return self._untracked(frame, (h, w), reason="no person" if not people
+                                           else f"person {self.choice} not in view")
+                self.retarget(chosen.track_id, source=self.choice.prompt_source)
+            subject = self.people.track(self.subject_id)
             result, box = None, None
             if self._roi is not None:
                 result = self._run_landmarks(work, self._roi, frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people)
             if box is None:
-                # Lost (or never found): re-prompt on the whole frame, same frame.
+                # Lost (or never found): re-prompt on the subject's detection, same frame.
                 if self._roi is not None or self.tracker.last is not None:
                     self._graph.reset()   # smoothing must not blend two tracks
                 self._roi = None
-                det = self.tracker.select(self.detector.detect(work), frame.time_s)
-                if det is None:
-                    return self._untracked(frame, (h, w), reason="no person" if self.tracker.last is None
-                                           else "tracked person not found")
-                result = self._run_landmarks(work, roi_from_detection(det, ww, wh), frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s)
+                if not subject.visible:
+                    self.tracker.mark_lost()
+                    return self._untracked(frame, (h, w), reason="tracked person not found", subject=subject)
+                self.tracker.prompt_on(subject.detection, frame.time_s,
+                                       source=self._prompt_source if self._prompt_due else "reprompt")
+                self._prompt_due = False
+                result = self._run_landmarks(work, roi_from_detection(subject.detection, ww, wh), frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people)
                 if box is None:
-                    return self._untracked(frame, (h, w), reason="landmarks below min_tracking_confidence")
+                    return self._untracked(frame, (h, w), reason="landmarks below min_tracking_confidence",
+                                           subject=subject)
         except RuntimeError as exc:  # a MediaPipe graph failure: start over, keep the stream alive
             log.warning("frame %d: MediaPipe failed (%s); restarting the graphs", frame.index, exc)
             self._new_landmark_graph()
@@ -242,9 +265,35 @@ class BlazePoseEstimator:
 
         self._roi = result.roi_from_landmarks
         self.n_tracked += 1
-        return self._observation(frame, result, (h, w), scale)
+        # The subject's own landmarks over someone else's body: also an overlap (the detector
+        # may have lost one of the two).
+        self._subject_overlap = subject.overlap or any(
+            overlap_fraction(box, t.core) > self.people.overlap_frac
+            for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
+        return self._observation(frame, result, (h, w), scale, subject)
 
-    def _accept(self, result, ww: int, wh: int, time_s: float):
+    def retarget(self, track_id: int, *, source: str = "user") -> None:
+        """Follow another tracked person from the next frame on (a user/GUI prompt, or the
+        offline choice); the body id published stays `person_id`."""
+        if track_id == self.subject_id:
+            return
+        log.info("subject: person %d (was %s)", track_id, self.subject_id)
+        self.subject_id = int(track_id)
+        self._roi = None
+        self.tracker.reset()
+        self._prompt_due, self._prompt_source = True, source
+
+    def retarget_at(self, x: float, y: float) -> int | None:
+        """Retarget on the person seen on the last frame whose body contains source pixel (x, y);
+        returns its id, or None when nobody's does."""
+        chosen = track_at([t for t in self.people.tracks.values() if t.last_frame == self.people.frame_index],
+                          np.array([x, y], float) * self._scale)
+        if chosen is None:
+            return None
+        self.retarget(chosen.track_id)
+        return chosen.track_id
+
+    def _accept(self, result, ww: int, wh: int, time_s: float, subject=None, people=()):
         if result is None or result.pose_landmarks is None:
             self.tracker.mark_lost()
             return None
@@ -255,11 +304,37 @@ class BlazePoseEstimator:
         x0, y0 = np.clip(sel.min(axis=0), 0, [ww - 1, wh - 1])
         x1, y1 = np.clip(sel.max(axis=0), 0, [ww - 1, wh - 1])
         box = (float(x0), float(y0), float(x1), float(y1))
+        if subject is not None and not self._is_subject(xy[23:25].mean(axis=0), subject, people):
+            log.info("t=%.3f s: landmarks sit on person %s, not on the subject %d: rejected", time_s,
+                     self._nearest_person(xy[23:25].mean(axis=0), people), subject.track_id)
+            self.tracker.mark_lost()
+            return None
         if not self.tracker.accept(box, time_s):
             return None
         return box
 
-    def _observation(self, frame: Frame, result, shape, scale: float) -> BodyObservation:
+    @staticmethod
+    def _nearest_person(hip_xy, people):
+        """(id, distance in body radii) of the visible person whose detected hip centre is nearest."""
+        best = (None, math.inf)
+        for t in people:
+            if t.visible:
+                d = float(np.linalg.norm(hip_xy - np.asarray(t.detection.hip_center_xy))) / \
+                    max(t.detection.body_radius_px, 1.0)
+                if d < best[1]:
+                    best = (t.track_id, d)
+        return best
+
+    def _is_subject(self, hip_xy, subject, people) -> bool:
+        """The landmark model's hips belong to the subject: nearest to the subject's detected hip
+        centre; when the subject is not detected on this frame (occluded, or the detector
+        merged two people), not on anyone else's detected hips."""
+        nearest, dist = self._nearest_person(hip_xy, people)
+        if subject.visible:
+            return nearest == subject.track_id
+        return nearest is None or dist > 0.35
+
+    def _observation(self, frame: Frame, result, shape, scale: float, subject) -> BodyObservation:
         import cv2
 
         h, w = shape
@@ -278,13 +353,26 @@ class BlazePoseEstimator:
         else:
             mask = np.zeros((h, w), np.uint8)
         box = tuple(v / scale for v in self.tracker.last.box)
+        if self._subject_overlap:
+            # Another person overlaps the subject: the identity is held by appearance only.
+            conf = conf * self.overlap_confidence_scale
         return BodyObservation(
             frame_index=frame.index, time_s=frame.time_s, person_id=self.tracker.person_id,
             tracked=True, skeleton="blazepose33", names=BLAZEPOSE33, keypoints_2d=kp2,
             keypoints_3d=kp3, confidence=conf, visibility=vis, mask=mask, box_xyxy=box,
-            score=float(np.mean(conf)), prompt=self.tracker.prompt, backend=self.backend)
+            score=float(np.mean(conf)), prompt=self.tracker.prompt, backend=self.backend,
+            extra=self._people_extra(subject))
 
-    def _untracked(self, frame: Frame, shape, *, reason: str) -> BodyObservation:
+    def _people_extra(self, subject) -> dict:
+        """Per-frame identity facts: the subject's track id, whether another person overlaps it
+        (`overlap`: identity uncertain on this frame), and every person in view
+        (`people`: (id, box in source pixels, score, detected, overlapping))."""
+        return {"track_id": None if subject is None else subject.track_id,
+                "overlap": bool(subject is not None and (subject.overlap or self._subject_overlap)),
+                "people": list(self._people_out)}
+
+    def _untracked(self, frame: Frame, shape, *, reason: str, subject=None) -> BodyObservation:
+        self._subject_overlap = False
         k = len(BLAZEPOSE33)
         nan = np.full
         return BodyObservation(
@@ -293,7 +381,7 @@ class BlazePoseEstimator:
             keypoints_2d=nan((k, 2), np.nan), keypoints_3d=nan((k, 3), np.nan),
             confidence=nan(k, np.nan), visibility=nan(k, np.nan),
             mask=np.zeros(shape, np.uint8), box_xyxy=None, score=0.0, prompt=self.tracker.prompt,
-            backend=self.backend, extra={"reason": reason})
+            backend=self.backend, extra={"reason": reason, **self._people_extra(subject)})
 
     def close(self) -> None:
         if self._graph is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from .markers import add_person_arguments, estimator_overrides, list_people_command
+
 
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -32,6 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="parallel trials in a batch (default: number of cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_person_arguments(parser)
+    parser.set_defaults(config=None)
 
 
 def run(args) -> int:
@@ -53,8 +57,14 @@ def _run(args, progress: bool) -> int:
     from sam4dcap_perception.offline_process import (ProcessOptions, expand_inputs, process_batch,
                                                      process_trial, source_kind)
 
+    if args.list_people is not None:
+        for source in expand_inputs(args.inputs):
+            source_kind(source)
+            sheet = Path(args.list_people) if args.list_people else Path(args.out) / f"{source.stem}_people.png"
+            list_people_command(source, sheet, args)
+        return 0
     backend = args.backend or load_config().params("body_estimator_node")["backend"]
-    opts = ProcessOptions(height_m=args.height, mass_kg=args.mass, backend=backend, model=args.model,
+    opts = ProcessOptions(person=estimator_overrides(args).get("person"), height_m=args.height, mass_kg=args.mass, backend=backend, model=args.model,
                           markerset=args.markerset, start_s=args.start, end_s=args.end,
                           inverse_dynamics=args.inverse_dynamics, force=args.force,
                           static_window=tuple(args.static_window) if args.static_window else None)
