@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -44,14 +45,16 @@ from sam4dcap_biomech.markersets import BLAZEPOSE33
 
 from .observations import BodyObservation, Frame
 from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
-from .tracking import PeopleTracker, PromptTracker, choose_track, overlap_fraction, parse_person_choice, track_at
+from .tracking import (PeopleTracker, PromptTracker, appearance_distance, appearance_feature, choose_track,
+                       overlap_fraction, parse_person_choice, track_at)
 from .video_source import as_rgb8
 
 log = logging.getLogger(__name__)
 
 MODEL_COMPLEXITY = {"lite": 0, "full": 1, "heavy": 2}
 MIN_SIDE_PX = 32           # smaller frames are reported untracked (the detector needs ~100 px people)
-MAX_SIDE_PX = 4096         # larger frames are downscaled for the model; outputs are in full-res pixels
+MAX_SIDE_PX = 4096
+REF_FRAMES = 10            # the subject's colours: mean over its first tracked frames         # larger frames are downscaled for the model; outputs are in full-res pixels
 
 _LANDMARK_GRAPH = """
 input_stream: "IMAGE:image"
@@ -158,6 +161,7 @@ class BlazePoseEstimator:
         self.people = PeopleTracker(min_score=float(p["prompt_min_score"]), max_jump=float(p["track_max_jump"]))
         self.choice = parse_person_choice(p["person"])
         self.overlap_confidence_scale = float(p["overlap_confidence_scale"])
+        self.max_appearance_distance = float(p["identity_max_appearance_distance"])
         self.subject_id: int | None = None      # PeopleTracker id of the subject
         self._graph = None
         self._image_shape: tuple[int, int] | None = None
@@ -168,6 +172,8 @@ class BlazePoseEstimator:
         self._prompt_due, self._prompt_source = True, self.choice.prompt_source
         self._people_out: list = []
         self._subject_overlap = False
+        self._reject_reason = ""
+        self._ref, self._ref_n = None, 0         # the subject's colours (landmark regions)
         self._scale = 1.0
         self._new_landmark_graph()
 
@@ -238,7 +244,7 @@ class BlazePoseEstimator:
             result, box = None, None
             if self._roi is not None:
                 result = self._run_landmarks(work, self._roi, frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s, subject, people)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people, work)
             if box is None:
                 # Lost (or never found): re-prompt on the subject's detection, same frame.
                 if self._roi is not None or self.tracker.last is not None:
@@ -251,10 +257,9 @@ class BlazePoseEstimator:
                                        source=self._prompt_source if self._prompt_due else "reprompt")
                 self._prompt_due = False
                 result = self._run_landmarks(work, roi_from_detection(subject.detection, ww, wh), frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s, subject, people)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people, work)
                 if box is None:
-                    return self._untracked(frame, (h, w), reason="landmarks below min_tracking_confidence",
-                                           subject=subject)
+                    return self._untracked(frame, (h, w), reason=self._reject_reason, subject=subject)
         except RuntimeError as exc:  # a MediaPipe graph failure: start over, keep the stream alive
             log.warning("frame %d: MediaPipe failed (%s); restarting the graphs", frame.index, exc)
             self._new_landmark_graph()
@@ -282,6 +287,7 @@ class BlazePoseEstimator:
         self._roi = None
         self.tracker.reset()
         self._prompt_due, self._prompt_source = True, source
+        self._ref, self._ref_n = None, 0
 
     def retarget_at(self, x: float, y: float) -> int | None:
         """Retarget on the person seen on the last frame whose body contains source pixel (x, y);
@@ -293,10 +299,31 @@ class BlazePoseEstimator:
         self.retarget(chosen.track_id)
         return chosen.track_id
 
-    def _accept(self, result, ww: int, wh: int, time_s: float, subject=None, people=()):
+    def _looks_like_subject(self, image: np.ndarray, xy: np.ndarray, time_s: float) -> bool:
+        """Colours under the landmarks' torso and legs match the subject's (the mean of its first
+        `REF_FRAMES` tracked frames): the landmark model slides onto someone else when two people
+        overlap and the detector sees only one of them."""
+        feat = appearance_feature(image, SimpleNamespace(keypoints_xy=np.array(
+            [xy[23:25].mean(axis=0), xy[23:25].mean(axis=0), xy[11:13].mean(axis=0)])))
+        if feat is None:
+            return True
+        if self._ref_n < REF_FRAMES:
+            self._ref = feat if self._ref is None else self._ref + (feat - self._ref) / (self._ref_n + 1)
+            self._ref_n += 1
+            return True
+        d = appearance_distance(self._ref, feat)
+        if d > self.max_appearance_distance:
+            log.info("t=%.3f s: landmarks' colours %.2f from the subject's (> %.2f): rejected", time_s, d,
+                     self.max_appearance_distance)
+            return False
+        return True
+
+    def _accept(self, result, ww: int, wh: int, time_s: float, subject=None, people=(), image=None):
+        self._reject_reason = "landmarks below min_tracking_confidence"
         if result is None or result.pose_landmarks is None:
             self.tracker.mark_lost()
             return None
+        self._reject_reason = "landmarks on another person"
         lm = result.pose_landmarks.landmark
         xy = np.array([[p.x * ww, p.y * wh] for p in lm])
         presence = np.array([p.presence for p in lm])
@@ -307,6 +334,9 @@ class BlazePoseEstimator:
         if subject is not None and not self._is_subject(xy[23:25].mean(axis=0), subject, people):
             log.info("t=%.3f s: landmarks sit on person %s, not on the subject %d: rejected", time_s,
                      self._nearest_person(xy[23:25].mean(axis=0), people), subject.track_id)
+            self.tracker.mark_lost()
+            return None
+        if image is not None and not self._looks_like_subject(image, xy, time_s):
             self.tracker.mark_lost()
             return None
         if not self.tracker.accept(box, time_s):

@@ -514,3 +514,37 @@ def track_at(tracks, point_xy) -> PersonTrack | None:
     if not inside:
         return None
     return min(inside, key=lambda t: float(np.linalg.norm((box_center(t.core) - p) / max(box_size(t.core), 1.0))))
+
+
+class BodyIds:
+    """REP-155 body numbers of tracked people: the subject is always `subject_body` (the
+    configured person_id, whose joints are solved and published); the others keep numbers of
+    their own, allocated after it. Selecting another track as the subject swaps the two numbers."""
+
+    def __init__(self, subject_body: int):
+        self.subject_body = int(subject_body)
+        self._number: dict[int, int] = {}        # track id -> body number
+        self._subject_track: int | None = None
+        self._next = self.subject_body + 1
+
+    def select(self, track_id: int) -> None:
+        track_id = int(track_id)
+        if track_id == self._subject_track:
+            return
+        old = self._subject_track
+        freed = self._number.get(track_id)
+        self._number[track_id] = self.subject_body
+        if old is not None:
+            self._number[old] = freed if freed is not None else self._allocate()
+        self._subject_track = track_id
+
+    def _allocate(self) -> int:
+        n = self._next
+        self._next += 1
+        return n
+
+    def body(self, track_id: int) -> int:
+        track_id = int(track_id)
+        if track_id not in self._number:
+            self._number[track_id] = self._allocate()
+        return self._number[track_id]
