@@ -124,7 +124,7 @@ def test_crossing_keeps_identity_and_flags_the_overlap(crossing, tmp_path):
     with BlazePoseEstimator({"person": f"{x:.0f},{y - 150:.0f}"}) as est:
         obs = [est.process(f) for f in frames]
     apart = np.abs(a_hips[:, 0] - b_hips[:, 0]) > 250
-    # Drawn once for a look (boxes, ids, subject hips): kept in tmp_path.
+    # The composite frames, for a look (kept in tmp_path).
     sheet = [cv2.resize(f.image, (180, 320)) for f in frames[::6]]
     cv2.imwrite(str(tmp_path / "crossing.png"), cv2.cvtColor(np.concatenate(sheet, axis=1), cv2.COLOR_RGB2BGR))
     for i, o in enumerate(obs):
