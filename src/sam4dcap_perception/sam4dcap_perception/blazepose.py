@@ -5,7 +5,10 @@ presence and visibility, the person box, the prompt and a tracked flag.
 
 How it runs. Not the legacy `mp.solutions.pose.Pose` (which always follows "the most prominent
 person"), but MediaPipe's own subgraphs wired here so the tracker decides whom to follow:
-  * `PersonDetector` (`PoseDetectionCpu`) finds all people when a (re-)prompt is needed;
+  * `PersonDetector` (`PoseDetectionCpu`) finds all people on every frame and
+    `tracking.PeopleTracker` gives them stable ids; the subject is one of them, chosen by the
+    `person` parameter (`--person`: auto, largest, centre, an id, a pixel) or re-targeted live
+    (`retarget_at`);
   * the chosen detection becomes a region of interest exactly as MediaPipe does it
     (`PoseDetectionToRoi`: square around the hip centre, side 2 x body radius x 1.25,
     rotated upright) -- checked against the subgraph in test_blazepose.py;
@@ -13,7 +16,13 @@ person"), but MediaPipe's own subgraphs wired here so the tracker decides whom t
     `PoseLandmarksToRoi`, `PoseSegmentationFiltering`) crops that region, predicts landmarks
     and mask, smooths them with MediaPipe's filters (fed the frames' real capture times) and
     returns the next frame's region from the person's own landmarks: crop-and-track, so the
-    model stays on the chosen person when others are in view.
+    model stays on the chosen person when others are in view;
+  * identity check on every result: the landmarks' hips must be nearest the subject's own
+    detection (or, when the detector misses the subject, not on anyone else's) and the colours
+    under its torso and legs must stay within `identity_max_appearance_distance` of the
+    subject's first frames; otherwise the frame is lost, never someone else. Frames where another
+    person overlaps the subject are flagged (`extra["overlap"]`) and their confidence scaled by
+    `overlap_confidence_scale`.
 
 Conventions (MediaPipe's, checked in test_blazepose.py):
   * `keypoints_2d`: pixels, x right, y down, pixel-centre convention (pixel i spans

@@ -1,4 +1,5 @@
-"""Auto-prompt and single-person tracking logic (no model code: works on boxes).
+"""Auto-prompt, subject tracking, and every person in view (no model code: works on boxes,
+the detector's key points and image colours).
 
 Auto-prompt: on the first frame with people, the highest-scoring person box with score >=
 `prompt_min_score` becomes the prompt: that box plus its centroid as one positive point. The
