@@ -443,6 +443,8 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
         conf = frame_confidence(result.confidence, result.flags["tracked"])
         quality_path.write_text(json.dumps(_jsonable({
             "quality": {k: v for k, v in result.quality.items() if isinstance(v, (int, float, str, bool))},
+            # Frames where another person overlapped the subject (identity uncertain, confidence lowered).
+            "overlap_frames": sum(bool(o.extra.get("overlap")) for o in result.observations or []),
             "time_s": result.filtered.time.tolist(),
             "frame_confidence": [None if not np.isfinite(c) else float(c) for c in conf],
             "marker_set": result.filtered.meta.get("marker_set"),

@@ -175,3 +175,48 @@ def test_bad_person_flag_exits_2_with_one_line(pose2sim_multi, tmp_path):
              "--person", "tallest")
     assert p.returncode == 2 and "--person" in p.stderr
     assert len([line for line in p.stderr.splitlines() if "error" in line]) == 1
+
+
+class _Det:
+    """A detector result as PersonDetector returns it (hip centre, body radius, key points)."""
+
+    def __init__(self, hip_x, hip_y=300.0, torso=80.0, score=0.9):
+        self.hip_center_xy = (float(hip_x), float(hip_y))
+        self.body_radius_px = 2.2 * torso
+        r = self.body_radius_px
+        self.box_xyxy = (hip_x - r, hip_y - r, hip_x + r, hip_y + r)
+        self.score = score
+        self.keypoints_xy = np.array([[hip_x, hip_y], [hip_x, hip_y - r], [hip_x, hip_y - torso], [hip_x, hip_y - 1.5 * torso]])
+
+
+def _paint(img, x, torso_rgb, legs_rgb, hip_y=300, torso=80):
+    img[hip_y - torso:hip_y, int(x) - 30:int(x) + 30] = torso_rgb
+    img[hip_y:hip_y + 2 * torso, int(x) - 30:int(x) + 30] = legs_rgb
+
+
+def test_people_tracker_keeps_ids_by_colour_when_two_people_meet_and_turn_back():
+    """A (red shirt, blue trousers) walks right, B (green shirt, yellow trousers) walks left; they
+    meet, the detector sees only one of them for 5 frames, and both turn back. Motion alone
+    predicts a crossing (a swap); the colours keep the ids, the meeting frames are flagged."""
+    from sam4dcap_perception.tracking import PeopleTracker
+
+    xa = [300 + 9 * i for i in range(10)] + [390] * 5 + [390 - 9 * i for i in range(1, 11)]
+    xb = [500 - 9 * i for i in range(10)] + [410] * 5 + [410 + 9 * i for i in range(1, 11)]
+    tracker = PeopleTracker()
+    ids_a, ids_b, flagged = [], [], []
+    for i, (a, b) in enumerate(zip(xa, xb)):
+        img = np.full((700, 900, 3), 128, np.uint8)
+        meeting = 10 <= i < 15
+        _paint(img, b, (20, 200, 20), (230, 220, 30))
+        _paint(img, a, (200, 20, 20), (20, 40, 200))       # A in front
+        dets = [_Det(a)] if meeting else [_Det(a), _Det(b)]
+        people = tracker.update(dets, img, i, i / 30.0)
+        seen = {t.track_id: t for t in people if t.visible}
+        near = lambda x: min(seen.values(), key=lambda t: abs(t.detection.hip_center_xy[0] - x)).track_id  # noqa: E731
+        ids_a.append(near(a))
+        if not meeting:
+            ids_b.append(near(b))
+        flagged.append(any(t.overlap for t in people))
+    assert set(ids_a) == {ids_a[0]} and set(ids_b) == {ids_b[0]} and ids_a[0] != ids_b[0]
+    assert all(flagged[10:15]) and not any(flagged[:5]) and not any(flagged[-5:])
+    assert len(tracker.tracks) == 2
