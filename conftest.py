@@ -50,6 +50,16 @@ def pose2sim_demo() -> Path:
 
 
 @pytest.fixture(scope="session")
+def pose2sim_multi() -> Path:
+    """The Pose2Sim multi-person demo (videos/cam01..04.mp4: a performer and a bystander,
+    calibration/Calib.qca.txt)."""
+    d = CACHE / "pose2sim_multi"
+    if not (d / ".complete").is_file():
+        pytest.fail(f"test videos missing in {d}: run `make setup` (scripts/fetch_test_data.sh)")
+    return d
+
+
+@pytest.fixture(scope="session")
 def demo_video(pose2sim_demo) -> Path:
     """One real video: cam01 of the Pose2Sim demo (60 fps, 1080x1920 portrait)."""
     return pose2sim_demo / "videos" / "cam01.mp4"

@@ -92,7 +92,7 @@ def echo(ros, type_name: str, msg):
 
 
 def test_type_lists_are_complete():
-    assert len(MSG_TYPES) == 7 and len(SRV_TYPES) == 3, (MSG_TYPES, SRV_TYPES)
+    assert len(MSG_TYPES) == 9 and len(SRV_TYPES) == 3, (MSG_TYPES, SRV_TYPES)
 
 
 @pytest.mark.parametrize("type_name", MSG_TYPES + EXTRA_MSG_TYPES)

@@ -5,7 +5,10 @@ presence and visibility, the person box, the prompt and a tracked flag.
 
 How it runs. Not the legacy `mp.solutions.pose.Pose` (which always follows "the most prominent
 person"), but MediaPipe's own subgraphs wired here so the tracker decides whom to follow:
-  * `PersonDetector` (`PoseDetectionCpu`) finds all people when a (re-)prompt is needed;
+  * `PersonDetector` (`PoseDetectionCpu`) finds all people on every frame and
+    `tracking.PeopleTracker` gives them stable ids; the subject is one of them, chosen by the
+    `person` parameter (`--person`: auto, largest, centre, an id, a pixel) or re-targeted live
+    (`retarget_at`);
   * the chosen detection becomes a region of interest exactly as MediaPipe does it
     (`PoseDetectionToRoi`: square around the hip centre, side 2 x body radius x 1.25,
     rotated upright) -- checked against the subgraph in test_blazepose.py;
@@ -13,7 +16,13 @@ person"), but MediaPipe's own subgraphs wired here so the tracker decides whom t
     `PoseLandmarksToRoi`, `PoseSegmentationFiltering`) crops that region, predicts landmarks
     and mask, smooths them with MediaPipe's filters (fed the frames' real capture times) and
     returns the next frame's region from the person's own landmarks: crop-and-track, so the
-    model stays on the chosen person when others are in view.
+    model stays on the chosen person when others are in view;
+  * identity check on every result: the landmarks' hips must be nearest the subject's own
+    detection (or, when the detector misses the subject, not on anyone else's) and the colours
+    under its torso and legs must stay within `identity_max_appearance_distance` of the
+    subject's first frames; otherwise the frame is lost, never someone else. Frames where another
+    person overlaps the subject are flagged (`extra["overlap"]`) and their confidence scaled by
+    `overlap_confidence_scale`.
 
 Conventions (MediaPipe's, checked in test_blazepose.py):
   * `keypoints_2d`: pixels, x right, y down, pixel-centre convention (pixel i spans
@@ -36,6 +45,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -44,14 +54,16 @@ from sam4dcap_biomech.markersets import BLAZEPOSE33
 
 from .observations import BodyObservation, Frame
 from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
-from .tracking import PromptTracker
+from .tracking import (PeopleTracker, PromptTracker, appearance_distance, appearance_feature, choose_track,
+                       overlap_fraction, parse_person_choice, track_at)
 from .video_source import as_rgb8
 
 log = logging.getLogger(__name__)
 
 MODEL_COMPLEXITY = {"lite": 0, "full": 1, "heavy": 2}
 MIN_SIDE_PX = 32           # smaller frames are reported untracked (the detector needs ~100 px people)
-MAX_SIDE_PX = 4096         # larger frames are downscaled for the model; outputs are in full-res pixels
+MAX_SIDE_PX = 4096
+REF_FRAMES = 10            # the subject's colours: mean over its first tracked frames         # larger frames are downscaled for the model; outputs are in full-res pixels
 
 _LANDMARK_GRAPH = """
 input_stream: "IMAGE:image"
@@ -154,12 +166,24 @@ class BlazePoseEstimator:
                                      max_jump=float(p["track_max_jump"]),
                                      relock_s=float(p["track_relock_s"]))
         self.detector = PersonDetector(min_score=self.min_detection_confidence)
+        # Every person in view, with stable ids; the subject is one of them (chosen by `person`).
+        self.people = PeopleTracker(min_score=float(p["prompt_min_score"]), max_jump=float(p["track_max_jump"]))
+        self.choice = parse_person_choice(p["person"])
+        self.overlap_confidence_scale = float(p["overlap_confidence_scale"])
+        self.max_appearance_distance = float(p["identity_max_appearance_distance"])
+        self.subject_id: int | None = None      # PeopleTracker id of the subject
         self._graph = None
         self._image_shape: tuple[int, int] | None = None
         self._roi = None                    # next frame's region from the tracked landmarks
         self._last_ts_us = -1
         self.n_frames = 0
         self.n_tracked = 0
+        self._prompt_due, self._prompt_source = True, self.choice.prompt_source
+        self._people_out: list = []
+        self._subject_overlap = False
+        self._reject_reason = ""
+        self._ref, self._ref_n = None, 0         # the subject's colours (landmark regions)
+        self._scale = 1.0
         self._new_landmark_graph()
 
     # --- MediaPipe plumbing -------------------------------------------------------------
@@ -204,6 +228,7 @@ class BlazePoseEstimator:
             scale = MAX_SIDE_PX / max(h, w)
             work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         wh, ww = work.shape[:2]
+        self._scale = scale
         if self._image_shape != (wh, ww):
             if self._image_shape is not None:
                 # MediaPipe's mask smoothing cannot change size mid-stream: start a new run.
@@ -215,23 +240,35 @@ class BlazePoseEstimator:
             self._image_shape = (wh, ww)
 
         try:
+            people = self.people.update(self.detector.detect(work), work, frame.index, frame.time_s)
+            self._people_out = [(t.track_id, tuple(v / scale for v in (t.core or t.box)), t.score, t.visible,
+                                 t.overlap) for t in people]
+            if self.subject_id is None or self.people.track(self.subject_id) is None:
+                chosen = choose_track(self.choice, people, (wh, ww), scale=scale)
+                if chosen is None:
+                    return self._untracked(frame, (h, w), reason="no person" if not people
+                                           else f"person {self.choice} not in view")
+                self.retarget(chosen.track_id, source=self.choice.prompt_source)
+            subject = self.people.track(self.subject_id)
             result, box = None, None
             if self._roi is not None:
                 result = self._run_landmarks(work, self._roi, frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people, work)
             if box is None:
-                # Lost (or never found): re-prompt on the whole frame, same frame.
+                # Lost (or never found): re-prompt on the subject's detection, same frame.
                 if self._roi is not None or self.tracker.last is not None:
                     self._graph.reset()   # smoothing must not blend two tracks
                 self._roi = None
-                det = self.tracker.select(self.detector.detect(work), frame.time_s)
-                if det is None:
-                    return self._untracked(frame, (h, w), reason="no person" if self.tracker.last is None
-                                           else "tracked person not found")
-                result = self._run_landmarks(work, roi_from_detection(det, ww, wh), frame.time_s)
-                box = self._accept(result, ww, wh, frame.time_s)
+                if not subject.visible:
+                    self.tracker.mark_lost()
+                    return self._untracked(frame, (h, w), reason="tracked person not found", subject=subject)
+                self.tracker.prompt_on(subject.detection, frame.time_s,
+                                       source=self._prompt_source if self._prompt_due else "reprompt")
+                self._prompt_due = False
+                result = self._run_landmarks(work, roi_from_detection(subject.detection, ww, wh), frame.time_s)
+                box = self._accept(result, ww, wh, frame.time_s, subject, people, work)
                 if box is None:
-                    return self._untracked(frame, (h, w), reason="landmarks below min_tracking_confidence")
+                    return self._untracked(frame, (h, w), reason=self._reject_reason, subject=subject)
         except RuntimeError as exc:  # a MediaPipe graph failure: start over, keep the stream alive
             log.warning("frame %d: MediaPipe failed (%s); restarting the graphs", frame.index, exc)
             self._new_landmark_graph()
@@ -242,12 +279,60 @@ class BlazePoseEstimator:
 
         self._roi = result.roi_from_landmarks
         self.n_tracked += 1
-        return self._observation(frame, result, (h, w), scale)
+        # The subject's own landmarks over someone else's body: also an overlap (the detector
+        # may have lost one of the two).
+        self._subject_overlap = subject.overlap or any(
+            overlap_fraction(box, t.core) > self.people.overlap_frac
+            for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
+        return self._observation(frame, result, (h, w), scale, subject)
 
-    def _accept(self, result, ww: int, wh: int, time_s: float):
+    def retarget(self, track_id: int, *, source: str = "user") -> None:
+        """Follow another tracked person from the next frame on (a user/GUI prompt, or the
+        offline choice); the body id published stays `person_id`."""
+        if track_id == self.subject_id:
+            return
+        log.info("subject: person %d (was %s)", track_id, self.subject_id)
+        self.subject_id = int(track_id)
+        self._roi = None
+        self.tracker.reset()
+        self._prompt_due, self._prompt_source = True, source
+        self._ref, self._ref_n = None, 0
+
+    def retarget_at(self, x: float, y: float) -> int | None:
+        """Retarget on the person seen on the last frame whose body contains source pixel (x, y);
+        returns its id, or None when nobody's does."""
+        chosen = track_at([t for t in self.people.tracks.values() if t.last_frame == self.people.frame_index],
+                          np.array([x, y], float) * self._scale)
+        if chosen is None:
+            return None
+        self.retarget(chosen.track_id)
+        return chosen.track_id
+
+    def _looks_like_subject(self, image: np.ndarray, xy: np.ndarray, time_s: float) -> bool:
+        """Colours under the landmarks' torso and legs match the subject's (the mean of its first
+        `REF_FRAMES` tracked frames): the landmark model slides onto someone else when two people
+        overlap and the detector sees only one of them."""
+        feat = appearance_feature(image, SimpleNamespace(keypoints_xy=np.array(
+            [xy[23:25].mean(axis=0), xy[23:25].mean(axis=0), xy[11:13].mean(axis=0)])))
+        if feat is None:
+            return True
+        if self._ref_n < REF_FRAMES:
+            self._ref = feat if self._ref is None else self._ref + (feat - self._ref) / (self._ref_n + 1)
+            self._ref_n += 1
+            return True
+        d = appearance_distance(self._ref, feat)
+        if d > self.max_appearance_distance:
+            log.info("t=%.3f s: landmarks' colours %.2f from the subject's (> %.2f): rejected", time_s, d,
+                     self.max_appearance_distance)
+            return False
+        return True
+
+    def _accept(self, result, ww: int, wh: int, time_s: float, subject=None, people=(), image=None):
+        self._reject_reason = "landmarks below min_tracking_confidence"
         if result is None or result.pose_landmarks is None:
             self.tracker.mark_lost()
             return None
+        self._reject_reason = "landmarks on another person"
         lm = result.pose_landmarks.landmark
         xy = np.array([[p.x * ww, p.y * wh] for p in lm])
         presence = np.array([p.presence for p in lm])
@@ -255,11 +340,40 @@ class BlazePoseEstimator:
         x0, y0 = np.clip(sel.min(axis=0), 0, [ww - 1, wh - 1])
         x1, y1 = np.clip(sel.max(axis=0), 0, [ww - 1, wh - 1])
         box = (float(x0), float(y0), float(x1), float(y1))
+        if subject is not None and not self._is_subject(xy[23:25].mean(axis=0), subject, people):
+            log.info("t=%.3f s: landmarks sit on person %s, not on the subject %d: rejected", time_s,
+                     self._nearest_person(xy[23:25].mean(axis=0), people), subject.track_id)
+            self.tracker.mark_lost()
+            return None
+        if image is not None and not self._looks_like_subject(image, xy, time_s):
+            self.tracker.mark_lost()
+            return None
         if not self.tracker.accept(box, time_s):
             return None
         return box
 
-    def _observation(self, frame: Frame, result, shape, scale: float) -> BodyObservation:
+    @staticmethod
+    def _nearest_person(hip_xy, people):
+        """(id, distance in body radii) of the visible person whose detected hip centre is nearest."""
+        best = (None, math.inf)
+        for t in people:
+            if t.visible:
+                d = float(np.linalg.norm(hip_xy - np.asarray(t.detection.hip_center_xy))) / \
+                    max(t.detection.body_radius_px, 1.0)
+                if d < best[1]:
+                    best = (t.track_id, d)
+        return best
+
+    def _is_subject(self, hip_xy, subject, people) -> bool:
+        """The landmark model's hips belong to the subject: nearest to the subject's detected hip
+        centre; when the subject is not detected on this frame (occluded, or the detector
+        merged two people), not on anyone else's detected hips."""
+        nearest, dist = self._nearest_person(hip_xy, people)
+        if subject.visible:
+            return nearest == subject.track_id
+        return nearest is None or dist > 0.35
+
+    def _observation(self, frame: Frame, result, shape, scale: float, subject) -> BodyObservation:
         import cv2
 
         h, w = shape
@@ -278,13 +392,26 @@ class BlazePoseEstimator:
         else:
             mask = np.zeros((h, w), np.uint8)
         box = tuple(v / scale for v in self.tracker.last.box)
+        if self._subject_overlap:
+            # Another person overlaps the subject: the identity is held by appearance only.
+            conf = conf * self.overlap_confidence_scale
         return BodyObservation(
             frame_index=frame.index, time_s=frame.time_s, person_id=self.tracker.person_id,
             tracked=True, skeleton="blazepose33", names=BLAZEPOSE33, keypoints_2d=kp2,
             keypoints_3d=kp3, confidence=conf, visibility=vis, mask=mask, box_xyxy=box,
-            score=float(np.mean(conf)), prompt=self.tracker.prompt, backend=self.backend)
+            score=float(np.mean(conf)), prompt=self.tracker.prompt, backend=self.backend,
+            extra=self._people_extra(subject))
 
-    def _untracked(self, frame: Frame, shape, *, reason: str) -> BodyObservation:
+    def _people_extra(self, subject) -> dict:
+        """Per-frame identity facts: the subject's track id, whether another person overlaps it
+        (`overlap`: identity uncertain on this frame), and every person in view
+        (`people`: (id, box in source pixels, score, detected, overlapping))."""
+        return {"track_id": None if subject is None else subject.track_id,
+                "overlap": bool(subject is not None and (subject.overlap or self._subject_overlap)),
+                "people": list(self._people_out)}
+
+    def _untracked(self, frame: Frame, shape, *, reason: str, subject=None) -> BodyObservation:
+        self._subject_overlap = False
         k = len(BLAZEPOSE33)
         nan = np.full
         return BodyObservation(
@@ -293,7 +420,7 @@ class BlazePoseEstimator:
             keypoints_2d=nan((k, 2), np.nan), keypoints_3d=nan((k, 3), np.nan),
             confidence=nan(k, np.nan), visibility=nan(k, np.nan),
             mask=np.zeros(shape, np.uint8), box_xyxy=None, score=0.0, prompt=self.tracker.prompt,
-            backend=self.backend, extra={"reason": reason})
+            backend=self.backend, extra={"reason": reason, **self._people_extra(subject)})
 
     def close(self) -> None:
         if self._graph is not None:

