@@ -19,6 +19,7 @@ from pathlib import Path
 from sam4dcap_biomech.config import Config, load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 
+from .lr_consistency import LRSettings
 from .observations import CameraIntrinsics
 from .virtual_markers import MarkerResult, markers_from_observations
 from .world_frame import load_extrinsics
@@ -93,7 +94,7 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         world_frame_id=str(marker_params["world_frame"]), min_travel_m=float(marker_params["min_travel_m"]),
         ground_prior_spread_m=float(marker_params["ground_prior_spread_m"]),
         ground_contact_cutoff_hz=float(marker_params["ground_contact_cutoff_hz"]), source=name,
-        keep_observations=keep_observations)
+        keep_observations=keep_observations, lr=LRSettings.from_params(marker_params))
     result.quality["source_truncated"] = bool(getattr(source, "truncated", False))
     result.quality["horizontal_fov_deg"] = float(fov)
     log.debug("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",
