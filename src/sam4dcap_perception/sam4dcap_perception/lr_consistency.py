@@ -65,7 +65,7 @@ class LRSettings:
     """Costs of the left/right decision (config `markers_node.lr_*`)."""
     enabled: bool = True
     sigma: float = 0.05            # expected frame-to-frame motion of a keypoint / body size
-    min_jump: float = 16.0         # a switch needs keeping to cost at least this ((motion / size / sigma)^2)
+    min_jump: float = 4.0          # a switch needs keeping to cost at least this ((motion / size / sigma)^2)
     margin: float = 8.0            # ... and this many times more than switching
     min_visibility: float = 0.3    # keypoints below this do not take part in the evidence
     max_swapped_s: float = 2.0     # live: a swapped labelling reverts when evidence is absent after this
