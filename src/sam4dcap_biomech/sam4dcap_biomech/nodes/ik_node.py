@@ -129,7 +129,7 @@ class IKNode(Node):
             self._worker.start()
             self.create_timer(10.0, self._report_skipped)
         self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
-        self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
+        self._start_calibration_service(CalibrateSubject)
         self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._last_time = -math.inf
         self._warned: set[str] = set()
@@ -232,6 +232,9 @@ class IKNode(Node):
             self._stopping = True
             self._wake.notify_all()
         self.calibrator.close()
+        self._service_executor.shutdown(timeout_sec=1.0)
+        self._service_thread.join(2.0)
+        self._service_node.destroy_node()
         if self._worker is not None:
             self._worker.join(5.0)
             if self.realtime:
@@ -321,25 +324,33 @@ class IKNode(Node):
         self._publish_model_path()
         self.get_logger().info(f"calibration ({outcome.method}) in use: {outcome.message()}")
 
-    async def _on_calibrate(self, request, response):
-        """Runs beside the stream: the executor keeps delivering markers while this waits."""
-        from rclpy.task import Future
+    def _start_calibration_service(self, srv_type) -> None:
+        """~/calibrate on a helper node spun by its own thread: the call waits for the
+        calibration there, while this node's executor keeps delivering markers (rclpy's
+        single-threaded spin would stall the stream for the whole calibration otherwise)."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        service_name = f"{self.get_fully_qualified_name()}/calibrate"
+        self._service_node = Node(f"{self.get_name()}_calibration", namespace=self.get_namespace(),
+                                  context=self.context, start_parameter_services=False)
+        self._service_node.create_service(srv_type, service_name, self._on_calibrate)
+        self._service_executor = SingleThreadedExecutor(context=self.context)
+        self._service_executor.add_node(self._service_node)
+        self._service_thread = threading.Thread(target=self._spin_service, name="calibrate_service", daemon=True)
+        self._service_thread.start()
+
+    def _spin_service(self) -> None:
+        from rclpy.executors import ExternalShutdownException, ShutdownException
 
         try:
-            job = self.calibrator.request(request.height_m, request.mass_kg, request.window_s)
-        except Sam4dcapError as exc:
-            return self._refuse(response, exc)
-        finished = Future(executor=self.executor)
-        executor = self.executor
+            self._service_executor.spin()
+        except (ExternalShutdownException, ShutdownException):
+            pass
 
-        def on_done(_job):
-            finished.set_result(None)
-            if executor is not None:
-                executor.wake()           # resume this coroutine even if no message arrives
-        job.add_done_callback(on_done)
-        await finished
+    def _on_calibrate(self, request, response):
+        """Service thread: waits for the calibration (which runs on the calibrator's thread)."""
         try:
-            outcome = job.result()
+            outcome = self.calibrator.request(request.height_m, request.mass_kg, request.window_s).result()
         except Sam4dcapError as exc:
             return self._refuse(response, exc)
         except Exception as exc:  # noqa: BLE001 - OpenSim failures arrive as other errors
