@@ -97,3 +97,32 @@ def test_front_back_confusion_gets_its_depth_mirrored_back(seen):
     fixed, mirrored = repaired_body(frame[perm], perm, BLAZEPOSE33)
     assert not mirrored
     np.testing.assert_allclose(fixed, frame, atol=1e-12)
+
+
+def test_streaming_markers_repair_swaps_before_the_world_frame(seen):
+    """The live marker estimator relabels the swapped frames (flagged in MarkerFrame.extra), so
+    their markers match those of the unswapped stream."""
+    from sam4dcap_biomech.config import load_config
+    from sam4dcap_perception.observations import BodyObservation, CameraIntrinsics
+    from sam4dcap_perception.virtual_markers import StreamingMarkerEstimator
+
+    pixels, body = seen
+    intrinsics = CameraIntrinsics(width=1080, height=1920, fx=1000.0, fy=1000.0, cx=540.0, cy=960.0)
+    params = load_config().params("markers_node", {"subject_height_m": 1.75, "ground_window_s": 0.5})
+    perm = swap_permutation(BLAZEPOSE33)
+
+    def run(swaps):
+        est = StreamingMarkerEstimator(params, intrinsics)
+        frames = []
+        for i in range(len(pixels)):
+            pix, pts = (pixels[i][perm], body[i][perm]) if i in swaps else (pixels[i], body[i])
+            obs = BodyObservation(frame_index=i, time_s=i / 60.0, person_id=1, tracked=True, names=BLAZEPOSE33,
+                                  keypoints_2d=pix, keypoints_3d=pts, visibility=np.ones(33), confidence=np.ones(33))
+            out = est.push(obs)
+            frames += est.take_backlog() + ([out] if out is not None else [])
+        return frames
+
+    clean, repaired = run(set()), run(set(SWAPS))
+    assert [i for i, f in enumerate(repaired) if f.extra["lr_swapped"]] == SWAPS
+    assert not any(f.extra["lr_swapped"] for f in clean)
+    np.testing.assert_allclose(np.stack([f.raw for f in repaired]), np.stack([f.raw for f in clean]), atol=1e-6)
