@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,3 +277,64 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
         log.warning("static marker RMS error %.0f mm after scaling: check marker names/placement",
                     frame.marker_rms_m * 1000)
     return result
+
+
+def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: float, out_path,
+                       log_file=None) -> ScaleResult:
+    """Scale `model_path` by given uniform factors per body (OpenSim ScaleTool, manual scale
+    set, mass distribution preserved at `mass_kg`); no static pose, markers move with their
+    bodies. Writes `out_path` and `<stem>_scale_factors.xml` beside it. Bodies not named keep
+    their size."""
+    import opensim
+
+    from .opensim_logging import opensim_log
+
+    if not (10.0 <= float(mass_kg) <= 300.0):
+        raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
+    bad = {b: f for b, f in body_factors.items() if not (math.isfinite(f) and 0.3 <= f <= 3.0)}
+    if bad:
+        raise Sam4dcapError(f"scale factors outside 0.3-3: {bad}")
+    model_path = Path(model_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = out_path.stem
+    log_path = Path(log_file) if log_file is not None else out_path.parent / f"{stem}_opensim.log"
+    scale_file = out_path.parent / f"{stem}_scale_factors.xml"
+    tool = opensim.ScaleTool()
+    tool.setName(stem)
+    tool.setSubjectMass(float(mass_kg))
+    tool.getGenericModelMaker().setModelFileName(str(model_path.resolve()))
+    scaler = tool.getModelScaler()
+    scaler.setApply(True)
+    order = opensim.ArrayStr()
+    order.append("manualScale")
+    scaler.setScalingOrder(order)
+    scale_set = opensim.ScaleSet()
+    for body, factor in sorted(body_factors.items()):
+        scale = opensim.Scale()
+        scale.setName(body)
+        scale.setSegmentName(body)
+        scale.setScaleFactors(opensim.Vec3(float(factor), float(factor), float(factor)))
+        scale.setApply(True)
+        scale_set.cloneAndAppend(scale)
+    manual_file = out_path.parent / f"{stem}_manual_scale_set.xml"
+    scale_set.printToXML(str(manual_file))
+    scaler.setScaleSetFile(str(manual_file.resolve()))
+    scaler.setPreserveMassDist(True)
+    scaler.setOutputModelFileName(str(out_path.resolve()))
+    scaler.setOutputScaleFileName(str(scale_file.resolve()))
+    tool.getMarkerPlacer().setApply(False)
+    tool.setPathToSubject("")
+    started = time.time() - 1.0
+    with opensim_log(log_path):
+        try:
+            tool.run()
+        except Exception as exc:  # noqa: BLE001
+            raise Sam4dcapError(f"OpenSim scaling failed: {str(exc).splitlines()[0]} (log: {log_path})") from None
+    # (run() reports False when the marker placer is off, as here: the written model decides)
+    if not out_path.is_file() or out_path.stat().st_mtime < started:
+        raise Sam4dcapError(f"OpenSim scaling failed (see {log_path})")
+    factors = read_scale_factors(scale_file) if scale_file.is_file() else {}
+    return ScaleResult(scaled_model=out_path, window=(float("nan"), float("nan")), marker_rms_m=float("nan"),
+                       marker_max_m=float("nan"), max_error_marker="", scale_factors=factors, log_file=log_path,
+                       extra={"scale_file": scale_file, "manual_scale_set": manual_file})

@@ -19,6 +19,7 @@ from pathlib import Path
 from sam4dcap_biomech.config import Config, load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 
+from .lr_consistency import LRSettings
 from .observations import CameraIntrinsics
 from .virtual_markers import MarkerResult, markers_from_observations
 from .world_frame import load_extrinsics
@@ -95,7 +96,8 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         ground_contact_cutoff_hz=float(marker_params["ground_contact_cutoff_hz"]), source=name,
         keep_observations=keep_observations, max_bridged_gap_s=float(marker_params["max_bridged_gap_s"]),
         min_tracked_fraction=float(marker_params["min_tracked_fraction"]),
-        min_person_visibility=float(marker_params["min_person_visibility"]))
+        min_person_visibility=float(marker_params["min_person_visibility"]),
+        lr=LRSettings.from_params(marker_params))
     result.quality["source_truncated"] = bool(getattr(source, "truncated", False))
     result.quality["horizontal_fov_deg"] = float(fov)
     log.debug("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",

@@ -294,10 +294,17 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
             try:
                 window = find_static_window(read_trc(markers_trc))
             except Sam4dcapError as exc:
-                # A dynamic-only clip: the generated model is already built to the subject's
-                # height and mass (a user's model is taken as already scaled), so it is used
-                # as it is; the summary and the report say so.
-                reason = str(exc).splitlines()[0]
+                # A dynamic-only clip: scaled from the trial itself (segment proportions from
+                # its confident frames, `trial_calibration`); when too little of the body is
+                # seen for that, the generated model (built to the subject's height and mass;
+                # a user's model is taken as already scaled) is used as it is. The summary and
+                # the report say which.
+                still = str(exc).splitlines()[0]
+                try:
+                    return _scale_from_trial(generic, markers_trc, scaled, stem, opts, mass_kg=mass_kg,
+                                             marker_set=marker_set, no_still_window=still)
+                except Sam4dcapError as trial_exc:
+                    reason = f"{still}; trial calibration: {str(trial_exc).splitlines()[0]}"
                 which = "the user's model" if opts.model else "the generated model sized by height"
                 log.warning("scaling skipped, %s is used as given: %s", which, reason)
                 shutil.copyfile(generic, scaled)
@@ -305,9 +312,13 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         result = sc.scale_model(generic, markers_trc, height_m=opts.height_m, mass_kg=mass_kg, window=window,
                                 out_path=scaled, marker_set=marker_set, log_file=out / f"{stem}_scale_opensim.log")
         return dict(_scale_extra(result), scaling="static window")
-    runner.run("scale", scale, inputs={"model": generic, "markers": markers_trc},
+    scale_inputs = {"model": generic, "markers": markers_trc}
+    if _keypoint_confidence_file(markers_trc, stem).is_file():
+        scale_inputs["keypoints"] = _keypoint_confidence_file(markers_trc, stem)
+    runner.run("scale", scale, inputs=scale_inputs,
                params={"height_m": opts.height_m, "mass_kg": mass_kg, "marker_set": marker_set,
-                       "static_window": opts.static_window}, outputs=[scaled])
+                       "static_window": opts.static_window, "trial_calibration": _trial_params()},
+               outputs=[scaled])
     arts["scaled_model"] = scaled
 
     ik_mot = out / f"{stem}_ik.mot"
@@ -361,6 +372,55 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                    outputs=[id_sto])
         arts["id_sto"] = id_sto
     return arts
+
+
+def _trial_params() -> dict:
+    from sam4dcap_biomech.config import load_config
+
+    params = load_config().params("ik_node")
+    return {k: params[k] for k in ("trial_min_confidence", "trial_min_visible_share", "trial_min_frames",
+                                   "trial_max_deviation")}
+
+
+def _keypoint_confidence_file(markers_trc: Path, stem: str) -> Path:
+    """The markers stage's keypoints file beside the TRC (per-keypoint visibility)."""
+    return Path(markers_trc).parent / f"{stem}_keypoints.npz"
+
+
+def _marker_confidence(markers, keypoints_npz: Path) -> np.ndarray | None:
+    """(N, K) visibility of the markers' keypoints, when the keypoints file matches the markers
+    frame for frame and name for name; None otherwise (every present marker then counts)."""
+    if not keypoints_npz.is_file():
+        return None
+    with np.load(keypoints_npz) as data:
+        names = [str(n) for n in data["names"]]
+        vis = np.asarray(data["visibility"], float)
+        time_s = np.asarray(data["time_s"], float)
+    if vis.shape[0] != markers.n_frames or not np.allclose(time_s, markers.time, atol=1e-4):
+        return None
+    if any(n not in names for n in markers.names):
+        return None
+    return vis[:, [names.index(n) for n in markers.names]]
+
+
+def _scale_from_trial(generic: Path, markers_trc: Path, scaled: Path, stem: str, opts: ProcessOptions, *,
+                      mass_kg: float, marker_set: str, no_still_window: str) -> dict:
+    from sam4dcap_biomech.config import load_config
+    from sam4dcap_biomech.trc import read_trc
+    from sam4dcap_biomech.trial_calibration import TrialCalibrationSettings, scale_model_from_trial
+
+    markers = read_trc(markers_trc)
+    confidence = _marker_confidence(markers, _keypoint_confidence_file(markers_trc, stem))
+    settings = TrialCalibrationSettings.from_params(load_config().params("ik_node"))
+    result = scale_model_from_trial(generic, markers, height_m=opts.height_m, mass_kg=mass_kg, out_path=scaled,
+                                    marker_set=marker_set, confidence=confidence, settings=settings,
+                                    log_file=scaled.parent / f"{stem}_scale_opensim.log")
+    calib = result.extra["trial_calibration"]
+    log.info("no still moment (%s): scaled from the trial (%d of %d frames)", no_still_window,
+             calib.frames_used, calib.frames_total)
+    return {"scaling": "trial", "no_static_window": no_still_window,
+            "confidence": "keypoint visibility" if confidence is not None else "markers present",
+            "scale_factors": {k: list(v) for k, v in result.scale_factors.items()}, **calib.summary()}
 
 
 def _scale_extra(result) -> dict:
@@ -656,6 +716,12 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         page.heading("IK marker error")
         page.image(error_png, "distance between the experimental and the model markers after IK")
         scaling = summary["scaling"]
+        if scaling.get("scaling") == "trial":
+            page.paragraph(f"No still moment in the clip: the model was scaled from the trial itself "
+                           f"({scaling.get('frames_used')} of {scaling.get('frames_total')} frames showed the body "
+                           f"well; segment proportions from their median lengths, overall size from the given "
+                           f"height)" + (f"; held at the bounds: {', '.join(scaling['bounded'])}"
+                                         if scaling.get("bounded") else "") + ".")
         if scaling.get("scaling") == "skipped":
             page.paragraph(f"Scaling skipped, {scaling.get('model', 'the model')} was used as given: "
                            f"{scaling.get('reason', '')}", css_class="warn")

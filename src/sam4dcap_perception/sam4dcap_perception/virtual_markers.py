@@ -28,7 +28,7 @@ whose person is placed in fewer than `min_tracked_fraction` of its frames is ref
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -38,6 +38,7 @@ from sam4dcap_biomech.filters import CausalLowpass, butterworth_zero_phase, fill
 from sam4dcap_biomech.markersets import BLAZEPOSE33, MARKER_SETS
 from sam4dcap_biomech.timeseries import TimeSeries
 
+from . import lr_consistency as lrc
 from . import world_frame as wf
 from .observations import BodyObservation, CameraIntrinsics
 
@@ -243,19 +244,41 @@ def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.nda
     }
 
 
+def _repair_left_right(track: KeypointTrack, lr: lrc.LRSettings | None
+                       ) -> tuple[KeypointTrack, np.ndarray, np.ndarray]:
+    """The track with the estimator's left/right swaps undone (offline, whole trial), the (N,)
+    mask of relabelled frames and of those whose 3D was also mirrored in depth."""
+    n = track.n_frames
+    if lr is None or not lr.enabled:
+        return track, np.zeros(n, bool), np.zeros(n, bool)
+    swapped = lrc.consistent_labels(track.pixels, track.visibility, track.tracked, track.names, lr)
+    if not swapped.any():
+        return track, swapped, np.zeros(n, bool)
+    pixels, body, vis, mirrored = lrc.repair_track(track.pixels, track.body_points, track.visibility, swapped,
+                                                   track.names)
+    # Camera-frame bodies (mesh backends) are absolute positions: exchange only, never mirror.
+    absolute = mirrored & track.in_camera_frame
+    body[absolute] = track.body_points[absolute][:, lrc.swap_permutation(track.names)]
+    mirrored &= ~track.in_camera_frame
+    log.info("left/right: %d of %d frames relabelled (%d also mirrored in depth)", swapped.sum(), n, mirrored.sum())
+    return replace(track, pixels=pixels, body_points=body, visibility=vis), swapped, mirrored
+
+
 def markers_from_observations(observations: Iterable[BodyObservation], *, height_m: float,
                               intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
                               min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
                               ground_contact_cutoff_hz: float = 0.0, source: str = "",
                               keep_observations: bool = False, max_bridged_gap_s: float = 0.0,
-                              min_tracked_fraction: float = 0.0, min_person_visibility: float = 0.0) -> MarkerResult:
+                              min_tracked_fraction: float = 0.0, min_person_visibility: float = 0.0,
+                              lr: lrc.LRSettings | None = None) -> MarkerResult:
     """World-frame virtual markers of a whole trial (offline: the world frame uses every frame).
 
     Gaps (frames without a placed person) of at most `max_bridged_gap_s` between two placed
     frames are bridged; longer ones stay NaN. A frame whose mean keypoint visibility is below
     `min_person_visibility` has no usable person (a phantom body). Fewer placed frames than
-    `min_tracked_fraction` of the trial (or fewer than 3) is an error naming it: "no person"."""
+    `min_tracked_fraction` of the trial (or fewer than 3) is an error naming it: "no person".
+    `lr`: left/right repair of the keypoints first (`lr_consistency`; None = none)."""
     obs = list(observations)
     track = KeypointTrack.from_observations(obs)
     if not track.tracked.any():
@@ -266,6 +289,7 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
         raise Sam4dcapError(f"no person: one is seen in only {int(track.tracked.sum())} of {n} frames "
                             f"({100 * track.tracked.mean():.0f} %, markers_node.min_tracked_fraction = "
                             f"{100 * min_tracked_fraction:.0f} %){f' of {source}' if source else ''}")
+    track, lr_swapped, lr_mirrored = _repair_left_right(track, lr)
     # Orientation corrections of the estimator's hip-centred bodies (not for bodies already given in
     # the camera frame, nor with external extrinsics, where the estimator's frame is kept as is).
     corrections = np.full((n, 3), np.nan)
@@ -329,7 +353,8 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     confidence[bridged] = BRIDGED_CONFIDENCE_FACTOR * _interpolate_rows(time, confidence, placed)[bridged]
     status = frame_status(placed, bridged)
     flags = {"tracked": placed, "bridged": bridged, "frame_status": status, "reprojection_error_px": rms,
-             "ground_contact_shift_m": shift, "orientation_correction_rad": corrections}
+             "ground_contact_shift_m": shift, "orientation_correction_rad": corrections,
+             "lr_swapped": lr_swapped, "lr_depth_mirrored": lr_mirrored}
     lost = status == FRAME_LOST
     quality = {
         "frames": int(n),
@@ -342,6 +367,8 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
         "reprojection_error_px_median": float(np.nanmedian(rms)) if np.isfinite(rms).any() else float("nan"),
         "ground_contact_shift_m_max": float(np.abs(np.linalg.norm(shift, axis=1)).max()) if n else 0.0,
         "orientation_refined_frames": n_refined,
+        "lr_swapped_frames": int(lr_swapped.sum()),
+        "lr_depth_mirrored_frames": int(lr_mirrored.sum()),
         "orientation_correction_deg_median": (float(np.degrees(np.nanmedian(np.linalg.norm(corrections, axis=1))))
                                               if np.isfinite(corrections).any() else 0.0),
         **world.stats,
@@ -438,14 +465,18 @@ class StreamingMarkerEstimator:
         self._last_time: float | None = None
         self.last_tracked = False    # the newest emitted frame placed the person (health reporting)
         self._contact_error = None   # last contact-height correction (held while airborne)
+        # Left/right repair, causal (`lr_consistency.CausalLRTracker`), made for the first names seen.
+        self._lr_settings = lrc.LRSettings.from_params(self.params) if "lr_repair" in self.params else None
+        self._lr: lrc.CausalLRTracker | None = None
+        self.lr_swapped_frames = 0
 
     @property
     def ready(self) -> bool:
         return self.world is not None
 
     def _prepare(self, obs: BodyObservation) -> tuple | None:
-        """(body, pixels, visibility, in_camera_frame, orientation correction) of a tracked
-        observation, None when the person is not there."""
+        """(body, pixels, visibility, in_camera_frame, orientation correction, left/right swapped)
+        of a tracked observation, None when the person is not there."""
         if not obs.tracked or obs.keypoints_3d is None:
             return None
         if self._names is None:
@@ -462,16 +493,26 @@ class StreamingMarkerEstimator:
         vis = np.nan_to_num(np.asarray(v, float), nan=0.0) if v is not None else np.ones(len(body))
         if vis.mean() < float(self.params["min_person_visibility"]):
             return None    # a phantom body (e.g. the tracker on an empty scene): no usable person
+        swapped = False
+        if self._lr_settings is not None and self._lr_settings.enabled:
+            if self._lr is None:
+                self._lr = lrc.CausalLRTracker(self._names, self._lr_settings)
+            swapped = self._lr.push(obs.time_s, pix, vis)
+            if swapped:
+                perm = self._lr.perm
+                pix, vis = pix[perm], vis[perm]
+                body = body[perm] if in_cam else lrc.repaired_body(body, perm, self._names)[0]
+                self.lr_swapped_frames += 1
         correction = np.full(3, np.nan)
         if self.extrinsics is None and not in_cam:
             correction = orientation_correction(body, pix, vis, self.intrinsics)
-        return body, pix, vis, in_cam, correction
+        return body, pix, vis, in_cam, correction, swapped
 
     def _camera_points(self, prepared: tuple | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Camera-frame points with the causally smoothed orientation correction, and visibility."""
         if prepared is None:
             return None, None
-        body, pix, vis, in_cam, correction = prepared
+        body, pix, vis, in_cam, correction, _ = prepared
         if self._orientation_filter is not None and np.isfinite(correction).all():
             self._orientation = self._orientation_filter.step(correction)
         pts, _ = camera_points_of(body, pix, vis, self.intrinsics, in_camera_frame=in_cam,
@@ -533,14 +574,14 @@ class StreamingMarkerEstimator:
         self._last_time = obs.time_s
         prepared = self._prepare(obs)
         if self.world is not None:
-            return self._emit(obs.time_s, *self._camera_points(prepared))
+            return self._emit(obs.time_s, *self._camera_points(prepared), lr_swapped=_swapped(prepared))
         self._buffer.append((obs.time_s, prepared))
         if len(self._buffer) > _MAX_WINDOW_FRAMES:
             self._buffer.pop(0)   # a stream without a usable person: keep the newest frames only
         self._try_fix_world()
         if self.world is None:
             return None
-        frames = [self._emit(b[0], *p) for b, p in zip(self._buffer, self._window_points)]
+        frames = [self._emit(b[0], *p, lr_swapped=_swapped(b[1])) for b, p in zip(self._buffer, self._window_points)]
         self._buffer.clear()
         self._window_points = []
         self._backlog.extend(frames[:-1])
@@ -551,7 +592,8 @@ class StreamingMarkerEstimator:
         out, self._backlog = self._backlog, []
         return out
 
-    def _emit(self, time_s: float, pts: np.ndarray | None, vis: np.ndarray | None) -> MarkerFrame:
+    def _emit(self, time_s: float, pts: np.ndarray | None, vis: np.ndarray | None, *,
+              lr_swapped: bool = False) -> MarkerFrame:
         k = len(self._names)
         if pts is None:
             raw = np.full((k, 3), np.nan)
@@ -573,7 +615,12 @@ class StreamingMarkerEstimator:
         filtered = self._filter.step(raw)
         self.last_tracked = pts is not None
         return MarkerFrame(time_s=time_s, names=self._names, positions=filtered, raw=raw, confidence=conf,
-                           tracked=pts is not None, frame_id=self.frame_id, marker_set=marker_set_of(self._names))
+                           tracked=pts is not None, frame_id=self.frame_id, marker_set=marker_set_of(self._names),
+                           extra={"lr_swapped": lr_swapped})
+
+
+def _swapped(prepared: tuple | None) -> bool:
+    return bool(prepared[5]) if prepared is not None else False
 
 
 def default_marker_names(backend: str) -> tuple[str, ...]:

@@ -15,8 +15,13 @@
   /diagnostics.
 - Latches the path of the model in use on /sam4dcap/model_path (std_msgs/String): consumers that
   need the model (id_node, the visualization's twin) follow a calibration's hot swap through it.
-- Service ~/calibrate (CalibrateSubject): scales the model to the subject from a static window
-  of the recent marker stream (kept for `calibration_buffer_s`), then hot-swaps the IK.
+- Calibration (`live_calibration.LiveCalibrator`, on a background thread beside the solver):
+  automatically once, as soon as `auto_calibrate_min_s` of frames show the body well enough,
+  from those frames (trial calibration: no still moment needed), latched; and on the service
+  ~/calibrate (CalibrateSubject) from a still window of the recent stream (kept for
+  `calibration_buffer_s`) or, without one, from the whole buffer. The scaled model's solver is
+  built in the background and swapped in between two frames: JointState keeps flowing while
+  a calibration runs; the new (absolute) model path goes out on /sam4dcap/model_path.
 - Frame acks on /sam4dcap/progress after every marker message solved (offline flow control).
 - `realtime` (live streams, set by the graph): only the newest markers are solved. Messages are
   taken off the DDS queue at once; a worker thread solves the newest one, and a message that
@@ -28,18 +33,18 @@ written once into the cache folder.
 
 from __future__ import annotations
 
-import collections
 import math
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
 
 from ..errors import Sam4dcapError
+from ..live_calibration import LiveCalibrationSettings, LiveCalibrator
 from ..markersets import MARKER_SETS
+from ..trial_calibration import TrialCalibrationSettings
 from .ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
                          NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec)
 
@@ -117,9 +122,15 @@ class IKNode(Node):
         self.acks = FrameAcks(self)
         self.diagnostics = NodeDiagnostics(self)
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for markers", tracking="none yet")
-        # One lock around the IK and the calibration buffer: the realtime worker and the
-        # calibration service (executor thread) both use them.
+        # One lock around the IK: the realtime worker solves under it, calibration swaps the
+        # solver under it (the calibration itself runs on the calibrator's own thread).
         self._ik_lock = threading.Lock()
+        self.calibrator = LiveCalibrator(LiveCalibrationSettings(
+            base_model=Path(model).resolve(), marker_names=tuple(self.marker_names), marker_set=p["marker_set"],
+            height_m=p["subject_height_m"], mass_kg=p["subject_mass_kg"], output_dir=Path(p["output_dir"]),
+            buffer_s=p["calibration_buffer_s"], auto=bool(p["auto_calibrate"]), auto_min_s=p["auto_calibrate_min_s"],
+            static_min_duration_s=p["static_min_duration_s"], static_max_speed_m_s=p["static_max_speed_m_s"],
+            trial=TrialCalibrationSettings.from_params(p)), make_solver=self._make_ik)
         self.realtime = bool(p["realtime"])
         self.solved = 0
         self.skipped = 0
@@ -132,9 +143,7 @@ class IKNode(Node):
             self._worker.start()
             self.create_timer(10.0, self._report_skipped)
         self.create_subscription(VirtualMarkers, relative_topic(MARKERS_TOPIC), self._on_markers, DEEP_QOS)
-        self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
-        # Recent frames for calibration: (capture time, positions in marker_names order).
-        self._recent: collections.deque = collections.deque()
+        self._start_calibration_service(CalibrateSubject)
         self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._last_time = -math.inf
         self._warned: set[str] = set()
@@ -167,8 +176,9 @@ class IKNode(Node):
             self.get_logger().warning(text)
 
     # --- stream --------------------------------------------------------------------------
-    def _positions(self, msg) -> np.ndarray | None:
-        """Message positions reordered into marker_names order (NaN for names not sent)."""
+    def _positions(self, msg) -> tuple[np.ndarray, np.ndarray] | None:
+        """Message positions and confidences reordered into marker_names order (NaN / 0 for
+        names not sent; confidence 1 for present markers when the message carries none)."""
         names = tuple(msg.names)
         index = self._order_cache.get(names)
         if index is None:
@@ -188,13 +198,13 @@ class IKNode(Node):
         out = np.full((len(self.marker_names), 3), np.nan)
         ok = index >= 0
         out[ok] = sent[index[ok]]
-        return out
-
-    def _remember(self, t: float, positions: np.ndarray) -> None:
-        self._recent.append((t, positions))
-        horizon = t - self.p["calibration_buffer_s"]
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent.popleft()
+        conf = np.zeros(len(self.marker_names))
+        if len(msg.confidence) == len(names):
+            conf[ok] = np.asarray(msg.confidence, float)[index[ok]]
+        else:
+            conf[ok] = 1.0
+        conf[~np.isfinite(out).all(axis=1)] = 0.0
+        return out, conf
 
     def _on_markers(self, msg) -> None:
         if self.realtime:
@@ -240,6 +250,10 @@ class IKNode(Node):
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
+        self.calibrator.close()
+        self._service_executor.shutdown(timeout_sec=1.0)
+        self._service_thread.join(2.0)
+        self._service_node.destroy_node()
         if self._worker is not None:
             self._worker.join(5.0)
             if self.realtime:
@@ -258,17 +272,19 @@ class IKNode(Node):
             self._warn_once(f"frame:{msg.header.frame_id}", f"markers arrive in frame {msg.header.frame_id!r}; "
                             "IK assumes the OpenSim world frame (y up)")
         self._frame_id = msg.header.frame_id or OPENSIM_WORLD_FRAME
-        positions = self._positions(msg)
-        if positions is None:
+        sent = self._positions(msg)
+        if sent is None:
             return
+        positions, confidence = sent
         t = stamp_to_sec(msg.header.stamp)
+        self._swap_in_calibration()
         if t <= self._last_time:
             # Source restarted or looped: velocities across the jump would be garbage, and
             # calibration must not mix the two passes.
             self.ik.reset()
-            self._recent.clear()
+            self.calibrator.reset()
         self._last_time = t
-        self._remember(t, positions)
+        self.calibrator.push(t, positions, confidence)
         n_valid = int(np.isfinite(positions).all(axis=1).sum())
         t0 = time.perf_counter()
         if n_valid < self.p["min_markers"]:
@@ -358,69 +374,62 @@ class IKNode(Node):
         self.joint_states_pub.publish(js)
 
     # --- calibration -----------------------------------------------------------------------
-    def _on_calibrate(self, request, response):
-        t0 = time.perf_counter()
+    def _swap_in_calibration(self) -> None:
+        """Between two frames (caller holds the IK lock): use a finished calibration's solver."""
+        outcome = self.calibrator.take_result()
+        if outcome is None:
+            return
+        self.ik = outcome.solver          # atomic: the next frame is solved on the scaled model
+        self.model_path = outcome.model_path
+        self._publish_model_path()
+        self.get_logger().info(f"calibration ({outcome.method}) in use: {outcome.message()}")
+
+    def _start_calibration_service(self, srv_type) -> None:
+        """~/calibrate on a helper node spun by its own thread: the call waits for the
+        calibration there, while this node's executor keeps delivering markers (rclpy's
+        single-threaded spin would stall the stream for the whole calibration otherwise)."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        service_name = f"{self.get_fully_qualified_name()}/calibrate"
+        self._service_node = Node(f"{self.get_name()}_calibration", namespace=self.get_namespace(),
+                                  context=self.context, start_parameter_services=False)
+        self._service_node.create_service(srv_type, service_name, self._on_calibrate)
+        self._service_executor = SingleThreadedExecutor(context=self.context)
+        self._service_executor.add_node(self._service_node)
+        self._service_thread = threading.Thread(target=self._spin_service, name="calibrate_service", daemon=True)
+        self._service_thread.start()
+
+    def _spin_service(self) -> None:
+        from rclpy.executors import ExternalShutdownException, ShutdownException
+
         try:
-            with self._ik_lock:
-                result = self._calibrate(request.height_m, request.mass_kg, request.window_s)
+            self._service_executor.spin()
+        except (ExternalShutdownException, ShutdownException):
+            pass
+
+    def _on_calibrate(self, request, response):
+        """Service thread: waits for the calibration (which runs on the calibrator's thread)."""
+        try:
+            outcome = self.calibrator.request(request.height_m, request.mass_kg, request.window_s).result()
         except Sam4dcapError as exc:
-            response.success = False
-            response.message = str(exc)
-            self.get_logger().warning(f"calibration refused: {exc}")
-            return response
-        scaled_path, start_s, end_s, rms_m = result
+            return self._refuse(response, exc)
+        except Exception as exc:  # noqa: BLE001 - OpenSim failures arrive as other errors
+            return self._refuse(response, Sam4dcapError(f"{type(exc).__name__}: {exc}"))
+        with self._ik_lock:
+            self._swap_in_calibration()   # in use now, not only from the next frame on
         response.success = True
-        response.scaled_model_path = str(scaled_path)
-        response.static_start_s, response.static_end_s = float(start_s), float(end_s)
-        response.marker_error_rms = float(rms_m)
-        response.message = (f"scaled to {request.height_m:.2f} m, {request.mass_kg:.1f} kg from "
-                            f"{start_s:.2f}-{end_s:.2f} s (marker RMS {rms_m * 1000:.1f} mm) in "
-                            f"{time.perf_counter() - t0:.1f} s; IK now uses {scaled_path}")
+        response.scaled_model_path = str(outcome.model_path)
+        response.static_start_s, response.static_end_s = (float(v) for v in outcome.window)
+        response.marker_error_rms = float(outcome.marker_rms_m)
+        response.message = outcome.message()
         self.get_logger().info(response.message)
         return response
 
-    def _recent_markers(self):
-        from ..timeseries import TimeSeries
-
-        if len(self._recent) < 2:
-            raise Sam4dcapError(f"only {len(self._recent)} marker frames received on {MARKERS_TOPIC} in the last "
-                                f"{self.p['calibration_buffer_s']:.0f} s: stand still in view, then call again")
-        times = np.array([t for t, _ in self._recent])
-        values = np.stack([v for _, v in self._recent])
-        keep = np.append(np.diff(times) > 0, True)  # strictly increasing (a repeated stamp: last wins)
-        return TimeSeries(times[keep], self.marker_names, values[keep], unit="m", frame="world",
-                          meta={"marker_set": self.p["marker_set"]})
-
-    def _calibrate(self, height_m: float, mass_kg: float, window_s: float):
-        from ..scaling import scale_model
-        from ..static_window import find_static_window
-
-        for name, value, lo, hi in (("height_m", height_m, 0.5, 2.5), ("mass_kg", mass_kg, 10.0, 300.0)):
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise Sam4dcapError(f"{name}={value!r} out of range [{lo}, {hi}]")
-        if not (math.isfinite(window_s) and window_s >= 0):
-            raise Sam4dcapError(f"window_s={window_s!r} must be >= 0 (0 = detect the stillest window)")
-        markers = self._recent_markers()
-        min_duration = window_s if window_s > 0 else self.p["static_min_duration_s"]
-        window = find_static_window(markers, min_duration_s=min_duration,
-                                    max_speed_m_s=self.p["static_max_speed_m_s"])
-        start_s, end_s = float(window[0]), float(window[1])
-        if window_s > 0:
-            end_s = min(end_s, start_s + window_s)
-        out_dir = Path(self.p["output_dir"])
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
-        result = scale_model(str(self.base_model_path), markers, height_m=height_m, mass_kg=mass_kg,
-                             out_path=out_path, marker_set=self.p["marker_set"], window=(start_s, end_s))
-        scaled_path = Path(result.scaled_model)
-        new_ik = self._make_ik(scaled_path)
-        self.ik = new_ik          # hot swap: the next frame is solved on the scaled model
-        self._last_time = -math.inf
-        self.model_path = scaled_path
-        self._publish_model_path()
-        start_s, end_s = (float(v) for v in result.window)
-        rms = float(result.marker_rms_m)
-        return scaled_path, start_s, end_s, rms
+    def _refuse(self, response, exc):
+        response.success = False
+        response.message = str(exc)
+        self.get_logger().warning(f"calibration refused: {exc}")
+        return response
 
 
 def main(args=None) -> int:

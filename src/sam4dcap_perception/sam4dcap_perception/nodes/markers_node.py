@@ -152,6 +152,9 @@ class MarkersNode(Node):
         out.positions = [Point(x=x, y=y, z=z) for x, y, z in positions.tolist()]
         out.confidence = np.nan_to_num(np.asarray(mf.confidence, float), nan=0.0).tolist()
         self.markers_pub.publish(out)
+        if mf.extra.get("lr_swapped"):
+            self.get_logger().info(f"left/right: the estimator's labels swapped back in "
+                                   f"{self.estimator.lr_swapped_frames} frame(s) so far", throttle_duration_sec=10.0)
 
     def _send_tf(self, stamp) -> None:
         from tf2_msgs.msg import TFMessage
