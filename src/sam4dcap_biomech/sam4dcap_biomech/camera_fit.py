@@ -120,6 +120,8 @@ class FitSettings:
     stance_height_m: float
     max_iterations: int
     live_iterations: int
+    neutral_prior_sigma_deg: float = 45.0
+    outlier_px: float = 60.0
 
     @classmethod
     def from_params(cls, params: Mapping) -> "FitSettings":
@@ -134,7 +136,9 @@ class FitSettings:
                    stance_speed_m_s=float(params["fit_stance_speed_m_s"]),
                    stance_height_m=float(params["fit_stance_height_m"]),
                    max_iterations=int(params["fit_max_iterations"]),
-                   live_iterations=int(params["fit_live_iterations"]))
+                   live_iterations=int(params["fit_live_iterations"]),
+                   neutral_prior_sigma_deg=float(params["fit_neutral_prior_sigma_deg"]),
+                   outlier_px=float(params["fit_outlier_px"]))
 
 
 @dataclass
@@ -202,6 +206,13 @@ class _Problem:
         self.task_w = task_w[keep]
         self.task_v = task_v[keep]
         self.task_sigma_m = 0.02     # replaced by the pixel sigma's size in metres at the subject
+        # Neutral-pose prior on the joint rotations (not the pelvis' six, not the tasked ones):
+        # keeps coordinates the keypoints barely see (wrists, subtalar) off their range limits.
+        pelvis = {i for i, n in enumerate(ik.coordinate_names) if n.startswith("pelvis_")}
+        tasked = set(task_idx.tolist())
+        self.neutral_col = np.array([k for k, c in enumerate(self.free) if self.rot[k] and c not in pelvis
+                                     and c not in tasked], dtype=int)
+        self.neutral_v = ik.default_q[self.free[self.neutral_col]]
         self.feet = _foot_indices(self.names)
 
     def set_task_scale(self, depth_m: float) -> None:
@@ -246,6 +257,14 @@ class _Problem:
                 rs.append(np.array([(x[k, 1] - h) / self.s.contact_height_sigma_m]))
                 js.append(jac[k, 1][None] / self.s.contact_height_sigma_m)
                 kinds.append(np.zeros(1, bool))
+        if self.neutral_col.size and self.s.neutral_prior_sigma_deg > 0:
+            q = q_free_full[self.free]
+            sw = 1.0 / np.deg2rad(self.s.neutral_prior_sigma_deg)
+            rs.append(sw * (q[self.neutral_col] - self.neutral_v))
+            j = np.zeros((self.neutral_col.size, self.nf))
+            j[np.arange(self.neutral_col.size), self.neutral_col] = sw
+            js.append(j)
+            kinds.append(np.zeros(self.neutral_col.size, bool))
         if self.task_col.size:
             q = q_free_full[self.free]
             sw = np.sqrt(self.task_w * self.wn.sum()) / self.task_sigma_m
@@ -412,8 +431,17 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     lo_f, hi_f = np.tile(lo, n), np.tile(hi, n)
     x, r, jmat, is_pt, cost0, cost, it1 = _levenberg_marquardt(evaluate, x0, lo_f, hi_f, settings,
                                                                 max(1, settings.max_iterations // 2))
+    fitted = np.array([ik.marker_kinematics(_with_free(q_all[f], free, x[f]))[0] for f in range(n)])
+    # Keypoints the first pass leaves far off (a left/right swap in one view, a keypoint on the
+    # wrong limb) are dropped for the second.
+    dropped = 0
+    for cam, pix, conf in problem.views:
+        far = np.linalg.norm(cam.project(fitted) - pix, axis=-1) > settings.outlier_px
+        far &= conf > 0
+        conf[far] = 0.0
+        dropped += int(far.sum())
     if problem.feet:
-        feet = np.array([ik.marker_kinematics(_with_free(q_all[f], free, x[f]))[0][problem.feet] for f in range(n)])
+        feet = fitted[:, problem.feet]
         stance[:], ground = detect_stance(feet, time_s, list(range(len(problem.feet))),
                                           speed_m_s=settings.stance_speed_m_s, height_m=settings.stance_height_m)
         contact[:] = [[(problem.feet[j], ground[j]) for j in np.flatnonzero(stance[f])] for f in range(n)]
@@ -451,7 +479,8 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     seconds = _time.perf_counter() - t0
     info = {"iterations": it, "cost_start": float(cost0), "cost_end": float(cost), "views": len(views),
             "residual_level": level, "seconds": seconds, "stance_share": float(stance.mean()) if stance.size else 0.0,
-            "reprojection_median_px": float(np.nanmedian(reproj)) if np.isfinite(reproj).any() else float("nan")}
+            "reprojection_median_px": float(np.nanmedian(reproj)) if np.isfinite(reproj).any() else float("nan"),
+            "outliers_dropped": dropped}
     log.info("camera fit: %d frames, %d view(s), %d iterations, cost %.4g -> %.4g, median reprojection "
              "%.1f px, %.1f s", n, len(views), it, cost0, cost, info["reprojection_median_px"], seconds)
     return FitResult(coordinates=coords, q_std=std, confidence=confidence, reprojection_px=reproj,

@@ -633,6 +633,8 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
                                  "unit": forces.unit_of(n)}
                              for i, n in enumerate(forces.names) if np.isfinite(forces.values[:, i]).any()},
             }
+        if "ik_confidence" in arts:
+            summary["ik_confidence"] = rp.coordinate_confidence_summary(read_mot(arts["ik_confidence"]))
         rp.write_json(summary_path, summary)
         rp.plot_joint_angles(coords, angles_png, title=f"{source.name}: sagittal joint angles")
         err_plot = err.select([n for n in err.names if "marker_error" in n]) \
@@ -656,6 +658,8 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
             page.paragraph(f"Scaling skipped, {scaling.get('model', 'the model')} was used as given: "
                            f"{scaling.get('reason', '')}", css_class="warn")
         rp.add_summary_tables(page, summary)
+        if "ik_confidence" in summary:
+            rp.add_confidence_section(page, summary["ik_confidence"])
         if "inverse_dynamics" in summary:
             page.heading("Inverse dynamics (peak absolute generalized forces)")
             page.paragraph(summary["inverse_dynamics"]["note"], css_class="warn")
@@ -666,7 +670,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         page.save(html_path)
 
     inputs = {k: v for k, v in arts.items()
-              if k in ("ik_mot", "ik_marker_errors", "markers_quality", "scaled_model", "id_sto")}
+              if k in ("ik_mot", "ik_marker_errors", "ik_confidence", "markers_quality", "scaled_model", "id_sto")}
     runner.run("report", make_report, inputs=inputs,
                params={"height_m": opts.height_m, "mass_kg": opts.mass_kg, "backend": opts.backend,
                        "low_confidence": LOW_CONFIDENCE, "source": str(source)},
