@@ -65,21 +65,22 @@ def main() -> int:
     import opensim
 
     from sam4dcap_biomech import model_builder, synthetic
-    from sam4dcap_biomech.camera_fit import CameraView, FitSettings, PinholeCamera, fit_trial
+    from sam4dcap_biomech.camera_fit import CameraView, FitSettings, PinholeCamera, StreamingCameraFit, fit_trial
     from sam4dcap_biomech.config import load_config
     from sam4dcap_biomech.filters import butterworth_zero_phase
     from sam4dcap_biomech.markersets import BLAZEPOSE33
     from sam4dcap_biomech.streaming_ik import StreamingIK, solve_trial
 
     opensim.Logger.setLevelString("warn")
-    settings = FitSettings.from_params(load_config().params("ik_node"))
+    settings = FitSettings.from_params(load_config().params("camera_fit"))
     cutoff = float(load_config().params("markers_node")["offline_filter_cutoff_hz"])
     trials = {"gait": synthetic.gait_trajectory(3.0, RATE_HZ, height_m=HEIGHT_M),
               "squat": synthetic.squat_trajectory(4.0, RATE_HZ, height_m=HEIGHT_M),
               "sit-to-stand": synthetic.sit_to_stand_trajectory(4.0, RATE_HZ, height_m=HEIGHT_M),
               "drop jump": synthetic.drop_jump_trajectory(2.5, RATE_HZ, height_m=HEIGHT_M)}
     t0 = time.perf_counter()
-    rows, per_angle = [], {(a, p): [] for a in ANGLES_DEG for p in ("old", "new")}
+    rows, per_angle = [], {(a, p): [] for a in ANGLES_DEG for p in ("old", "new", "live")}
+    timing = []
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.osim"
         model_builder.write_model(model_path, height_m=HEIGHT_M, mass_kg=70.0, markers="blazepose33")
@@ -115,7 +116,20 @@ def main() -> int:
                 new = np.sqrt(np.mean(np.rad2deg(res.coordinates.values[:, cols] - q_true) ** 2, axis=0))
                 px_err = float(np.median(np.linalg.norm(pix - pix_true, axis=-1)))
                 depth_err = float(np.sqrt(np.mean((depth - p_cam[..., 2]) ** 2)))
-                rows.append((trial, angle, old, new, px_err, depth_err, res.info))
+                # Live: the same problem frame by frame (causal), timed per frame.
+                ik.reset()
+                live = StreamingCameraFit(ik, [cam], settings)
+                q_live, ms = [], []
+                for i, t_s in enumerate(markers.time):
+                    t1 = time.perf_counter()
+                    fr = live.solve(float(t_s), noisy.values[i], [pix[i]], [conf[i]])
+                    ms.append(1000 * (time.perf_counter() - t1))
+                    q_live.append(fr.q if fr is not None else np.full(len(ik.coordinate_names), np.nan))
+                q_live = np.array(q_live)
+                live_err = np.sqrt(np.nanmean(np.rad2deg(q_live[:, cols] - q_true) ** 2, axis=0))
+                timing.extend(ms[1:])
+                rows.append((trial, angle, old, new, live_err, px_err, depth_err, res.info))
+                per_angle[(angle, "live")].append(live_err.mean())
                 per_angle[(angle, "old")].append(old.mean())
                 per_angle[(angle, "new")].append(new.mean())
                 print(f"{trial} {angle} deg: old {old.mean():.1f} new {new.mean():.1f} deg "
@@ -129,16 +143,19 @@ def main() -> int:
         f"camera 4.5 m away, 1.2 m high. Lower-limb rotational RMSE = mean over {len(LOWER)} coordinates (deg). "
         f"Run time {seconds:.0f} s (machine shared with other agents).",
         "",
-        "| motion | view (deg to travel) | 2D error median (px) | depth error RMS (mm) | marker IK (old) | camera fit (new) "
-        "| worst coordinate new |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {tr} | {a} | {px:.1f} | {1000 * d:.0f} | {o.mean():.1f} | **{n.mean():.1f}** | "
-          f"{LOWER[int(np.argmax(n))]} {n.max():.1f} |" for tr, a, o, n, px, d, _ in rows),
+        "| motion | view (deg to travel) | 2D error median (px) | depth error RMS (mm) | marker IK (old) "
+        "| camera fit, whole trial (new) | camera fit, live (causal) | worst coordinate new |",
+        "|---|---|---|---|---|---|---|---|",
+        *(f"| {tr} | {a} | {px:.1f} | {1000 * d:.0f} | {o.mean():.1f} | **{n.mean():.1f}** | {lv.mean():.1f} | "
+          f"{LOWER[int(np.argmax(n))]} {n.max():.1f} |" for tr, a, o, n, lv, px, d, _ in rows),
         "",
-        "| view (deg) | mean old | mean new | target |",
-        "|---|---|---|---|",
-        *(f"| {a} | {np.mean(per_angle[(a, 'old')]):.1f} | {np.mean(per_angle[(a, 'new')]):.1f} | <= {TARGET_DEG} |"
-          for a in ANGLES_DEG),
+        "| view (deg) | mean old | mean new (whole trial) | mean live | target |",
+        "|---|---|---|---|---|",
+        *(f"| {a} | {np.mean(per_angle[(a, 'old')]):.1f} | {np.mean(per_angle[(a, 'new')]):.1f} | "
+          f"{np.mean(per_angle[(a, 'live')]):.1f} | <= {TARGET_DEG} |" for a in ANGLES_DEG),
+        "",
+        f"Live per-frame solve time (StreamingCameraFit, {len(timing)} warm frames): median "
+        f"{np.median(timing):.1f} ms, p95 {np.percentile(timing, 95):.1f} ms (shared, loaded machine: not a budget figure).",
         "",
     ]
     OUT.write_text("\n".join(lines))

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -107,7 +107,7 @@ class CameraView:
 @dataclass(frozen=True)
 class FitSettings:
     """Weights of the fit's terms as 1-sigma values (see the module docstring). Built from the
-    config (`ik_node.fit_*`) at the edge: `FitSettings.from_params(load_config().params("ik_node"))`."""
+    config section camera_fit at the edge: `FitSettings.from_params(load_config().params("camera_fit"))`."""
     pixel_sigma_px: float
     huber_sigmas: float
     relative_prior_sigma_m: float
@@ -120,25 +120,17 @@ class FitSettings:
     stance_height_m: float
     max_iterations: int
     live_iterations: int
-    neutral_prior_sigma_deg: float = 45.0
-    outlier_px: float = 60.0
+    neutral_prior_sigma_deg: float
+    outlier_px: float
 
     @classmethod
     def from_params(cls, params: Mapping) -> "FitSettings":
-        return cls(pixel_sigma_px=float(params["fit_pixel_sigma_px"]),
-                   huber_sigmas=float(params["fit_huber_sigmas"]),
-                   relative_prior_sigma_m=float(params["fit_relative_prior_sigma_m"]),
-                   absolute_prior_sigma_m=float(params["fit_absolute_prior_sigma_m"]),
-                   contact_height_sigma_m=float(params["fit_contact_height_sigma_m"]),
-                   contact_slide_sigma_m=float(params["fit_contact_slide_sigma_m"]),
-                   smooth_rotation_sigma_rad_s2=float(params["fit_smooth_rotation_sigma_rad_s2"]),
-                   smooth_translation_sigma_m_s2=float(params["fit_smooth_translation_sigma_m_s2"]),
-                   stance_speed_m_s=float(params["fit_stance_speed_m_s"]),
-                   stance_height_m=float(params["fit_stance_height_m"]),
-                   max_iterations=int(params["fit_max_iterations"]),
-                   live_iterations=int(params["fit_live_iterations"]),
-                   neutral_prior_sigma_deg=float(params["fit_neutral_prior_sigma_deg"]),
-                   outlier_px=float(params["fit_outlier_px"]))
+        """From the config's camera_fit section (`load_config().params("camera_fit")`)."""
+        missing = [f.name for f in fields(cls) if f.name not in params]
+        if missing:
+            raise Sam4dcapError(f"camera_fit settings lack {', '.join(missing)} (config section camera_fit)")
+        return cls(**{f.name: int(params[f.name]) if f.name.endswith("iterations") else float(params[f.name])
+                      for f in fields(cls)})
 
 
 @dataclass

@@ -46,7 +46,7 @@ def squat(model_path):
 
 @pytest.fixture(scope="module")
 def settings():
-    return FitSettings.from_params(load_config().params("ik_node"))
+    return FitSettings.from_params(load_config().params("camera_fit"))
 
 
 def depth_biased(markers, cam: PinholeCamera, bias_m: np.ndarray):

@@ -53,7 +53,7 @@ class ProcessOptions:
     inverse_dynamics: bool = False
     force: bool = False
     static_window: tuple[float, float] | None = None   # (start_s, end_s) of a still pose for scaling
-    fit: str | None = None              # IK: "camera" (2D keypoints through the camera) | "markers"; None = config ik_node.fit
+    fit: str | None = None              # IK: "camera" (2D keypoints through the camera) | "markers"; None = config camera_fit.default_fit
 
     def check(self) -> None:
         if self.height_m is None:
@@ -318,8 +318,8 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     ik_conf = out / f"{stem}_ik_confidence.sto"
     from sam4dcap_biomech.config import load_config
 
-    ik_params = load_config().params("ik_node")
-    fit = opts.fit or str(ik_params["fit"])
+    fit_config = load_config().params("camera_fit")
+    fit = opts.fit or str(fit_config["default_fit"])
     if fit == "camera" and fit_views is None:
         log.info("no camera views for this source: IK fits the 3D markers (--fit markers)")
         fit = "markers"
@@ -333,7 +333,7 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
 
             from .fit_views import fit_and_write, fit_summary
 
-            res = fit_and_write(scaled, read_trc(markers_trc), fit_views(), FitSettings.from_params(ik_params),
+            res = fit_and_write(scaled, read_trc(markers_trc), fit_views(), FitSettings.from_params(fit_config),
                                 out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
             return fit_summary(res)
         ikm = _need("sam4dcap_biomech.inverse_kinematics", "ik")
@@ -344,9 +344,8 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
             write_sto(ik_err, err)
         return {"marker_rms_mean_m": float(np.nanmean(res.marker_rms_m)),
                 "marker_max_m": float(np.nanmax(res.marker_max_m))}
-    fit_params = {k: v for k, v in ik_params.items() if k.startswith("fit_")}
     runner.run("ik", ik, inputs={"model": scaled, "markers": markers_trc, **((fit_inputs or {}) if fit == "camera" else {})},
-               params={"fit": fit, **(fit_params if fit == "camera" else {})},
+               params={"fit": fit, **(fit_config if fit == "camera" else {})},
                outputs=[ik_mot, ik_err] + ([ik_conf] if fit == "camera" else []))
     arts["ik_mot"] = ik_mot
     arts["ik_marker_errors"] = ik_err

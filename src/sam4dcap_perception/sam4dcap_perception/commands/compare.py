@@ -37,7 +37,7 @@ def add_arguments(parser):
                         help="multi-view reference: largest reprojection error of a view kept for a keypoint (default 25)")
     parser.add_argument("--fit", choices=["camera", "markers"], default=None,
                         help="multi-view reference joint angles from: camera = the model fitted to every view's 2D "
-                             "keypoints, markers = marker IK on the triangulation (default: config ik_node.fit)")
+                             "keypoints, markers = marker IK on the triangulation (default: config camera_fit.default_fit)")
     parser.add_argument("--force", action="store_true", help="multi-view reference: rebuild it even if current")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -30,7 +30,7 @@ def add_arguments(parser):
                         help="also run inverse dynamics (.sto; no external loads: residuals not physical)")
     parser.add_argument("--fit", choices=["camera", "markers"], default=None,
                         help="joint angles from: camera = the model fitted to the 2D keypoints through the camera, "
-                             "markers = marker IK on the 3D markers (default: config ik_node.fit)")
+                             "markers = marker IK on the 3D markers (default: config camera_fit.default_fit)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are current")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="parallel trials in a batch (default: number of cores)")
