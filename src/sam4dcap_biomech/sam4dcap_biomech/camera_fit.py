@@ -564,7 +564,8 @@ class StreamingCameraFit:
     point in stance (slow and low in the previous frames), its height and no slide from the last
     frame. `live_iterations` Gauss-Newton steps (bounded, damped). The first frame (or after
     `reset`) is solved by the StreamingIK (marker IK on the 3D markers) and refined.
-    Returns streaming_ik.IKFrame, with q_std / confidence from the frame's information.
+    Returns streaming_ik.IKFrame, with q_std / confidence from the frame's information and marker
+    errors = reprojection errors as distances at each marker's depth.
     """
 
     def __init__(self, ik: StreamingIK, cameras: Sequence[PinholeCamera], settings: FitSettings):
@@ -648,7 +649,18 @@ class StreamingCameraFit:
             std[free] = np.inf
         std[[self.ik.coordinate_names.index(n) for n in self.ik.unobserved_coordinates]] = np.inf
         x_model, _ = self.ik.marker_kinematics(q)
-        err = np.linalg.norm(x_model - prior[0], axis=1)
+        # Marker errors of the fit to what the cameras saw: each seen marker's reprojection error
+        # as a distance at its depth (px * depth / f), the mean over the views that saw it (the 3D
+        # markers are only a prior here: monocular ones are 8-14 cm off along the line of sight).
+        err_sum, seen_n = np.zeros(len(problem.names)), np.zeros(len(problem.names))
+        for cam, pix, conf in problem.views:
+            ok = conf[0] > 0
+            if ok.any():
+                uv, _, z = cam.project_with_jacobian(x_model[ok])
+                err_sum[ok] += np.linalg.norm(uv - pix[0, ok], axis=1) * z / cam.K[0, 0]
+                seen_n[ok] += 1
+        with np.errstate(invalid="ignore"):
+            err = np.where(seen_n > 0, err_sum / np.maximum(seen_n, 1), np.nan)
         used = np.isfinite(err)
         qdot = None
         if self._history and dt > 0:
@@ -695,3 +707,75 @@ class StreamingCameraFit:
                 js.append(jac[k, [0, 2]] * s)
                 pts.append(np.zeros(2, bool))
         return np.concatenate(rs), np.vstack(js), np.concatenate(pts)
+
+
+class LiveCameraFit:
+    """The ik_node's camera fit (ik_node.live_fit = camera), ROS-free: the camera's intrinsics and
+    pose in the world (from CameraInfo and the markers node's /tf_static), the 2D keypoints by
+    capture time, and a StreamingCameraFit per StreamingIK (a recalibrated model starts afresh).
+    `solve` returns None until the camera and that frame's keypoints are known: the node then
+    uses marker IK. Thread-safe (keypoints arrive on the executor, solves may run on a worker)."""
+
+    def __init__(self, settings: FitSettings, *, keep_frames: int = 600):
+        import collections
+        import threading
+
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._K = None
+        self._pose = None
+        self._keypoints: collections.OrderedDict = collections.OrderedDict()
+        self._keep = int(keep_frames)
+        self._fit: StreamingCameraFit | None = None
+
+    @staticmethod
+    def _key(time_s: float) -> int:
+        return int(round(float(time_s) * 1e6))      # capture stamps, to the microsecond
+
+    def set_intrinsics(self, K: np.ndarray) -> None:
+        K = np.asarray(K, float).reshape(3, 3)
+        with self._lock:
+            if self._K is None or not np.allclose(K, self._K):
+                self._K, self._fit = K, None
+
+    def set_world_from_camera(self, rotation: np.ndarray, translation: np.ndarray) -> None:
+        """The camera's pose in the world (world point = rotation @ camera point + translation)."""
+        R = np.asarray(rotation, float).reshape(3, 3)
+        t = np.asarray(translation, float).reshape(3)
+        with self._lock:
+            if self._pose is None or not (np.allclose(R, self._pose[0]) and np.allclose(t, self._pose[1])):
+                self._pose, self._fit = (R, t), None
+
+    @property
+    def ready(self) -> bool:
+        return self._K is not None and self._pose is not None
+
+    def add_keypoints(self, time_s: float, names: Sequence[str], pixels: np.ndarray, confidence: np.ndarray) -> None:
+        with self._lock:
+            self._keypoints[self._key(time_s)] = (tuple(names), np.asarray(pixels, float)[:, :2],
+                                                  np.asarray(confidence, float))
+            while len(self._keypoints) > self._keep:
+                self._keypoints.popitem(last=False)
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._fit is not None:
+                self._fit.reset()
+
+    def solve(self, ik: StreamingIK, time_s: float, positions: np.ndarray):
+        """IKFrame of the camera fit for the markers of one frame, or None (no camera / keypoints yet)."""
+        with self._lock:
+            kp = self._keypoints.pop(self._key(time_s), None)
+            if kp is None or not self.ready:
+                return None
+            if self._fit is None or self._fit.ik is not ik:
+                R, t = self._pose
+                cam = PinholeCamera("camera", self._K, R.T, -R.T @ t)
+                self._fit = StreamingCameraFit(ik, [cam], self.settings)
+            names, pix, conf = kp
+            index = {n: i for i, n in enumerate(names)}
+            rows = [index.get(n, -1) for n in ik.marker_names]
+            pixels = np.array([pix[i] if i >= 0 else (np.nan, np.nan) for i in rows])
+            weights = np.array([conf[i] if i >= 0 else 0.0 for i in rows])
+            weights = np.where(np.isfinite(pixels).all(axis=1), weights, 0.0)
+            return self._fit.solve(time_s, positions, [pixels], [weights])

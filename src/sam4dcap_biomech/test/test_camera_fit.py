@@ -176,3 +176,29 @@ def test_streaming_fit_follows_the_2d_keypoints_causally(model_path, squat, sett
     assert frames[-1].qdot is not None and frames[0].cold_start
     conf = dict(zip(frames[-1].coordinate_names, frames[-1].confidence))
     assert conf["mtp_angle_r"] == 0.0 and conf["knee_angle_r"] > 0.3
+
+
+def test_live_camera_fit_pairs_keypoints_by_stamp_and_waits_for_the_camera(model_path, squat, settings):
+    """The ik_node's adapter: None (marker IK then) until intrinsics, camera pose and the frame's
+    keypoints are known; keypoints in another order than the markers are matched by name."""
+    from sam4dcap_biomech.camera_fit import LiveCameraFit
+
+    coords, markers = squat
+    cam = camera_at(np.array([0.3, 1.2, 4.0]), [0.0, 0.9, 0.0])
+    names = list(BLAZEPOSE33)
+    ik = StreamingIK(str(model_path), names, min_markers=3)
+    live = LiveCameraFit(settings)
+    pixels = cam.project(markers.values)
+    order = np.arange(len(names))[::-1]            # keypoints arrive in reverse name order
+    for i, t in enumerate(markers.time):
+        live.add_keypoints(float(t), [names[k] for k in order], pixels[i, order], np.ones(len(names)))
+    assert live.solve(ik, float(markers.time[0]), markers.values[0]) is None       # no camera yet
+    live.set_intrinsics(cam.K)
+    R_wc = cam.R.T
+    live.set_world_from_camera(R_wc, cam.center)
+    assert live.solve(ik, 123.0, markers.values[0]) is None                       # no keypoints at t
+    frames = [live.solve(ik, float(t), markers.values[i]) for i, t in enumerate(markers.time[1:], start=1)]
+    assert all(f is not None for f in frames)
+    err = rms_deg(np.array([f.q for f in frames]), coords.frames(slice(1, None)), SAGITTAL, ik.coordinate_names)
+    assert err.max() < 5.0, err
+    assert frames[-1].marker_rms_m < 0.01        # reprojection errors at the markers' depth, exact keypoints

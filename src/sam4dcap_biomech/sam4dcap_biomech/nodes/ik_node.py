@@ -36,11 +36,13 @@ from rclpy.node import Node
 from ..errors import Sam4dcapError
 from ..markersets import MARKER_SETS
 from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, declare_parameters, run_node,
-                         stamp_to_sec)
+                         stamp_to_sec, subscribe_like_publisher)
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
 MODEL_PATH_TOPIC = "/sam4dcap/model_path"
+KEYPOINTS_TOPIC = "/sam4dcap/keypoints"          # ik_node.live_fit = camera only
+CAMERA_INFO_TOPIC = "/camera/camera_info"        # ik_node.live_fit = camera only
 
 
 def joint_states_topic(person_id: int) -> str:
@@ -118,6 +120,7 @@ class IKNode(Node):
             self._worker.start()
             self.create_timer(10.0, self._report_skipped)
         self.create_subscription(VirtualMarkers, MARKERS_TOPIC, self._on_markers, DEEP_QOS)
+        self.live_fit = self._start_live_fit() if p["live_fit"] == "camera" else None
         self.create_service(CalibrateSubject, "~/calibrate", self._on_calibrate)
         # Recent frames for calibration: (capture time, positions in marker_names order).
         self._recent: collections.deque = collections.deque()
@@ -138,6 +141,36 @@ class IKNode(Node):
             options["regularize"] = self.p["regularize_unobserved"]
         return StreamingIK(str(model_path), self.marker_names, accuracy=self.p["accuracy"],
                            min_markers=self.p["min_markers"], **options)
+
+    def _start_live_fit(self):
+        """ik_node.live_fit = camera: the camera fit on the 2D keypoints (camera_fit.LiveCameraFit)."""
+        from scipy.spatial.transform import Rotation
+        from sensor_msgs.msg import CameraInfo
+        from tf2_msgs.msg import TFMessage
+
+        from sam4dcap_msgs.msg import BodyKeypoints
+
+        from ..camera_fit import FitSettings, LiveCameraFit
+        from ..config import load_config
+
+        live = LiveCameraFit(FitSettings.from_params(load_config().params("camera_fit")))
+
+        def on_keypoints(msg):
+            pts = np.array([[p.x, p.y] for p in msg.keypoints_2d], float).reshape(-1, 2)
+            live.add_keypoints(stamp_to_sec(msg.header.stamp), msg.names, pts, np.asarray(msg.visibility, float))
+
+        def on_tf(msg):
+            for tf in msg.transforms:
+                if tf.header.frame_id == "world":
+                    r, t = tf.transform.rotation, tf.transform.translation
+                    live.set_world_from_camera(Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix(), [t.x, t.y, t.z])
+
+        self.create_subscription(BodyKeypoints, KEYPOINTS_TOPIC, on_keypoints, DEEP_QOS)
+        self.create_subscription(TFMessage, "/tf_static", on_tf, LATCHED_QOS)
+        self._info_timer = subscribe_like_publisher(self, CameraInfo, CAMERA_INFO_TOPIC,
+                                                    lambda m: live.set_intrinsics(np.array(m.k)),
+                                                    reliable_depth=DEEP_QOS.depth)
+        return live
 
     def _publish_model_path(self) -> None:
         self.model_pub.publish(self._String(data=str(Path(self.model_path).resolve())))
@@ -247,6 +280,8 @@ class IKNode(Node):
             # calibration must not mix the two passes.
             self.ik.reset()
             self._recent.clear()
+            if self.live_fit is not None:
+                self.live_fit.reset()
         self._last_time = t
         self._remember(t, positions)
         n_valid = int(np.isfinite(positions).all(axis=1).sum())
@@ -255,7 +290,9 @@ class IKNode(Node):
                                       "nothing published", throttle_duration_sec=5.0)
             return
         try:
-            frame = self.ik.solve(t, positions)
+            frame = self.live_fit.solve(self.ik, t, positions) if self.live_fit is not None else None
+            if frame is None:
+                frame = self.ik.solve(t, positions)
         except Sam4dcapError as exc:
             self.ik.reset()
             self.get_logger().warning(f"IK failed: {exc}", throttle_duration_sec=5.0)
