@@ -407,6 +407,47 @@ class StreamingIK:
         it, else -inf / inf (coordinate_names order; rad or m)."""
         return self._lo.copy(), self._hi.copy()
 
+    # --- the problem's kinematics, for fitters that build their own objective (camera_fit) --------
+    @property
+    def tracked_marker_names(self) -> tuple[str, ...]:
+        """The markers on the model with a weight > 0, the rows of `marker_kinematics`."""
+        return tuple(self.marker_names[i] for i in self._tracked)
+
+    @property
+    def tracked_marker_weights(self) -> np.ndarray:
+        return self.weights[self._tracked].copy()
+
+    @property
+    def free_coordinates(self) -> np.ndarray:
+        """Indices (into coordinate_names) of the unlocked coordinates, the columns of the Jacobian."""
+        return self._free.copy()
+
+    @property
+    def rotational(self) -> np.ndarray:
+        return self._rotational.copy()
+
+    @property
+    def default_q(self) -> np.ndarray:
+        return self._default_q.copy()
+
+    @property
+    def supports_jacobian(self) -> bool:
+        """False for models with enforced constraints (station Jacobians alone do not describe them)."""
+        return self._gauss_newton
+
+    def task_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The coordinate tasks in effect: (coordinate indices, weights, target values)."""
+        return self._task_idx.copy(), self._task_w.copy(), self._task_v.copy()
+
+    def marker_kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tracked marker positions (M, 3) in ground and d(positions)/d(free q) (M, 3, n_free) at
+        the coordinate values q (coordinate_names order)."""
+        q_full = self._q_full.copy()
+        q_full[self._q_index] = np.asarray(q, float)
+        self._set_q(q_full)
+        x = self._marker_positions()
+        return x, self._jacobian().reshape(len(self._markers), 3, -1)
+
     def solve_from(self, time_s: float, positions, starts: Sequence[np.ndarray]) -> IKFrame | None:
         """Solve one frame from each start pose (coordinate values in `coordinate_names` order,
         clipped into the clamped ranges) and keep the solution with the lowest objective.

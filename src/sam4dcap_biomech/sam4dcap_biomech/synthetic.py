@@ -209,6 +209,31 @@ def squat_trajectory(duration_s: float = 4.0, rate_hz: float = 60.0, *, height_m
     return _series(time, q, "squat", height_m=height_m, depth_deg=depth_deg, period_s=period_s)
 
 
+def sit_to_stand_trajectory(duration_s: float = 4.0, rate_hz: float = 60.0, *, height_m: float = 1.75,
+                            period_s: float = 4.0, sex: str = "male") -> TimeSeries:
+    """Rise from a seat and sit back down, feet flat: per period seated (hip 90, knee 90 deg),
+    trunk lean forward, rise to standing, sit down again (smooth cosine profiles)."""
+    time = _check_timing(duration_s, rate_hz)
+    lay = body_layout(height_m, 70.0, sex)
+    phase = np.mod(time / period_s, 1.0)
+    # Seated at phase 0 and 1, standing at 0.5; the trunk leans forward most when rising/sitting.
+    seated = (1 + np.cos(2 * np.pi * phase)) / 2
+    lean = np.sin(2 * np.pi * phase) ** 2
+    q = _empty(time.size)
+    q["pelvis_tilt"] = -30 * _D * lean - 10 * _D * seated
+    for s in ("r", "l"):
+        q[f"knee_angle_{s}"] = 90 * _D * seated
+        q[f"hip_flexion_{s}"] = 95 * _D * seated + 20 * _D * lean
+        q[f"ankle_angle_{s}"] = -(q["pelvis_tilt"] + q[f"hip_flexion_{s}"] - q[f"knee_angle_{s}"])
+        q[f"arm_flex_{s}"] = 30 * _D * lean
+        q[f"elbow_flex_{s}"] = 0.3 + 0.2 * seated
+        q[f"pro_sup_{s}"] = np.full(time.size, 80 * _D)
+    q["lumbar_extension"] = -10 * _D * lean
+    _planted_pelvis(lay, q)
+    _touch_floor(q, height_m=height_m, sex=sex)
+    return _series(time, q, "sit_to_stand", height_m=height_m, period_s=period_s)
+
+
 def drop_jump_trajectory(duration_s: float = 2.5, rate_hz: float = 60.0, *, height_m: float = 1.75,
                          box_height_m: float = 0.30, jump_height_m: float = 0.25, sex: str = "male") -> TimeSeries:
     """Drop from a box, land, jump vertically, land and stand: standing on the box until 0.4 s,

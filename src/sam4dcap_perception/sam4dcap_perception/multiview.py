@@ -21,6 +21,7 @@ world origin and z axis project onto the treadmill in all four views):
 
 from __future__ import annotations
 
+import json
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -592,7 +593,7 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
                         height_m: float, mass_kg: float | None, backend: str = "blazepose", start_s: float = 0.0,
                         end_s: float | None = None, force: bool = False, progress: bool = False,
                         max_error_px: float = 25.0, max_gap_s: float = 0.25, synchronise: bool = True,
-                        max_offset_s: float = 0.25) -> MultiviewReference:
+                        max_offset_s: float = 0.25, fit: str | None = None) -> MultiviewReference:
     """Reference trial from calibrated synchronised views: 2D keypoints per view, triangulation,
     the same zero-phase marker filter as the monocular path, then the same model, scaling and IK
     (`offline_process.biomech_stages`). Stages are reused like `sam4dcap process`."""
@@ -605,7 +606,7 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
 
     out = Path(out_dir)
     opts = op.ProcessOptions(height_m=height_m, mass_kg=mass_kg, backend=backend, start_s=start_s, end_s=end_s,
-                             force=force)
+                             force=force, fit=fit)
     opts.check()
     cameras = read_qualisys_calibration(calibration)
     pairs = match_views(cameras, [Path(v) for v in videos])
@@ -661,7 +662,17 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
     marker_set = marker_set_of(read_trc(trc_path).names)
     if marker_set is None:
         raise Sam4dcapError(f"{trc_path}: triangulated keypoints match no project marker set")
-    arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set)
+
+    def fit_views():
+        # The same camera fit as the monocular path, with every calibrated camera.
+        from .fit_views import calibrated_views
+        info = json.loads(reproj_path.read_text())
+        views = [ViewKeypoints.load(p) for p in kp_paths]
+        offsets = [int(info["frame_offsets"][v.name]) for v in views]
+        return calibrated_views([c for c, _ in pairs], views, offsets, np.array(info["trial_from_calibration_world"]))
+    arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set, fit_views=fit_views,
+                             fit_inputs={"calibration": Path(calibration), "reprojection": reproj_path,
+                                         **{p.stem: p for p in kp_paths}})
     return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
                               scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
                               cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}),

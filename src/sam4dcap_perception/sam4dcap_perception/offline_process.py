@@ -31,6 +31,7 @@ from sam4dcap_biomech.filters import true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
 
 from .virtual_markers import FRAME_BRIDGED, FRAME_LOST, FRAME_TRACKED
+from .fit_views import write_camera_file
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ProcessOptions:
     force: bool = False
     static_window: tuple[float, float] | None = None   # (start_s, end_s) of a still pose for scaling
     person: str | None = None           # subject choice (--person); None = body_estimator_node.person
+    fit: str | None = None              # IK: "camera" (2D keypoints through the camera) | "markers"; None = config camera_fit.default_fit
 
     def check(self) -> None:
         if self.height_m is None:
@@ -72,6 +74,8 @@ class ProcessOptions:
             raise Sam4dcapError(f"--model {self.model}: expected an OpenSim .osim file")
         if self.markerset and Path(self.markerset).suffix.lower() != ".xml":
             raise Sam4dcapError(f"--markerset {self.markerset}: expected an OpenSim marker set .xml")
+        if self.fit not in (None, "camera", "markers"):
+            raise Sam4dcapError(f"--fit {self.fit!r}: expected camera or markers")
         if self.start_s < 0 or (self.end_s is not None and self.end_s and self.end_s <= self.start_s):
             raise Sam4dcapError(f"time window {self.start_s}..{self.end_s} s is empty or negative")
 
@@ -247,9 +251,12 @@ def _progress_bar(enabled: bool, **kw):
 
 # --- the shared biomechanics part ----------------------------------------------------------------
 def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: ProcessOptions, *,
-                   marker_set: str) -> dict[str, Path]:
+                   marker_set: str, fit_views: Callable[[], list] | None = None,
+                   fit_inputs: Mapping[str, Path] | None = None) -> dict[str, Path]:
     """Model -> scaling -> IK (-> ID) on a marker TRC; the monocular path and the multi-view
-    reference both go through here, so they use the same model, scaling and IK."""
+    reference both go through here, so they use the same model, scaling and IK.
+    fit_views: the camera views (camera_fit.CameraView) for the camera fit, built on demand from
+    the files fit_inputs; without them IK is marker IK whatever opts.fit says."""
     out = runner.out_dir
     arts: dict[str, Path] = {}
     mass_kg = opts.mass_kg
@@ -323,10 +330,27 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
 
     ik_mot = out / f"{stem}_ik.mot"
     ik_err = out / f"{stem}_ik_marker_errors.sto"
+    ik_conf = out / f"{stem}_ik_confidence.sto"
+    from sam4dcap_biomech.config import load_config
+
+    fit_config = load_config().params("camera_fit")
+    fit = opts.fit or str(fit_config["default_fit"])
+    if fit == "camera" and fit_views is None:
+        log.info("no camera views for this source: IK fits the 3D markers (--fit markers)")
+        fit = "markers"
 
     def ik():
         from sam4dcap_biomech.storage import write_sto
 
+        if fit == "camera":
+            from sam4dcap_biomech.camera_fit import FitSettings
+            from sam4dcap_biomech.trc import read_trc
+
+            from .fit_views import fit_and_write, fit_summary
+
+            res = fit_and_write(scaled, read_trc(markers_trc), fit_views(), FitSettings.from_params(fit_config),
+                                out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
+            return fit_summary(res)
         ikm = _need("sam4dcap_biomech.inverse_kinematics", "ik")
         res = ikm.run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log",
                          warn_gaps=False)
@@ -337,9 +361,14 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         return {"marker_rms_mean_m": float(np.nanmean(res.marker_rms_m)),
                 "marker_max_m": float(np.nanmax(res.marker_max_m)),
                 "unsolved_frames": int((~res.extra["solved_frames"]).sum())}
-    runner.run("ik", ik, inputs={"model": scaled, "markers": markers_trc}, params={}, outputs=[ik_mot, ik_err])
+    camera_inputs = (fit_inputs or {}) if fit == "camera" else {}
+    runner.run("ik", ik, inputs={"model": scaled, "markers": markers_trc, **camera_inputs},
+               params={"fit": fit, **(fit_config if fit == "camera" else {})},
+               outputs=[ik_mot, ik_err] + ([ik_conf] if fit == "camera" else []))
     arts["ik_mot"] = ik_mot
     arts["ik_marker_errors"] = ik_err
+    if fit == "camera":
+        arts["ik_confidence"] = ik_conf
 
     if opts.inverse_dynamics:
         id_sto = out / f"{stem}_id.sto"
@@ -513,10 +542,16 @@ def _marker_stage_paths(out: Path, stem: str) -> tuple[Path, Path, Path, Path]:
             out / f"{stem}_markers_quality.json")
 
 
+def _camera_path(out: Path, stem: str) -> Path:
+    """The camera the markers stage placed the world in (intrinsics, world<-camera): the camera fit's."""
+    return out / f"{stem}_camera.json"
+
+
 def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: ProcessOptions, *,
                        progress: bool) -> dict[str, Path]:
     out = runner.out_dir
     trc_path, npz_path, json_path, quality_path = _marker_stage_paths(out, stem)
+    camera_path = _camera_path(out, stem)
 
     def markers():
         from sam4dcap_biomech.trc import write_trc
@@ -527,6 +562,7 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
                                      estimator_overrides={"person": opts.person} if opts.person else None)
         write_trc(trc_path, result.filtered)
         write_keypoints(npz_path, json_path, result.observations or [], source=video.name)
+        write_camera_file(camera_path, result.intrinsics, result.world_from_camera)
         usable = np.asarray(result.flags["frame_status"]) != FRAME_LOST
         conf = frame_confidence(result.confidence, usable)
         quality_path.write_text(json.dumps(_jsonable({
@@ -545,9 +581,9 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     runner.run("markers", markers, inputs={"video": video},
                params={"height_m": opts.height_m, "backend": opts.backend, "start_s": opts.start_s,
                        "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {})},
-               outputs=[trc_path, npz_path, json_path, quality_path])
+               outputs=[trc_path, npz_path, json_path, quality_path, camera_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
-            "markers_quality": quality_path}
+            "markers_quality": quality_path, "camera": camera_path}
 
 
 def _config_snapshot(sections: Iterable[str]) -> dict:
@@ -614,9 +650,9 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
         return {"marker_set": markers_ts.meta["marker_set"], "frames": len(stamps)}
 
     runner.run("markers", markers, inputs={"bag": bag}, params={"height_m": opts.height_m},
-               outputs=[trc_path, npz_path, json_path, quality_path])
+               outputs=[trc_path, npz_path, json_path, quality_path, camera_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
-            "markers_quality": quality_path}
+            "markers_quality": quality_path, "camera": camera_path}
 
 
 def _bag_keypoints(bio, bag: Path, topics, npz_path: Path, json_path: Path) -> None:
@@ -697,6 +733,8 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
                                  "unit": forces.unit_of(n)}
                              for i, n in enumerate(forces.names) if np.isfinite(forces.values[:, i]).any()},
             }
+        if "ik_confidence" in arts:
+            summary["ik_confidence"] = rp.coordinate_confidence_summary(read_mot(arts["ik_confidence"]))
         rp.write_json(summary_path, summary)
         rp.plot_joint_angles(coords, angles_png, title=f"{source.name}: sagittal joint angles")
         err_plot = err.select([n for n in err.names if "marker_error" in n]) \
@@ -727,6 +765,8 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
                            f"{scaling.get('reason', '')}", css_class="warn")
         rp.add_gap_section(page, gaps)
         rp.add_summary_tables(page, summary)
+        if "ik_confidence" in summary:
+            rp.add_confidence_section(page, summary["ik_confidence"])
         if "inverse_dynamics" in summary:
             page.heading("Inverse dynamics (peak absolute generalized forces)")
             page.paragraph(summary["inverse_dynamics"]["note"], css_class="warn")
@@ -737,7 +777,7 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
         page.save(html_path)
 
     inputs = {k: v for k, v in arts.items()
-              if k in ("ik_mot", "ik_marker_errors", "markers_quality", "scaled_model", "id_sto")}
+              if k in ("ik_mot", "ik_marker_errors", "ik_confidence", "markers_quality", "scaled_model", "id_sto")}
     runner.run("report", make_report, inputs=inputs,
                params={"height_m": opts.height_m, "mass_kg": opts.mass_kg, "backend": opts.backend,
                        "low_confidence": LOW_CONFIDENCE, "source": str(source)},
@@ -797,7 +837,15 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
         else:
             arts = markers_from_bag(runner, source, stem, opts)
         marker_set = runner.extras["markers"].get("marker_set") or "blazepose33"
-        arts.update(biomech_stages(runner, arts["markers_trc"], stem, opts, marker_set=marker_set))
+        fit_inputs = {k: arts[k] for k in ("keypoints_npz", "camera") if k in arts}
+        fit_views = None
+        if len(fit_inputs) == 2:
+            from .fit_views import monocular_views
+
+            def fit_views():
+                return monocular_views(fit_inputs["keypoints_npz"], fit_inputs["camera"])
+        arts.update(biomech_stages(runner, arts["markers_trc"], stem, opts, marker_set=marker_set,
+                                   fit_views=fit_views, fit_inputs=fit_inputs))
         arts["c3d"] = c3d_stage(runner, arts["markers_trc"], stem)
         arts.update(report_stage(runner, arts, stem, opts, source=source, marker_set=marker_set))
     finally:

@@ -94,6 +94,39 @@ def low_confidence_frames(time: np.ndarray, confidence: np.ndarray, *, threshold
     }
 
 
+# Confidence below this marks a coordinate as poorly determined in a frame (posterior std above
+# 2 deg / 2 cm: camera_fit's mapping gives 0.5 there).
+LOW_COORDINATE_CONFIDENCE = 0.5
+
+
+def coordinate_confidence_summary(confidence: TimeSeries, *, threshold: float = LOW_COORDINATE_CONFIDENCE) -> dict:
+    """Per coordinate: median confidence (0..1, from the camera fit) and the share of frames below
+    `threshold`; coordinates no keypoint determines (confidence 0 throughout) are listed apart."""
+    out = {}
+    for i, name in enumerate(confidence.names):
+        c = confidence.values[:, i]
+        ok = np.isfinite(c)
+        out[name] = {"median": _finite(np.median(c[ok])) if ok.any() else None,
+                     "share_below": _finite(np.mean(c[ok] < threshold)) if ok.any() else None}
+    return {"threshold": threshold, "coordinates": out,
+            "undetermined": [n for n, v in out.items() if v["median"] == 0.0]}
+
+
+def add_confidence_section(report: "HtmlReport", summary: Mapping) -> None:
+    """The per-coordinate confidence of the fit: a controller can gate on the companion file."""
+    report.heading("Joint-angle confidence")
+    report.paragraph(
+        "From the camera fit: how well the 2D keypoints (and the weak 3D prior) determine each coordinate "
+        "per frame, 1 / (1 + (std / 2 deg)^2) of the posterior standard deviation (2 cm for translations). "
+        "Per-frame values are in the *_ik_confidence.sto file next to the .mot and in JointKinematics.confidence.")
+    rows = [[n, v["median"], v["share_below"]] for n, v in summary["coordinates"].items()
+            if n not in summary["undetermined"]]
+    report.table(["coordinate", "median confidence", f"frames below {summary['threshold']:g}"], rows)
+    if summary["undetermined"]:
+        report.paragraph("Not determined by any keypoint (held at their default): "
+                         + ", ".join(summary["undetermined"]), css_class="warn")
+
+
 def marker_error_summary(marker_error: TimeSeries) -> dict:
     """IK marker error channels (metres) -> mean / max per channel."""
     out = {}

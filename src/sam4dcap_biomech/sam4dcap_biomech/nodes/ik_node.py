@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,15 @@ from ..live_calibration import LiveCalibrationSettings, LiveCalibrator
 from ..markersets import MARKER_SETS
 from ..trial_calibration import TrialCalibrationSettings
 from .ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
-                         NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec)
+                         NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec,
+                         subscribe_like_publisher)
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
 MODEL_PATH_TOPIC = "/sam4dcap/model_path"
+KEYPOINTS_TOPIC = "/sam4dcap/keypoints"          # ik_node.live_fit = camera only
+CAMERA_INFO_TOPIC = "/camera/camera_info"        # ik_node.live_fit = camera only
+TF_STATIC_TOPIC = "/tf_static"                   # ik_node.live_fit = camera only
 
 
 def joint_states_topic(person_id: int) -> str:
@@ -143,6 +148,7 @@ class IKNode(Node):
             self._worker.start()
             self.create_timer(10.0, self._report_skipped)
         self.create_subscription(VirtualMarkers, relative_topic(MARKERS_TOPIC), self._on_markers, DEEP_QOS)
+        self.live_fit = self._start_live_fit() if p["live_fit"] == "camera" else None
         self._start_calibration_service(CalibrateSubject)
         self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._last_time = -math.inf
@@ -166,6 +172,35 @@ class IKNode(Node):
         if name == "min_markers":   # the solver keeps its own copy
             with self._ik_lock:
                 self.ik.min_markers = int(value)
+    def _start_live_fit(self):
+        """ik_node.live_fit = camera: the camera fit on the 2D keypoints (camera_fit.LiveCameraFit)."""
+        from scipy.spatial.transform import Rotation
+        from sensor_msgs.msg import CameraInfo
+        from tf2_msgs.msg import TFMessage
+
+        from sam4dcap_msgs.msg import BodyKeypoints
+
+        from ..camera_fit import FitSettings, LiveCameraFit
+        from ..config import load_config
+
+        live = LiveCameraFit(FitSettings.from_params(load_config().params("camera_fit")))
+
+        def on_keypoints(msg):
+            pts = np.array([[p.x, p.y] for p in msg.keypoints_2d], float).reshape(-1, 2)
+            live.add_keypoints(stamp_to_sec(msg.header.stamp), msg.names, pts, np.asarray(msg.visibility, float))
+
+        def on_tf(msg):
+            for tf in msg.transforms:
+                if tf.header.frame_id == OPENSIM_WORLD_FRAME:   # camera pose in the markers' y-up frame
+                    r, t = tf.transform.rotation, tf.transform.translation
+                    live.set_world_from_camera(Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix(), [t.x, t.y, t.z])
+
+        self.create_subscription(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC), on_keypoints, DEEP_QOS)
+        self.create_subscription(TFMessage, relative_topic(TF_STATIC_TOPIC), on_tf, LATCHED_QOS)
+        self._info_timer = subscribe_like_publisher(self, CameraInfo, CAMERA_INFO_TOPIC,
+                                                    lambda m: live.set_intrinsics(np.array(m.k)),
+                                                    reliable_depth=DEEP_QOS.depth)
+        return live
 
     def _publish_model_path(self) -> None:
         self.model_pub.publish(self._String(data=str(Path(self.model_path).resolve())))
@@ -283,6 +318,8 @@ class IKNode(Node):
             # calibration must not mix the two passes.
             self.ik.reset()
             self.calibrator.reset()
+            if self.live_fit is not None:
+                self.live_fit.reset()
         self._last_time = t
         self.calibrator.push(t, positions, confidence)
         n_valid = int(np.isfinite(positions).all(axis=1).sum())
@@ -295,7 +332,9 @@ class IKNode(Node):
                                   f"person lost ({n_valid} markers < min_markers {self.p['min_markers']})")
             return
         try:
-            frame = self.ik.solve(t, positions)
+            frame = self.live_fit.solve(self.ik, t, positions) if self.live_fit is not None else None
+            if frame is None:
+                frame = self.ik.solve(t, positions)
         except Sam4dcapError as exc:
             self.ik.reset()
             self.get_logger().warning(f"IK failed: {exc}", throttle_duration_sec=5.0)

@@ -35,6 +35,9 @@ def add_arguments(parser):
                         help="multi-view reference: subject mass [kg] (default: from the result's summary.json)")
     parser.add_argument("--max-reproj-error", type=float, default=25.0, metavar="PX",
                         help="multi-view reference: largest reprojection error of a view kept for a keypoint (default 25)")
+    parser.add_argument("--fit", choices=["camera", "markers"], default=None,
+                        help="multi-view reference joint angles from: camera = the model fitted to every view's 2D "
+                             "keypoints, markers = marker IK on the triangulation (default: config camera_fit.default_fit)")
     parser.add_argument("--force", action="store_true", help="multi-view reference: rebuild it even if current")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -75,7 +78,7 @@ def _run(args) -> int:
         height, mass = _subject(args, result_path)
         mv = multiview_reference(videos, calib, out_dir=out / "multiview_reference", height_m=height,
                                  mass_kg=mass, progress=not args.quiet and sys.stderr.isatty(),
-                                 max_error_px=args.max_reproj_error, force=args.force)
+                                 max_error_px=args.max_reproj_error, force=args.force, fit=args.fit)
         reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
         same_view = _result_view(mv, result_path)
         if same_view is not None and not args.no_align:

@@ -30,6 +30,9 @@ def add_arguments(parser):
                              "(default: found automatically; none found = the height-sized model)")
     parser.add_argument("--id", dest="inverse_dynamics", action="store_true",
                         help="also run inverse dynamics (.sto; no external loads: residuals not physical)")
+    parser.add_argument("--fit", choices=["camera", "markers"], default=None,
+                        help="joint angles from: camera = the model fitted to the 2D keypoints through the camera, "
+                             "markers = marker IK on the 3D markers (default: config camera_fit.default_fit)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs are current")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="parallel trials in a batch (default: number of cores)")
@@ -75,7 +78,7 @@ def _run(args, progress: bool) -> int:
                           markerset=args.markerset, start_s=args.start, end_s=args.end,
                           inverse_dynamics=args.inverse_dynamics, force=args.force,
                           static_window=tuple(args.static_window) if args.static_window else None,
-                          person=estimator_overrides(args).get("person"))
+                          person=estimator_overrides(args).get("person"), fit=args.fit)
     opts.check()
     if args.jobs is not None and args.jobs < 1:
         raise Sam4dcapError(f"--jobs must be at least 1 (got {args.jobs})")
