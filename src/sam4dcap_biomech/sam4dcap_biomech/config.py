@@ -177,8 +177,12 @@ def _load(path: str, mtime: float) -> Config:
             desc, lo, hi, choices = _parse_comment(comment)
             if not desc:
                 raise Sam4dcapError(f"{p}: parameter {node}.{name} has no description comment")
-            value = _plain(value)
-            specs[str(name)] = ParamSpec(str(name), value, desc, lo, hi, choices)
+            spec = ParamSpec(str(name), _plain(value), desc, lo, hi, choices)
+            try:  # the file's own values obey the ranges its comments document
+                spec.validate(spec.default, node=str(node))
+            except Sam4dcapError as exc:
+                raise Sam4dcapError(f"{p}: {exc}") from None
+            specs[str(name)] = spec
         nodes[str(node)] = specs
     return Config(path=p, nodes=nodes)
 

@@ -233,8 +233,8 @@ def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.nda
 def markers_from_observations(observations: Iterable[BodyObservation], *, height_m: float,
                               intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
-                              min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
-                              ground_contact_cutoff_hz: float = 0.0, source: str = "",
+                              min_travel_m: float, ground_prior_spread_m: float,
+                              ground_contact_cutoff_hz: float, source: str = "",
                               keep_observations: bool = False) -> MarkerResult:
     """World-frame virtual markers of a whole trial (offline: the world frame uses every frame)."""
     obs = list(observations)
