@@ -216,8 +216,8 @@ def _time_shift(seconds):
     return edit
 
 
-def _renamed_markers(d, name, prefix, keep=None):
-    m = d.markers
+def _renamed_markers(d, name, prefix, keep=None, static=False):
+    m = d.static if static else d.markers
     names = [n for n in m.names if keep is None or n in keep]
     sel = m.select(names)
     return write_trc(d.tmp / name, TimeSeries(time=sel.time, names=tuple(prefix + n for n in names),
@@ -357,10 +357,10 @@ CASES = [
     C("trc_missing_file", lambda d: _ik(d, d.tmp / "nowhere.trc"), "not found"),
     C("trc_no_marker_in_common", lambda d: _ik(d, _renamed_markers(d, "renamed.trc", "x_")), "in common"),
     C("trc_three_markers_in_common", lambda d: _ik(d, _renamed_markers(
-        d, "three.trc", "", keep=d.markers.names[:3])), "3 marker(s) in common", d.markers.names[0]),
+        d, "three.trc", "", keep=[d_names(i) for i in range(3)])), "3 marker(s) in common", d_names(0)),
     C("trc_model_markers_missing_warns", lambda d: ["ik", "--model", str(_prefixed_model(d)), "--trc",
                                                    str(_renamed_markers(d, "g_most.trc", "g_",
-                                                                        keep=d.markers.names[3:])),
+                                                                        keep=[d_names(i) for i in range(3, 43)])),
                                                    "--out", str(d.tmp / "out" / "g.mot")],
       "not in the marker data", "g_" + d_names(0), outcome="warn"),
     # MOT/STO files and external loads, through `sam4dcap id`
@@ -438,7 +438,7 @@ CASES = [
         "--window", "0.2", "0.8"), "cannot scale pelvis", "r.ASIS_study"),
     C("scale_setup_markers_missing", lambda d: _scale(d, d.static_trc, "--setup", str(_text_file(
         d, "scale_setup.xml", SCALE_SETUP_XML)), "--window", "0.2", "0.8"), "cannot scale pelvis", "LASI", "RASI"),
-    C("scale_no_markers_on_model", lambda d: _scale(d, _renamed_markers(d, "static_x.trc", "x_")), "on the model"),
+    C("scale_no_markers_on_model", lambda d: _scale(d, _renamed_markers(d, "static_x.trc", "x_", static=True)), "on the model"),
     # config files
     C("config_cutoff_below_range", lambda d: lambda: load_config(_config_variant(
         d, "c1.yaml", "offline_filter_cutoff_hz: 6.0", "offline_filter_cutoff_hz: 0.01")),
@@ -448,7 +448,7 @@ CASES = [
     C("config_unknown_choice", lambda d: lambda: load_config(_config_variant(
         d, "c3.yaml", "backend: blazepose ", "backend: openpose ")), "backend", "choose one of"),
     C("config_text_for_float", lambda d: lambda: load_config(_config_variant(
-        d, "c4.yaml", "subject_mass_kg: 70.0", "subject_mass_kg: seventy")), "subject_mass_kg", "expected float"),
+        d, "c4.yaml", "subject_mass_kg: 70.0", "subject_mass_kg: seventy")), "subject_mass_kg", "expected a number"),
     C("config_not_yaml", lambda d: lambda: load_config(_text_file(d, "c5.yaml", "a: [1, 2\nb: {")), "not valid YAML"),
     C("config_no_ros_parameters", lambda d: lambda: load_config(_text_file(d, "c6.yaml", "ik_node:\n  x: 1\n")),
       "ros__parameters"),
@@ -481,13 +481,15 @@ CASES = [
                                       "--height", "1.75", "--out", str(d.tmp / "m.trc")], "cannot read video file"),
     C("video_missing", lambda d: ["markers", str(d.tmp / "none.mp4"), "--height", "1.75", "--out",
                                   str(d.tmp / "m.trc")], "not found"),
+    C("video_fov_out_of_range", lambda d: ["markers", str(d.walk_trc), "--height", "1.75", "--fov", "175", "--out",
+                                           str(d.tmp / "m.trc")], "horizontal_fov_deg", "out of range"),
     C("video_height_in_cm", lambda d: ["markers", str(d.walk_trc), "--height", "175", "--out",
                                        str(d.tmp / "m.trc")], "height"),
     C("image_folder_without_rate", lambda d: lambda: open_source(_image_folder(d)), "image_folder_fps"),
     C("bag_without_mcap", lambda d: lambda: bag_topics(_empty_dir(d, "notabag")), "no .mcap"),
     C("bag_folder_unwritable", lambda d: lambda: BagWriter(_needs(d, "readonly") / "bag"), "cannot create bag"),
     C("bag_mcap_cut_short_recovered", lambda d: lambda: bag_topics(_cut_bag(d)), "recovered bag", outcome="warn"),
-    C("c3d_not_c3d", lambda d: lambda: read_c3d(_text_file(d, "bad.c3d", "x" * 2000)), "cannot read C3D"),
+    C("c3d_not_c3d", lambda d: lambda: read_c3d(_text_file(d, "bad.c3d", "x" * 2000)), "not a C3D file"),
     C("c3d_missing", lambda d: lambda: read_c3d(d.tmp / "none.c3d"), "not found"),
     C("c3d_truncated", lambda d: lambda: read_c3d(_cut_c3d(d)), "C3D"),
     # outputs: other filesystems, read-only and full disks, files in the way
@@ -498,7 +500,7 @@ CASES = [
     C("ik_out_disk_full", lambda d: _ik(d, d.walk_trc)[:5] + ["--out", str(_needs(d, "full") / "o.mot")],
       "no space left"),
     C("model_out_read_only", lambda d: ["model", "--height", "1.75", "--mass", "70", "--out",
-                                        str(_needs(d, "readonly") / "m.osim")], "m.osim"),
+                                        str(_needs(d, "readonly") / "m.osim")], "m.osim", "writable"),
     C("trc_write_read_only", lambda d: lambda: write_trc(_needs(d, "readonly") / "x.trc", d.markers),
       "cannot write TRC", "read-only"),
 ]
@@ -646,27 +648,31 @@ def test_cli_as_subprocess_one_line_and_debug_traceback(data):
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "Sam4dcapError" in proc.stderr
 
 
-def test_unreadable_video_is_not_called_corrupt(data, demo_video):
-    """A video the user may not read is reported as such (run as an unprivileged user)."""
+def test_unreadable_video_is_not_called_corrupt(demo_video):
+    """A video the user may not read is reported as such: the CLI runs as an unprivileged user
+    (after its imports, which need the root-owned venv)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to run the command as another user")
-    video = data.tmp / "private" / "walk.mp4"
-    video.parent.mkdir(exist_ok=True)
-    shutil.copy(demo_video, video)
-    video.chmod(0o600)
-    data.tmp.chmod(0o755)
-    exe = Path(sys.executable).parent / "sam4dcap"
-    code = ("import os, sys; os.setgid(65534); os.setuid(65534); "
-            "from sam4dcap_perception.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, "markers", str(video), "--height", "1.75", "--out",
-                           "/tmp/never.trc"], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, HOME="/tmp"))
-    if "PermissionError" in proc.stderr and "sam4dcap markers" not in proc.stderr:
-        pytest.skip(f"the unprivileged user cannot run the venv here: {proc.stderr.strip().splitlines()[-1]}")
-    assert exe.is_file()
+    folder = Path(f"/tmp/sam4dcap-unreadable-{os.getpid()}")
+    folder.mkdir(mode=0o755)
+    try:
+        video = folder / "walk.mp4"
+        shutil.copy(demo_video, video)
+        video.chmod(0o600)
+        code = ("import os, sys, cv2\n"
+                "from sam4dcap_perception import body_estimator, cli, marker_pipeline, video_source\n"
+                "from sam4dcap_biomech.config import load_config\n"
+                "load_config()\n"
+                "from sam4dcap_perception.commands import markers\n"
+                "os.setgid(65534); os.setuid(65534)\n"
+                "sys.exit(cli.main(sys.argv[1:]))\n")
+        proc = subprocess.run([sys.executable, "-c", code, "markers", str(video), "--height", "1.75", "--out",
+                               str(folder / "never.trc")], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("sam4dcap markers: error:")]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert "permission denied" in lines[0].lower() and "corrupt" not in lines[0]
+    assert "permission denied" in lines[0].lower() and "corrupt" not in lines[0], lines[0]
 
 
 def test_raw_h264_stream_uses_its_declared_rate(demo_video, tmp_path):
