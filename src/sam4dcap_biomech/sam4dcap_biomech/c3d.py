@@ -11,13 +11,17 @@ is kept in a SAM4DCAP:FRAME parameter.
 ezc3d and opensim share SWIG's runtime type table: in one process, whichever converts a Python
 list to a std::vector first breaks the other's conversions (opensim.TimeSeriesTable(list, ...)
 fails after an ezc3d write; an ezc3d write fails after opensim converted lists). So
-`write_c3d` always writes from a fresh interpreter (`python -m sam4dcap_biomech.c3d`, ~0.3 s);
-reading is safe in-process.
+`write_c3d` always writes from a fresh interpreter (`python -m sam4dcap_biomech.c3d`, ~0.3 s).
+`read_c3d` reads in one too: ezc3d crashes or hangs on some corrupt files (found by the reader
+fuzz test), which must not take the caller down with them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +32,9 @@ from .timeseries import TimeSeries
 log = logging.getLogger(__name__)
 
 _TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
+_READ_TIMEOUT_S = 60
+# As in trc: a coordinate of 1e7 file units (10 km in mm) is a corrupt value, not a position.
+_MAX_ABS_FILE_VALUE = 1e7
 
 
 def _ezc3d():
@@ -102,30 +109,62 @@ def _write_payload(payload: dict, path: Path) -> None:
     c3d.write(str(path))
 
 
-def _write_in_subprocess(payload: dict, path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
+def _child_env() -> dict:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])  # importable even if not installed
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _write_in_subprocess(payload: dict, path: Path) -> None:
+    import subprocess
+    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="sam4dcap-c3d-") as tmp:
         npz = Path(tmp) / "payload.npz"
         np.savez(npz, **payload)
         proc = subprocess.run([sys.executable, "-m", "sam4dcap_biomech.c3d", str(npz), str(path)],
-                              capture_output=True, text=True, timeout=120, env=env)
+                              capture_output=True, text=True, timeout=120, env=_child_env())
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
         raise Sam4dcapError(f"cannot write C3D file {path}: {last}")
+
+
+def check_c3d_layout(path: Path) -> None:
+    """Refuse a file whose C3D header/parameter section points past its end (cut short, corrupt):
+    ezc3d reads such files forever instead of failing."""
+    import struct
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+            size = path.stat().st_size
+            if len(head) < 512 or head[1] != 0x50:
+                raise Sam4dcapError(f"{path}: not a C3D file (no C3D header)")
+            param_start = (head[0] - 1) * 512
+            f.seek(max(param_start, 0))
+            param_head = f.read(4)
+    except OSError as e:
+        raise Sam4dcapError(f"cannot read C3D file {path}: {e.strerror or e}") from None
+    if param_start < 512 or len(param_head) < 4 or param_head[3] not in (84, 85, 86):
+        raise Sam4dcapError(f"{path}: corrupt C3D header (no parameter section where the header points)")
+    order = ">" if param_head[3] == 86 else "<"
+    # Header words 2-9: points, analog values per frame, first/last frame, max gap, scale, data block.
+    n_points, n_analog, first, last, _, scale, data_block = struct.unpack(order + "HHHHHfH", head[2:18])
+    n_blocks = param_head[2]
+    frames = last - first + 1
+    negative = head[13] & 0x80 if param_head[3] == 85 else scale < 0   # DEC floats keep the sign in byte 2
+    word = 4 if negative else 2   # a negative scale means float samples
+    needed = max(param_start + n_blocks * 512, (data_block - 1) * 512 + max(frames, 0) * (4 * n_points + n_analog) * word)
+    if n_blocks == 0 or data_block == 0 or frames < 0 or size < needed:
+        raise Sam4dcapError(f"{path}: C3D file cut short or corrupt ({size} bytes, its header needs {needed})")
 
 
 def _read(path: Path):
     ezc3d = _ezc3d()
     if not path.is_file():
         raise Sam4dcapError(f"C3D file not found: {path}")
+    check_c3d_layout(path)
     try:
         return ezc3d.c3d(str(path), extract_forceplat_data=False)
     except Exception as e:  # ezc3d raises RuntimeError/IOError with C++ messages
@@ -133,9 +172,73 @@ def _read(path: Path):
 
 
 def read_c3d(path) -> TimeSeries:
-    """Markers of a C3D file in metres (NaN for invalid points); analogs in meta["analogs"]."""
+    """Markers of a C3D file in metres (NaN for invalid points); analogs in meta["analogs"].
+
+    ezc3d crashes (SIGSEGV) or loops forever on some corrupt parameter sections, so the file is
+    read in a fresh interpreter (like `write_c3d`): a crash or a hang becomes one clear error.
+    """
+    import subprocess
+    import tempfile
+
     path = Path(path)
+    _ezc3d()
+    if not path.is_file():
+        raise Sam4dcapError(f"C3D file not found: {path}")
+    check_c3d_layout(path)
+    with tempfile.TemporaryDirectory(prefix="sam4dcap-c3d-") as tmp:
+        npz = Path(tmp) / "series.npz"
+        try:
+            proc = subprocess.run([sys.executable, "-m", "sam4dcap_biomech.c3d", "--read", str(path), str(npz)],
+                                  capture_output=True, text=True, timeout=_READ_TIMEOUT_S, env=_child_env())
+        except subprocess.TimeoutExpired:
+            raise Sam4dcapError(f"cannot read C3D file {path}: the reader did not finish in {_READ_TIMEOUT_S} s "
+                                "(corrupt file?)") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or [""])[-1]
+            if proc.returncode == 2 and last:
+                raise Sam4dcapError(last)
+            raise Sam4dcapError(f"cannot read C3D file {path}: the C3D reader failed (exit {proc.returncode}): "
+                                "corrupt file?")
+        with np.load(npz) as d:
+            return _series_from_arrays({k: d[k] for k in d.files})
+
+
+def _series_to_arrays(series: TimeSeries) -> dict:
+    out = {"time": series.time, "names": np.array(series.names, dtype=str), "values": series.values,
+           "frame": np.array(series.frame), "rate": np.array(series.meta["data_rate_hz"]),
+           "units": np.array(series.meta["file_units"]), "source": np.array(series.meta["source"])}
+    a = series.meta.get("analogs")
+    if a is not None:
+        out.update(a_time=a.time, a_names=np.array(a.names, dtype=str), a_values=a.values, a_unit=np.array(a.unit),
+                   a_units=np.array([a.unit_of(n) for n in a.names], dtype=str),
+                   a_rate=np.array(a.meta["data_rate_hz"]))
+    return out
+
+
+def _series_from_arrays(d: dict) -> TimeSeries:
+    units, source = str(d["units"]), str(d["source"])
+    meta = {"data_rate_hz": float(d["rate"]), "file_units": units, "orig_units": units, "source": source}
+    if "a_time" in d:
+        a_names = tuple(str(n) for n in d["a_names"])
+        unit = str(d["a_unit"])
+        meta["analogs"] = TimeSeries(time=d["a_time"], names=a_names, values=d["a_values"], unit=unit,
+                                     channel_units={n: str(u) for n, u in zip(a_names, d["a_units"]) if str(u) != unit},
+                                     meta={"data_rate_hz": float(d["a_rate"]), "source": source})
+    return TimeSeries(time=d["time"], names=tuple(str(n) for n in d["names"]), values=d["values"], unit="m",
+                      frame=str(d["frame"]), meta=meta)
+
+
+def _read_in_process(path: Path) -> TimeSeries:
     c3d = _read(path)
+    try:
+        return _markers_of(path, c3d)
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, Sam4dcapError):
+            raise
+        raise Sam4dcapError(f"{path}: malformed C3D parameters ({type(exc).__name__}: {exc})") from None
+
+
+def _markers_of(path: Path, c3d) -> TimeSeries:
     params = c3d["parameters"]
     point = params["POINT"]
     labels = [str(n).strip() for n in point["LABELS"]["value"]]
@@ -144,7 +247,14 @@ def read_c3d(path) -> TimeSeries:
     if units not in _TO_M:
         raise Sam4dcapError(f"{path}: C3D POINT:UNITS {units!r} is neither m nor mm")
     rate = float(c3d["header"]["points"]["frame_rate"])
+    if not math.isfinite(rate) or rate <= 0:
+        raise Sam4dcapError(f"{path}: C3D point rate {rate} Hz is not a positive number")
     points = np.asarray(c3d["data"]["points"], float)
+    if np.isinf(points[:3]).any() or (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any():
+        frame = int(np.flatnonzero((~np.isfinite(points[:3]) & ~np.isnan(points[:3])).any(axis=(0, 1))
+                                   | (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any(axis=(0, 1)))[0])
+        raise Sam4dcapError(f"{path}: point frame {frame + 1} holds a non-finite or absurd coordinate "
+                            "(corrupt file?)")
     if points.shape[1] != len(labels):
         raise Sam4dcapError(f"{path}: marker count mismatch: {len(labels)} POINT:LABELS but "
                             f"{points.shape[1]} points in the data")
@@ -163,7 +273,11 @@ def read_c3d(path) -> TimeSeries:
         a_labels = [str(n).strip() for n in a_params["LABELS"]["value"]]
         a_units = [str(u).strip() for u in a_params["UNITS"]["value"]] if "UNITS" in a_params else []
         a_rate = float(c3d["header"]["analogs"]["frame_rate"])
+        if not math.isfinite(a_rate) or a_rate <= 0:
+            raise Sam4dcapError(f"{path}: C3D analog rate {a_rate} Hz is not a positive number")
         a_values = analogs[0].T
+        if not np.isfinite(a_values).all():
+            raise Sam4dcapError(f"{path}: analog channels hold non-finite values (corrupt file?)")
         a_time = time[0] + np.arange(a_values.shape[0]) / a_rate
         unit = a_units[0] if a_units else ""
         meta["analogs"] = TimeSeries(time=a_time, names=tuple(a_labels), values=a_values, unit=unit,
@@ -172,8 +286,13 @@ def read_c3d(path) -> TimeSeries:
     return TimeSeries(time=time, names=tuple(labels), values=values, unit="m", frame=frame, meta=meta)
 
 
-if __name__ == "__main__":  # subprocess writer (see _write_in_subprocess)
-    import sys
-
-    with np.load(sys.argv[1]) as data:
-        _write_payload({k: data[k] for k in data.files}, Path(sys.argv[2]))
+if __name__ == "__main__":  # subprocess reader/writer (see read_c3d, _write_in_subprocess)
+    if sys.argv[1] == "--read":
+        try:
+            np.savez(sys.argv[3], **_series_to_arrays(_read_in_process(Path(sys.argv[2]))))
+        except Sam4dcapError as exc:
+            print(str(exc).splitlines()[0], file=sys.stderr)
+            sys.exit(2)
+    else:
+        with np.load(sys.argv[1]) as data:
+            _write_payload({k: data[k] for k in data.files}, Path(sys.argv[2]))

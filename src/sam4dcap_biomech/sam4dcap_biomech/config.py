@@ -65,6 +65,9 @@ class ParamSpec:
                 value = list(value)
         except (TypeError, ValueError):
             raise Sam4dcapError(f"parameter {where}={value!r}: expected {self.type_name}") from None
+        if (self.min is not None or self.max is not None) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise Sam4dcapError(f"parameter {where}={value!r}: expected a number in [{self.min}, {self.max}]")
         if self.min is not None and value < self.min or self.max is not None and value > self.max:
             raise Sam4dcapError(f"parameter {where}={value!r} out of range [{self.min}, {self.max}]")
         if self.choices is not None and value not in self.choices:
@@ -162,7 +165,10 @@ def _load(path: str, mtime: float) -> Config:
     try:
         doc = YAML(typ="rt").load(p.read_text())
     except Exception as exc:  # noqa: BLE001
-        raise Sam4dcapError(f"{p}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise Sam4dcapError(f"{p}: not valid YAML{where} ({problem})") from None
     nodes: dict[str, dict[str, ParamSpec]] = {}
     for node, section in (doc or {}).items():
         params = (section or {}).get("ros__parameters")
@@ -177,8 +183,12 @@ def _load(path: str, mtime: float) -> Config:
             desc, lo, hi, choices = _parse_comment(comment)
             if not desc:
                 raise Sam4dcapError(f"{p}: parameter {node}.{name} has no description comment")
-            value = _plain(value)
-            specs[str(name)] = ParamSpec(str(name), value, desc, lo, hi, choices)
+            spec = ParamSpec(str(name), _plain(value), desc, lo, hi, choices)
+            try:  # the file's own values obey the ranges its comments document
+                spec.validate(spec.default, node=str(node))
+            except Sam4dcapError as exc:
+                raise Sam4dcapError(f"{p}: {exc}") from None
+            specs[str(name)] = spec
         nodes[str(node)] = specs
     return Config(path=p, nodes=nodes)
 

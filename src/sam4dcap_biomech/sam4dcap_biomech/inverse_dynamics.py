@@ -26,6 +26,15 @@ NO_LOADS_HEADER = ("external_loads=none (no ground reaction forces given: pelvis
                    "and joint moments during ground contact are not physical)")
 
 
+# Peak joint moments of human movement stay below ~5 N*m per kg of body mass (sprinting, jumping);
+# three times that is no longer a human result but a unit or input error.
+PLAUSIBLE_JOINT_MOMENT_N_M_PER_KG = 15.0
+# No rotational coordinate of a human trial turns a joint more than a full turn.
+_MAX_JOINT_ANGLE_RAD = 2 * np.pi
+# Translations (pelvis_tx...) beyond this are not a capture volume [m].
+_MAX_TRANSLATION_M = 1000.0
+
+
 @dataclass(frozen=True)
 class IDResult:
     forces: TimeSeries            # generalized forces: N*m for rotational, N for translational dofs
@@ -33,6 +42,7 @@ class IDResult:
     out_sto: Path | None = None
     log_file: Path | None = None
     lowpass_cutoff_hz: float | None = None
+    implausible: tuple[str, ...] = ()  # joint moments beyond human ranges (see the warning)
 
 
 def _coordinates(coordinates) -> TimeSeries:
@@ -43,6 +53,90 @@ def _coordinates(coordinates) -> TimeSeries:
             raise Sam4dcapError("coordinates must be a scalar TimeSeries (N, K), not points")
         return coordinates
     return read_mot(coordinates)
+
+
+def check_coordinates_plausible(coords: TimeSeries, model, state) -> None:
+    """Refuse coordinates no human trial has: non-finite cells, degrees labelled as radians,
+    translations beyond a capture volume (each named, with the header's inDegrees)."""
+    cs = model.getCoordinateSet()
+    header = coords.meta.get("header") or {}
+    in_deg = header.get("inDegrees")
+    label = f"inDegrees={in_deg}" if in_deg is not None else "no inDegrees line (read as radians)"
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        name = c.getName()
+        if name not in coords.names:
+            continue
+        q = coords.get(name)
+        if np.isinf(q).any():
+            raise Sam4dcapError(f"coordinate {name} holds infinite values (first t = "
+                                f"{coords.time[np.flatnonzero(np.isinf(q))[0]]:.3f} s)")
+        peak = float(np.nanmax(np.abs(q))) if np.isfinite(q).any() else 0.0
+        rotational = c.getMotionType() == 1
+        if rotational and peak > _MAX_JOINT_ANGLE_RAD and c.getRangeMax() - c.getRangeMin() <= 2 * np.pi:
+            where = coords.meta.get("source", "the coordinates")
+            if peak < 2 * 360.0:
+                raise Sam4dcapError(f"{where}: {name} reaches {peak:.1f} rad: the coordinates look like degrees "
+                                    f"but the header has {label}; set inDegrees=yes in the header")
+            raise Sam4dcapError(f"{where}: {name} reaches {peak:.3g} rad, no human joint angle: corrupt value?")
+        if not rotational and peak > _MAX_TRANSLATION_M:
+            raise Sam4dcapError(f"coordinate {name} reaches {peak:.3g} m, beyond any capture volume: corrupt value "
+                                "or millimetres?")
+
+
+def external_loads_time_range(xml_path) -> tuple[Path, float, float]:
+    """(data file, first, last time) of an OpenSim ExternalLoads XML's force data file."""
+    import xml.etree.ElementTree as ET
+
+    from .storage import read_mot
+
+    xml_path = Path(xml_path)
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise Sam4dcapError(f"external loads {xml_path}: not valid XML ({exc})") from None
+    except OSError as exc:
+        raise Sam4dcapError(f"cannot read external loads {xml_path}: {exc.strerror or exc}") from None
+    loads = root if root.tag == "ExternalLoads" else root.find(".//ExternalLoads")
+    text = (loads.findtext("datafile") or "").strip() if loads is not None else ""
+    if loads is None or not text:
+        raise Sam4dcapError(f"external loads {xml_path}: no <ExternalLoads> with a <datafile> (the ground-force "
+                            ".mot); pass an OpenSim ExternalLoads file")
+    data = Path(text) if Path(text).is_absolute() else xml_path.parent / text
+    if not data.is_file():
+        raise Sam4dcapError(f"ground-force file {data} named by {xml_path} (datafile) not found")
+    forces = read_mot(data)
+    return data, float(forces.time[0]), float(forces.time[-1])
+
+
+def _check_loads_overlap(coords: TimeSeries, xml_path) -> None:
+    data, t0, t1 = external_loads_time_range(xml_path)
+    tol = 0.5 / coords.rate_hz if coords.n_frames > 1 else 1e-6
+    if coords.time[0] < t0 - tol or coords.time[-1] > t1 + tol:
+        raise Sam4dcapError(f"coordinates {coords.time[0]:.3f}-{coords.time[-1]:.3f} s are not inside the "
+                            f"ground-force time range {t0:.3f}-{t1:.3f} s of {data}: trim the trial "
+                            "(--start/--end) or fix the time columns")
+
+
+def _on_time_grid(forces: TimeSeries, time: np.ndarray) -> TimeSeries:
+    """The tool's output (its own padded, resampled grid) back on the coordinates' times."""
+    if forces.n_frames == time.size and np.allclose(forces.time, time, atol=1e-9):
+        return forces
+    values = np.column_stack([np.interp(time, forces.time, forces.values[:, k]) for k in range(len(forces.names))])
+    return TimeSeries(time=np.asarray(time, float), names=forces.names, values=values, unit=forces.unit,
+                      meta=forces.meta, channel_units=forces.channel_units)
+
+
+def implausible_moments(forces: TimeSeries, mass_kg: float) -> tuple[str, ...]:
+    """Joint moments (not the root's residuals) beyond PLAUSIBLE_JOINT_MOMENT_N_M_PER_KG."""
+    limit = PLAUSIBLE_JOINT_MOMENT_N_M_PER_KG * mass_kg
+    out = []
+    for n in forces.names:
+        if n.endswith("_moment") and not n.startswith("pelvis"):
+            peak = float(np.nanmax(np.abs(forces.get(n))))
+            if peak > limit:
+                out.append(f"{n} {peak:.3g} N*m")
+    return tuple(out)
 
 
 def _mark_no_loads(path: Path) -> None:
@@ -66,7 +160,7 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
 
     from .config import load_config
     from .opensim_logging import opensim_log
-    from .storage import read_mot, write_mot
+    from .storage import read_mot, write_mot, write_sto
     from .streaming_ik import _load_model
 
     params = load_config().params("id_node")
@@ -95,6 +189,9 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
         bad = np.flatnonzero(np.isnan(used.values).any(axis=1))
         raise Sam4dcapError(f"{bad.size} frame(s) of the coordinates have missing values (first t = "
                             f"{coords.time[bad[0]]:.3f} s); fill the gaps (filters.fill_gaps) before inverse dynamics")
+    check_coordinates_plausible(used, model, state)
+    if external_loads_xml is not None:
+        _check_loads_overlap(used, external_loads_xml)
     if coords.n_frames < 4:
         raise Sam4dcapError(f"{coords.n_frames} frames of coordinates: inverse dynamics needs at least 4")
     if cutoff > 0 and cutoff >= 0.5 * coords.rate_hz:
@@ -132,13 +229,21 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
         result_path = results_dir / sto_name
         if not ok or not result_path.is_file():
             raise Sam4dcapError("OpenSim inverse dynamics failed" + (f" (see {log_path})" if log_path else ""))
+        forces = read_mot(result_path)
+        on_grid = _on_time_grid(forces, used.time)
+        if on_grid is not forces:
+            write_sto(result_path, on_grid)
+            forces = read_mot(result_path)
         if external_loads_xml is None:
             _mark_no_loads(result_path)
-        forces = read_mot(result_path)
     meta = dict(forces.meta, no_external_loads=external_loads_xml is None, lowpass_cutoff_hz=cutoff)
     forces = TimeSeries(time=forces.time, names=forces.names, values=forces.values, unit="N",
                         meta=meta, channel_units={n: "N*m" for n in forces.names if n.endswith("_moment")})
     if external_loads_xml is None:
         log.warning("inverse dynamics without external loads: residuals are not physical")
+    implausible = implausible_moments(forces, model.getTotalMass(state))
+    if implausible:
+        log.warning("joint moments beyond human ranges (> %g N*m/kg): %s; check the coordinates' units and the "
+                    "external loads", PLAUSIBLE_JOINT_MOMENT_N_M_PER_KG, ", ".join(implausible))
     return IDResult(forces=forces, no_external_loads=external_loads_xml is None, out_sto=out_sto,
-                    log_file=log_path, lowpass_cutoff_hz=cutoff)
+                    log_file=log_path, lowpass_cutoff_hz=cutoff, implausible=implausible)

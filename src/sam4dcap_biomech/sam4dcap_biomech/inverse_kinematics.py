@@ -35,6 +35,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .config import load_config
 from .errors import Sam4dcapError
 from .filters import true_runs
 from .markersets import BLAZEPOSE33, OPENCAP43
@@ -208,7 +209,7 @@ def load_markers(markers) -> TimeSeries:
 
 
 def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapping[str, float] | None,
-                    model_marker_names) -> dict[str, float]:
+                    model_marker_names, min_markers: int = 3) -> dict[str, float]:
     """Weights actually used, and a clear error for missing or misnamed markers."""
     names = list(marker_names)
     model_names = set(model_marker_names)
@@ -241,6 +242,15 @@ def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapp
                                 " (misnamed markers? rename them to the model's names)")
         raise Sam4dcapError(msg + "; rename them in the data or give them weight 0")
     used = {n: w for n, w in weights.items() if w > 0 and n in names}
+    if len(used) < min_markers:
+        raise Sam4dcapError(f"only {len(used)} marker(s) in common between the data and the model "
+                            f"({', '.join(sorted(used)) or 'none'}); IK needs at least {min_markers}: the data has "
+                            f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}; the model has "
+                            f"{', '.join(sorted(model_names)[:8])}{', ...' if len(model_names) > 8 else ''}")
+    unused_model = sorted(model_names - set(names))
+    if unused_model:
+        log.warning("%d model marker(s) not in the marker data, not used by IK: %s%s", len(unused_model),
+                    ", ".join(unused_model[:12]), ", ..." if len(unused_model) > 12 else "")
     log.info("IK marker weights from %s (%d markers)", origin, len(used))
     return used
 
@@ -288,8 +298,13 @@ def _coordinate_units(model) -> dict[str, str]:
 
 def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max_rms_m: float) -> None:
     """Raise naming the worst markers when IK's marker RMS error says the model does not fit."""
-    worst_frame = int(np.nanargmax(rms))
-    if not np.isfinite(rms[worst_frame]) or rms[worst_frame] <= max_rms_m:
+    not_finite = np.flatnonzero(~np.isfinite(rms))
+    if not_finite.size:
+        raise Sam4dcapError(f"IK marker error is not finite in {not_finite.size} of {rms.size} frame(s) (first at "
+                            f"t={markers.time[not_finite[0]]:.3f} s): the solver could not fit the markers there "
+                            "(corrupt or absurd marker values?)")
+    worst_frame = int(np.argmax(rms))
+    if rms[worst_frame] <= max_rms_m:
         return
     from .streaming_ik import StreamingIK
 
@@ -341,9 +356,11 @@ def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max
                                    None if end_s is None else end_s + 5e-4)
         if series.n_frames == 0:
             raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
+    accuracy = load_config().specs("ik_node")["accuracy"].validate(accuracy, node="ik_node")
     model = _load_model(model_path)
     weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
-                              model_marker_names=list(_model_marker_names(model)))
+                              model_marker_names=list(_model_marker_names(model)),
+                              min_markers=params["min_markers"])
     return setup, accuracy, max_marker_rms_m, series, model, weights
 
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,

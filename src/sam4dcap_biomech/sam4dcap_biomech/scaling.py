@@ -94,7 +94,7 @@ def _measurement_set(osim, marker_set: str, data_names, model_markers, model_bod
         if not usable:
             missing = sorted({m for p in pairs for m in p} - have)
             raise Sam4dcapError(f"cannot scale {', '.join(bodies)}: marker(s) {', '.join(missing)} are missing "
-                                "from the static trial or the model")
+                                "from the static trial's window (absent or NaN) or from the model")
         meas = osim.Measurement()
         meas.setName(name)
         meas.setApply(True)
@@ -111,6 +111,30 @@ def _measurement_set(osim, marker_set: str, data_names, model_markers, model_bod
         mset.cloneAndAppend(meas)
         used[name] = (usable, bodies)
     return mset, used
+
+
+def unusable_setup_measurements(setup_xml, usable_markers) -> list[tuple[str, list[str], list[str]]]:
+    """Measurements of a scale setup none of whose marker pairs has data: OpenSim would leave their
+    bodies at scale 1.0 and say so only in its log. Returns (measurement, missing markers, bodies)."""
+    root = ET.parse(setup_xml).getroot()
+    scaler = root.find(".//ModelScaler")
+    if scaler is None or (scaler.findtext("apply") or "true").strip().lower() != "true":
+        return []
+    order = (scaler.findtext("scaling_order") or "measurements").split()
+    if "measurements" not in order:
+        return []
+    have = set(usable_markers)
+    out = []
+    for meas in scaler.iter("Measurement"):
+        if (meas.findtext("apply") or "true").strip().lower() != "true":
+            continue
+        pairs = [tuple((mp.findtext("markers") or "").split()) for mp in meas.iter("MarkerPair")]
+        pairs = [p for p in pairs if len(p) == 2]
+        if pairs and not any(a in have and b in have for a, b in pairs):
+            missing = sorted({m for p in pairs for m in p} - have)
+            bodies = [b.get("name") for b in meas.iter("BodyScale")]
+            out.append((meas.get("name") or "?", missing, bodies))
+    return out
 
 
 def _static_frame_mean(markers: TimeSeries, window) -> np.ndarray:
@@ -188,6 +212,22 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
             marker_set_file = str((Path(setup_xml).parent / text).resolve())
             model_markers += [m.get("name") for m in ET.parse(marker_set_file).getroot().iter("Marker")]
     model_bodies = {model.getBodySet().get(i).getName() for i in range(model.getBodySet().getSize())}
+    window_pose = _static_frame_mean(markers, window)
+    with_data = [n for n in markers.names if np.isfinite(window_pose[markers.index(n)]).all()]
+    if not with_data:
+        raise Sam4dcapError(f"no marker has data in the static window {window[0]:.2f}-{window[1]:.2f} s "
+                            "(all NaN): choose another window or fill the gaps")
+    no_data = [n for n in markers.names if n not in with_data and n in model_markers]
+    if no_data:
+        log.warning("static trial markers without data in the window %.2f-%.2f s (not used for scaling): %s",
+                    *window, ", ".join(no_data))
+    if setup_xml is not None and Path(setup_xml).is_file():
+        unusable = unusable_setup_measurements(setup_xml, [n for n in with_data if n in model_markers])
+        if unusable:
+            raise Sam4dcapError("cannot scale " + "; ".join(
+                f"{', '.join(bodies)} (measurement {m}: marker(s) {', '.join(missing)} missing from the static "
+                "window)" for m, missing, bodies in unusable)
+                + ": OpenSim would leave them at scale 1.0; add the markers or set apply=false on the measurement")
     on_model = [n for n in markers.names if n in model_markers]
     if len(on_model) < 3:
         raise Sam4dcapError(f"only {len(on_model)} static-trial markers are on the model "
@@ -202,7 +242,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
         tool = opensim.ScaleTool()
         tool.setName(stem)
         key = marker_set if marker_set in MEASUREMENTS else marker_set_of(markers.names)
-        mset, used = _measurement_set(opensim, key, markers.names, model_markers, model_bodies)
+        mset, used = _measurement_set(opensim, key, with_data, model_markers, model_bodies)
         scaler = tool.getModelScaler()
         scaler.setApply(True)
         order = opensim.ArrayStr()

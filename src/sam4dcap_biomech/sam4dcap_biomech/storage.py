@@ -40,6 +40,9 @@ _TRANSLATIONAL = re.compile(r"_t[xyz](/value|/speed)?$")
 _FORCE_LIKE = re.compile(r"(force|torque|moment)", re.IGNORECASE)
 _LENGTH_UNITS = {"m", "mm", "cm"}
 _ANGLE_TO_RAD = {"rad": 1.0, "deg": math.pi / 180.0}
+# No angle, length, force or moment of a human trial reaches 1e9 in any unit OpenSim writes:
+# such a number is a corrupt cell.
+_MAX_ABS_VALUE = 1e9
 
 
 # InverseKinematicsTool's *_ik_marker_errors.sto columns (metres, squared metres).
@@ -144,6 +147,10 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
             rows.append([_parse_float(f) for f in fields])
         except ValueError:
             raise _fail(path, f"line {line_no}: non-numeric value ({ln.strip()[:60]!r})") from None
+        bad = next((k for k, v in enumerate(rows[-1]) if math.isinf(v) or abs(v) > _MAX_ABS_VALUE), None)
+        if bad is not None:
+            raise _fail(path, f"line {line_no}: {labels[bad]} = {fields[bad].strip()!r} is not a finite value of "
+                              "plausible size (use NaN for a missing sample)")
     if not rows:
         raise _fail(path, "no data rows after the column labels")
     data = np.asarray(rows, float)

@@ -39,6 +39,9 @@ _HEADER_KEYS = ("DataRate", "CameraRate", "NumFrames", "NumMarkers", "Units",
 # means the numbers are millimetres, below this many metres means metres labelled as mm.
 _MM_SUSPECT_MEDIAN_DIST_M = 10.0
 _M_AS_MM_SUSPECT_MEDIAN_DIST_M = 1e-3
+# No marker of a capture volume lies 1e7 file units (10 km in mm, 10 000 km in m) from the origin:
+# such a number is a corrupt cell, not a position.
+_MAX_ABS_FILE_VALUE = 1e7
 
 
 def median_marker_distance(points_xyz: np.ndarray) -> float:
@@ -126,12 +129,23 @@ def read_trc(path) -> TimeSeries:
     units = header["Units"]
     if units not in _UNIT_TO_M:
         raise _fail(path, f"TRC Units {units!r} (header line 3) is neither 'm' nor 'mm'; fix the header")
-    try:
-        data_rate = float(header["DataRate"])
-        n_markers_header = int(float(header["NumMarkers"]))
-        n_frames_header = int(float(header["NumFrames"])) if header.get("NumFrames") else None
-    except ValueError:
-        raise _fail(path, f"malformed TRC header, line 3: non-numeric DataRate/NumMarkers/NumFrames ({lines[2]!r})") from None
+    numbers = {}
+    for key in ("DataRate", "CameraRate", "NumFrames", "NumMarkers", "OrigDataRate", "OrigDataStartFrame",
+                "OrigNumFrames"):
+        if header.get(key):
+            try:
+                numbers[key] = float(header[key])
+            except ValueError:
+                numbers[key] = math.nan
+            if not math.isfinite(numbers[key]) or numbers[key] < 0 or (
+                    key not in ("DataRate", "CameraRate", "OrigDataRate") and not numbers[key].is_integer()):
+                raise _fail(path, f"malformed TRC header, line 3: {key}={header[key]!r} is not a valid "
+                                  f"{'rate' if 'Rate' in key else 'count'} ({lines[2][:80]!r})")
+    data_rate = numbers["DataRate"]
+    if data_rate <= 0:
+        raise _fail(path, f"malformed TRC header, line 3: DataRate={header['DataRate']!r} must be > 0")
+    n_markers_header = int(numbers["NumMarkers"])
+    n_frames_header = int(numbers["NumFrames"]) if "NumFrames" in numbers else None
 
     name_fields = lines[3].split("\t")
     if len(name_fields) < 2 or name_fields[0].strip() != "Frame#" or name_fields[1].strip() != "Time":
@@ -156,13 +170,23 @@ def read_trc(path) -> TimeSeries:
         if len(fields) > n_cols:
             raise _fail(path, f"line {line_no} has {len(fields)} columns but {len(names)} markers need {n_cols}"
                               " (marker count mismatch between header and data)")
+        if len(fields) < n_cols and (len(fields) < 2 or (len(fields) - 2) % 3):
+            # Whole trailing markers may be left out (missing); a row ending inside a marker is cut.
+            raise _fail(path, f"line {line_no} is cut short: {len(fields)} of {n_cols} columns, ending inside "
+                              f"marker {names[max(len(fields) - 2, 0) // 3]!r}")
         fields += [""] * (n_cols - len(fields))
         try:
             frame_numbers.append(int(float(fields[0])))
             times.append(float(fields[1]))
             rows.append([_parse_float(f) for f in fields[2:]])
-        except ValueError:
+        except (ValueError, OverflowError):
             raise _fail(path, f"line {line_no}: non-numeric value in data row ({line[:60]!r})") from None
+        if not math.isfinite(times[-1]):
+            raise _fail(path, f"line {line_no}: time {fields[1].strip()!r} is not a finite number")
+        bad = next((k for k, v in enumerate(rows[-1]) if math.isinf(v) or abs(v) > _MAX_ABS_FILE_VALUE), None)
+        if bad is not None:
+            raise _fail(path, f"line {line_no}: marker {names[bad // 3]} {'XYZ'[bad % 3]} = {fields[2 + bad].strip()!r} "
+                              "is not a finite coordinate of plausible size (use NaN for a missing marker)")
     if not rows:
         raise _fail(path, "TRC file has a header but no data rows")
     if n_frames_header is not None and n_frames_header != len(rows):
@@ -176,6 +200,12 @@ def read_trc(path) -> TimeSeries:
         raise _fail(path, f"Time column not strictly increasing at frame {frame_numbers[bad + 1]} "
                           f"({times_arr[bad]} then {times_arr[bad + 1]})")
 
+    if times_arr.size > 2:
+        step = float(np.median(np.diff(times_arr)))
+        if 500 < step * data_rate < 2000:
+            raise _fail(path, f"the Time column looks like milliseconds (median step {step:g} with DataRate "
+                              f"{data_rate:g} Hz); TRC times are seconds: divide the Time column by 1000")
+
     dist = median_marker_distance(values) * _UNIT_TO_M[units]
     if np.isfinite(dist) and dist > _MM_SUSPECT_MEDIAN_DIST_M:
         raise _fail(path, f"values look like millimetres but the header says Units={units} (median distance "
@@ -188,11 +218,11 @@ def read_trc(path) -> TimeSeries:
     path_type = lines[0].split("\t")
     meta = {
         "data_rate_hz": data_rate,
-        "camera_rate_hz": float(header["CameraRate"]) if header.get("CameraRate") else data_rate,
+        "camera_rate_hz": numbers.get("CameraRate", data_rate),
         "file_units": units,
         "orig_units": header.get("Units", units),
-        "orig_data_rate_hz": float(header["OrigDataRate"]) if header.get("OrigDataRate") else data_rate,
-        "orig_data_start_frame": int(float(header["OrigDataStartFrame"])) if header.get("OrigDataStartFrame") else 1,
+        "orig_data_rate_hz": numbers.get("OrigDataRate", data_rate),
+        "orig_data_start_frame": int(numbers.get("OrigDataStartFrame", 1)),
         "frame_numbers": np.asarray(frame_numbers, int),
         "source": str(path),
         "path_file_type": path_type[1].strip() if len(path_type) > 1 else "4",

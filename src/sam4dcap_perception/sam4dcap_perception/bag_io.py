@@ -9,7 +9,7 @@ Crash safety: `BagWriter.flush()` (the recorder calls it every `flush_period_s`)
 current mcap chunk and flushes it to the OS, so a recorder killed with SIGKILL leaves every
 message up to the last flush in the file; `recover_bag()` turns such a truncated bag (no mcap
 summary, no metadata.yaml) into a complete one. `open_bag()`/`read_messages()` call it
-automatically when metadata.yaml is missing.
+automatically when metadata.yaml is missing or the mcap is cut short (no end magic).
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ class BagWriter:
             raise Sam4dcapError(f"bag folder {self.path} exists already: choose a new --record folder")
         self._lock = threading.Lock()
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
+        try:
+            self._writer.open()
+        except OSError as exc:  # read-only, no permission, full disk, parent is a file
+            raise Sam4dcapError(f"cannot create bag folder {self.path}: {exc.strerror or exc}") from None
         self._connections: dict[str, object] = {}
         self.counts: dict[str, int] = {}
         self.closed = False
@@ -154,6 +157,19 @@ def _mcap_file(bag: Path) -> Path:
     return files[0]
 
 
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _mcap_complete(bag: Path) -> bool:
+    """A closed bag's mcap ends with the mcap magic; a file cut short (copy, full disk) does not."""
+    files = sorted(bag.glob("*.mcap"))
+    if not files:
+        return True   # not ours to judge: the reader names the problem
+    with files[0].open("rb") as f:
+        f.seek(max(files[0].stat().st_size - len(_MCAP_MAGIC), 0))
+        return f.read() == _MCAP_MAGIC
+
+
 def recover_bag(path: str | os.PathLike) -> Path:
     """Complete a bag whose recorder was killed: re-write the readable messages of its mcap.
 
@@ -167,7 +183,7 @@ def recover_bag(path: str | os.PathLike) -> Path:
     from rosbags.rosbag2.storage_mcap import parse_qos
 
     bag = Path(path)
-    if (bag / "metadata.yaml").is_file():
+    if (bag / "metadata.yaml").is_file() and _mcap_complete(bag):
         return bag
     src = _mcap_file(bag)
     schemas: dict[int, Schema] = {}

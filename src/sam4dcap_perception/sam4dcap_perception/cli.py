@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`
 (modules import their heavy dependencies inside `run`, so `--help` stays fast). Errors the
-user can fix print one line `sam4dcap CMD: error: ...` and exit 2.
+user can fix print one line `sam4dcap CMD: error: ...` and exit 2; so do the environment's
+(a full disk, a folder that can't be written: OSError). Anything else is a bug and keeps its
+traceback. `--debug` (or SAM4DCAP_DEBUG=1) shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from sam4dcap_biomech.errors import Sam4dcapError
@@ -30,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam4dcap", description="Video of a person -> OpenSim biomechanical twin.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage in detail")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of errors (also SAM4DCAP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
@@ -40,16 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for an expected failure: the project's message, or the OS's reason and the path."""
+    if isinstance(exc, OSError) and not isinstance(exc, Sam4dcapError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        where += f" -> {exc.filename2}" if getattr(exc, "filename2", None) else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    debug = args.debug or os.environ.get("SAM4DCAP_DEBUG", "") not in ("", "0")
     try:
         return int(args._module.run(args) or 0)
-    except (Sam4dcapError, FileNotFoundError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"sam4dcap {args.command}: error: {msg}", file=sys.stderr)
+    except (Sam4dcapError, OSError) as exc:
+        if debug:
+            raise
+        print(f"sam4dcap {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sam4dcap {args.command}: interrupted", file=sys.stderr)

@@ -18,6 +18,7 @@ leaves no orphans and the recorder still closes its bag.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
@@ -225,8 +226,17 @@ class GraphRun:
             log.warning("nodes not installed, graph runs without them: %s", ", ".join(missing))
         self.params = graph.node_overrides(options, self.nodes)
         config = load_config()
-        for name, params in self.params.items():  # refuse bad values before starting anything
+        for name, params in options.extra.items():  # a misspelt node would otherwise be ignored
+            if name not in config.nodes:
+                guess = difflib.get_close_matches(name, list(config.nodes), n=1)
+                raise Sam4dcapError(f"--set {name}.{next(iter(params), 'PARAM')}: no node {name!r}"
+                                    + (f" (did you mean {guess[0]}?)" if guess else "")
+                                    + f"; nodes: {', '.join(config.nodes)}")
             config.params(name, params)
+        for name, params in self.params.items():  # refuse bad values before starting anything
+            checked = config.params(name, params)
+            # Coerced to the parameter's type: an int given for a float parameter reaches the node as a float.
+            self.params[name] = {k: checked[k] for k in params}
         self.procs: dict[str, NodeProcess] = {}
 
     def start(self) -> "GraphRun":

@@ -52,8 +52,8 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
     fov = horizontal_fov_deg
     if fov is None:
         fov = source_params["horizontal_fov_deg"]
-    if not (0.0 < float(fov) < 180.0):
-        raise Sam4dcapError(f"field of view {fov} deg must be between 0 and 180")
+    # The config's own range (one validator for the config file, --fov and the node parameter).
+    fov = cfg.specs("video_source_node")["horizontal_fov_deg"].validate(float(fov), node="video_source_node")
     extrinsics_file = extrinsics_file if extrinsics_file is not None else marker_params["extrinsics_file"]
     extrinsics = load_extrinsics(extrinsics_file) if extrinsics_file else None
 

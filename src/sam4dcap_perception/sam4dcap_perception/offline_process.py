@@ -860,13 +860,15 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
 
 def _trial_worker(source: str, out_dir: str, opts: ProcessOptions, verbose: bool) -> TrialResult:
     """Process-pool entry: never raises; a failure becomes a TrialResult with its error."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+    # force: a pool worker runs several trials in turn, and each one's lines carry its own name.
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, force=True,
                         format=f"%(asctime)s [{Path(source).stem}] %(name)s: %(message)s", datefmt="%H:%M:%S")
     t0 = time.perf_counter()
     try:
         return process_trial(source, out_dir, opts, progress=False)
     except Sam4dcapError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("trial failed: %s", msg)
     except Exception as exc:  # noqa: BLE001 - one trial's crash must not stop the batch
         log.error("%s: %s", source, traceback.format_exc())
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

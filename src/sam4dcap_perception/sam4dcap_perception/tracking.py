@@ -67,8 +67,7 @@ class TrackState:
 class PromptTracker:
     """Keeps the prompt and the identity of the one tracked person."""
 
-    def __init__(self, *, person_id: int, prompt_min_score: float = 0.5, max_jump: float = 0.5,
-                 relock_s: float = 1.0):
+    def __init__(self, *, person_id: int, prompt_min_score: float, max_jump: float, relock_s: float):
         self.person_id = int(person_id)
         self.prompt_min_score = float(prompt_min_score)
         self.max_jump = float(max_jump)

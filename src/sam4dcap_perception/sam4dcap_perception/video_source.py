@@ -116,6 +116,11 @@ class VideoFileSource(VideoSource):
         name = str(path)
         if path.stat().st_size == 0:
             raise Sam4dcapError(f"video file {name} is empty (0 bytes)")
+        try:  # FFmpeg reports an unreadable file as undecodable: tell the two apart first
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise Sam4dcapError(f"cannot read video file {name}: {e.strerror or e}") from None
         cap = self._open_capture()
         try:
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -127,6 +132,17 @@ class VideoFileSource(VideoSource):
             h, w = first.shape[:2]   # upright size: the rotation is already applied
         finally:
             cap.release()
+        # A raw H.264 stream has no container times: FFmpeg stamps it at 25 fps; its SPS says the rate.
+        self.raw_stream_fps = None
+        if path.suffix.lower() in RAW_H264_EXTENSIONS:
+            with path.open("rb") as f:
+                self.raw_stream_fps = h264_sps_frame_rate(f.read(1 << 16))
+            if self.raw_stream_fps:
+                log.info("%s: raw H.264 stream, %.3f fps from its SPS timing", name, self.raw_stream_fps)
+                self.container_fps = self.raw_stream_fps
+            else:
+                log.warning("%s: raw H.264 stream without timing info: stamped at FFmpeg's %.3f fps; remux it into "
+                            "an mp4 with its real frame rate if that is wrong", name, self.container_fps or 25.0)
         super().__init__(name, w, h, count if count > 0 else None, start_s=start_s, end_s=end_s)
 
     def _open_capture(self):
@@ -157,6 +173,8 @@ class VideoFileSource(VideoSource):
                     break
                 decoded += 1
                 t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if self.raw_stream_fps:
+                    t = (decoded - 1) / self.raw_stream_fps
                 if not t > last_t:
                     # Missing/duplicate presentation times: step by the container's own rate.
                     if not warned_pts:
@@ -194,6 +212,103 @@ class VideoFileSource(VideoSource):
                         self.end_s)
 
 
+RAW_H264_EXTENSIONS = (".h264", ".264", ".avc", ".h26l")
+
+
+class _Bits:
+    """Big-endian bit reader with the exp-Golomb codes of H.264 headers."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            if self.pos >= 8 * len(self.data):
+                raise EOFError
+            v = (v << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise EOFError
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+def h264_sps_frame_rate(data: bytes) -> float | None:
+    """Frame rate a raw H.264 (Annex B) stream declares in its first SPS's VUI timing info, if any.
+
+    FFmpeg (so OpenCV) stamps raw streams at 25 fps whatever they declare."""
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0:
+        if start + 3 < len(data) and data[start + 3] & 0x1F == 7:
+            end = data.find(b"\x00\x00\x01", start + 3)
+            rbsp = data[start + 4:end if end > 0 else len(data)].replace(b"\x00\x00\x03", b"\x00\x00")
+            try:
+                return _sps_fps(_Bits(rbsp))
+            except EOFError:
+                return None
+        start = data.find(b"\x00\x00\x01", start + 3)
+    return None
+
+
+def _sps_fps(b: _Bits) -> float | None:
+    profile = b.u(8)
+    b.u(16)                                      # constraint flags, level
+    b.ue()                                       # seq_parameter_set_id
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        chroma = b.ue()
+        if chroma == 3:
+            b.u(1)
+        b.ue(), b.ue(), b.u(1)                   # bit depths, qpprime_y_zero_transform_bypass
+        if b.u(1):                               # seq_scaling_matrix_present
+            for i in range(12 if chroma == 3 else 8):
+                if b.u(1):
+                    last = nxt = 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + b.se() + 256) % 256
+                        last = nxt or last
+    b.ue()                                       # log2_max_frame_num_minus4
+    poc_type = b.ue()
+    if poc_type == 0:
+        b.ue()
+    elif poc_type == 1:
+        b.u(1), b.se(), b.se()
+        for _ in range(b.ue()):
+            b.se()
+    b.ue(), b.u(1), b.ue(), b.ue()               # ref frames, gaps, width, height in macroblocks
+    if not b.u(1):                               # frame_mbs_only
+        b.u(1)
+    b.u(1)                                       # direct_8x8_inference
+    if b.u(1):                                   # frame_cropping
+        b.ue(), b.ue(), b.ue(), b.ue()
+    if not b.u(1):                               # vui_parameters_present
+        return None
+    if b.u(1) and b.u(8) == 255:                 # aspect_ratio_info (extended SAR)
+        b.u(32)
+    if b.u(1):                                   # overscan_info
+        b.u(1)
+    if b.u(1):                                   # video_signal_type
+        b.u(4)
+        if b.u(1):
+            b.u(24)
+    if b.u(1):                                   # chroma_loc_info
+        b.ue(), b.ue()
+    if not b.u(1):                               # timing_info_present
+        return None
+    units, scale = b.u(32), b.u(32)
+    return scale / (2.0 * units) if units and scale else None
+
+
 def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
@@ -213,8 +328,9 @@ class ImageFolderSource(VideoSource):
             raise Sam4dcapError(f"image folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         if len(self.files) > 1 and not (fps and fps > 0):
             raise Sam4dcapError(
-                f"image folder {folder}: images carry no capture times; give the sequence's frame "
-                "rate (image_folder_fps / --image-folder-fps)")
+                f"image folder {folder}: images carry no capture times; give the sequence's frame rate "
+                "as video_source_node.image_folder_fps in the config (sam4dcap graph: --set "
+                "video_source_node.image_folder_fps=30)")
         self.fps = float(fps) if fps else None
         first = None
         for p in self.files:

@@ -267,10 +267,10 @@ def _repair_left_right(track: KeypointTrack, lr: lrc.LRSettings | None
 def markers_from_observations(observations: Iterable[BodyObservation], *, height_m: float,
                               intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",
-                              min_travel_m: float = 0.5, ground_prior_spread_m: float = 0.3,
-                              ground_contact_cutoff_hz: float = 0.0, source: str = "",
-                              keep_observations: bool = False, max_bridged_gap_s: float = 0.0,
-                              min_tracked_fraction: float = 0.0, min_person_visibility: float = 0.0,
+                              min_travel_m: float, ground_prior_spread_m: float,
+                              ground_contact_cutoff_hz: float, source: str = "",
+                              keep_observations: bool = False, max_bridged_gap_s: float,
+                              min_tracked_fraction: float, min_person_visibility: float,
                               lr: lrc.LRSettings | None = None) -> MarkerResult:
     """World-frame virtual markers of a whole trial (offline: the world frame uses every frame).
 

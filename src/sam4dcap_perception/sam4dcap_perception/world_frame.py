@@ -739,7 +739,7 @@ def lowest_foot_points(points: np.ndarray, names: Sequence[str], up: np.ndarray,
 
 
 def estimate_ground(points: np.ndarray, names: Sequence[str], *, up_prior: np.ndarray,
-                    contact_band_m: float = 0.03, inlier_m: float = 0.03, prior_spread_m: float = 0.15,
+                    prior_spread_m: float, contact_band_m: float = 0.03, inlier_m: float = 0.03,
                     iterations: int = 4, stance: np.ndarray | None = None) -> GroundEstimate:
     """Ground plane (and thereby the up axis) from the lowest foot points over time (metric points).
 
@@ -818,8 +818,8 @@ class WorldFrame:
 
 
 def estimate_world_frame(raw_camera_points: np.ndarray, names: Sequence[str], *, height_m: float,
-                         min_travel_m: float = 0.5, contact_band_m: float = 0.03,
-                         ground_inlier_m: float = 0.03, prior_spread_m: float = 0.15,
+                         min_travel_m: float, prior_spread_m: float, contact_band_m: float = 0.03,
+                         ground_inlier_m: float = 0.03,
                          frame_id: str = "world", time_s: np.ndarray | None = None) -> WorldFrame:
     """The world frame of a trial from camera-frame body points (N, K, 3) (NaN = missing).
 

@@ -11,6 +11,14 @@ from sam4dcap_perception import world_frame as wf
 from sam4dcap_perception.virtual_markers import StreamingMarkerEstimator, markers_from_observations
 
 
+def _world_settings() -> dict:
+    """The offline world-frame settings the product runs with (config markers_node)."""
+    p = load_config().params("markers_node")
+    return dict(offline_cutoff_hz=p["offline_filter_cutoff_hz"], min_travel_m=p["min_travel_m"],
+                ground_prior_spread_m=p["ground_prior_spread_m"],
+                ground_contact_cutoff_hz=p["ground_contact_cutoff_hz"])
+
+
 @pytest.fixture(scope="module")
 def scene():
     return Scene(estimator_scale=1.1, n_frames=180)
@@ -18,7 +26,7 @@ def scene():
 
 def test_offline_markers_match_the_ground_truth(scene):
     res = markers_from_observations(scene.observations(), height_m=scene.height_m, intrinsics=scene.intrinsics,
-                                    offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+                                    **_world_settings())
     expected = scene.expected_world()
     assert res.raw.names == NAMES and res.raw.frame == "world" and res.raw.unit == "m"
     assert res.raw.meta["marker_set"] == "blazepose33"
@@ -37,7 +45,7 @@ def test_offline_markers_match_the_ground_truth(scene):
 def test_missing_frames_are_nan_and_flagged_never_zero(scene):
     gone = list(range(60, 90))          # the person leaves and comes back
     res = markers_from_observations(scene.observations(missing=gone), height_m=scene.height_m,
-                                    intrinsics=scene.intrinsics, offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+                                    intrinsics=scene.intrinsics, **_world_settings())
     tracked = res.flags["tracked"]
     assert not tracked[gone].any() and tracked[[i for i in range(scene.time.size) if i not in gone]].all()
     for series in (res.raw, res.filtered, res.camera):
@@ -52,9 +60,9 @@ def test_missing_frames_are_nan_and_flagged_never_zero(scene):
 def test_no_person_at_all_is_a_clear_error(scene):
     obs = scene.observations(missing=range(scene.time.size))
     with pytest.raises(Sam4dcapError, match="no person"):
-        markers_from_observations(obs, height_m=1.8, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0)
+        markers_from_observations(obs, height_m=1.8, intrinsics=scene.intrinsics, **_world_settings())
     with pytest.raises(Sam4dcapError, match="no frames"):
-        markers_from_observations([], height_m=1.8, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0)
+        markers_from_observations([], height_m=1.8, intrinsics=scene.intrinsics, **_world_settings())
 
 
 def test_streaming_estimator_matches_truth_after_the_ground_window(scene):
@@ -138,7 +146,7 @@ def _opencap_observations(scene, *, mesh_scale):
 
 def test_mesh_backend_opencap43_markers(scene):
     res = markers_from_observations(_opencap_observations(scene, mesh_scale=1.05), height_m=scene.height_m,
-                                    intrinsics=scene.intrinsics, offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+                                    intrinsics=scene.intrinsics, **_world_settings())
     assert res.raw.meta["marker_set"] == "opencap43" and len(res.raw.names) == 43
     assert res.world.scale == pytest.approx(1 / 1.05, rel=1e-6)
     expected = scene.expected_world()
@@ -154,7 +162,7 @@ def test_external_extrinsics_put_markers_in_that_world(scene):
     # in it, scaled to the height, with no ground/forward estimation.
     ext = wf.RigidTransform(scene.R_cw.T, scene.camera_position)
     res = markers_from_observations(scene.observations(), height_m=scene.height_m, intrinsics=scene.intrinsics,
-                                    offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0, extrinsics=ext)
+                                    **_world_settings(), extrinsics=ext)
     np.testing.assert_allclose(res.raw.values, scene.world, atol=0.003)
     assert res.world.stats == {"extrinsics": "file"}
     assert not res.flags["ground_contact_shift_m"].any()
@@ -175,8 +183,7 @@ def _tilted_estimator_observations(scene, tilt_deg):
 def test_orientation_correction_undoes_a_tilted_estimator(scene):
     obs = _tilted_estimator_observations(scene, 8.0)
     expected = scene.expected_world()
-    res = markers_from_observations(obs, height_m=scene.height_m, intrinsics=scene.intrinsics, offline_cutoff_hz=6.0,
-                                    ground_contact_cutoff_hz=3.0)
+    res = markers_from_observations(obs, height_m=scene.height_m, intrinsics=scene.intrinsics, **_world_settings())
     assert res.quality["orientation_refined_frames"] == scene.time.size
     assert res.quality["orientation_correction_deg_median"] == pytest.approx(8.0, abs=0.05)
     np.testing.assert_allclose(res.raw.values, expected, atol=0.005)

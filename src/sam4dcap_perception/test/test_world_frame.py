@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from _synthetic_body import NAMES, Scene, drop_jump_world, standing_body
 
+from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_perception import world_frame as wf
 from sam4dcap_perception.observations import CameraIntrinsics
+
+
+def _world_settings() -> dict:
+    """The world-frame settings the product runs with (config markers_node)."""
+    p = load_config().params("markers_node")
+    return dict(min_travel_m=p["min_travel_m"], prior_spread_m=p["ground_prior_spread_m"])
 
 K = CameraIntrinsics.from_fov(1080, 1920, 60.0)
 
@@ -136,7 +143,7 @@ def test_world_frame_of_a_synthetic_walk():
     t, rms = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
     assert np.nanmax(rms) < 1e-3
     raw = scene.estimator_3d + t[:, None, :]
-    world = wf.estimate_world_frame(raw, NAMES, height_m=scene.height_m, min_travel_m=0.5)
+    world = wf.estimate_world_frame(raw, NAMES, height_m=scene.height_m, **_world_settings())
     assert world.scale == pytest.approx(1 / 0.9, rel=1e-6)
     assert world.stats["forward_method"] == "travel"
     pts = world.apply(raw)
@@ -153,7 +160,7 @@ def test_world_frame_of_a_synthetic_walk():
 def test_forward_points_to_the_camera_when_standing_still():
     scene = Scene(travel_m=0.05)
     t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
-    world = wf.estimate_world_frame(scene.estimator_3d + t[:, None], NAMES, height_m=1.8, min_travel_m=0.5)
+    world = wf.estimate_world_frame(scene.estimator_3d + t[:, None], NAMES, height_m=1.8, **_world_settings())
     assert world.stats["forward_method"] == "camera"
     cam = world.world_from_camera.translation
     pelvis0 = world.apply(scene.estimator_3d[0] + t[0])[[NAMES.index("left_hip"), NAMES.index("right_hip")]].mean(0)
@@ -226,10 +233,10 @@ def test_extrinsics_files(tmp_path):
 def test_world_frame_errors():
     scene = Scene()
     with pytest.raises(Sam4dcapError, match="height"):
-        wf.estimate_world_frame(scene.camera, NAMES, height_m=0.0)
+        wf.estimate_world_frame(scene.camera, NAMES, height_m=0.0, **_world_settings())
     blank = np.full_like(scene.camera, np.nan)
     with pytest.raises(Sam4dcapError, match="cannot scale"):
-        wf.estimate_world_frame(blank, NAMES, height_m=1.7)
+        wf.estimate_world_frame(blank, NAMES, height_m=1.7, **_world_settings())
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +339,7 @@ def test_balance_up_finds_vertical_when_a_leg_reaches_out():
     up = wf.balance_up_direction(cam, NAMES, up_guess=feet_pelvis)
     assert _deg(up, true_up) < 0.01
     # It is the prior of the whole world frame.
-    world_frame = wf.estimate_world_frame(cam, NAMES, height_m=1.75)
+    world_frame = wf.estimate_world_frame(cam, NAMES, height_m=1.75, **_world_settings())
     assert world_frame.stats["up_prior_cue"] == "support->centre of mass"
     assert _deg(world_frame.stats["up_prior_camera"], true_up) < 0.01
 

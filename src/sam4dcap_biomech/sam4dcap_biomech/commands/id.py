@@ -39,6 +39,9 @@ def run(args) -> int:
     peak_text = f", peak |{peak}| {np.max(np.abs(f.get(peak))):.1f} N*m" if peak else ""
     print(f"{result.out_sto}: {f.n_frames} frames, {len(f.names)} generalized forces, low-pass "
           f"{result.lowpass_cutoff_hz:g} Hz{peak_text}")
+    if result.implausible:
+        print(f"warning: joint moments beyond human ranges: {', '.join(result.implausible)}: check the "
+              "coordinates' units (inDegrees) and the external loads", file=sys.stderr)
     if result.no_external_loads:
         print("warning: no external loads given: pelvis residuals and joint moments during ground contact "
               "are not physical (give --external-loads)", file=sys.stderr)

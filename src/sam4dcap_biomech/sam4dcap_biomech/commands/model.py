@@ -34,8 +34,12 @@ def run(args) -> int:
                         sex=args.sex)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not model.printToXML(str(out)):
-        raise Sam4dcapError(f"could not write the model to {out}: check the folder is writable")
+    try:
+        written = model.printToXML(str(out))
+    except RuntimeError:  # OpenSim's "Failed to write to the Xml file" (read-only, full disk)
+        written = False
+    if not written:
+        raise Sam4dcapError(f"could not write the model to {out}: check the folder is writable and the disk not full")
     state = model.initSystem()
     print(f"{out}: height {standing_height_m(model):.3f} m, mass {model.getTotalMass(state):.2f} kg, "
           f"{model.getMarkerSet().getSize()} markers ({args.markers})")

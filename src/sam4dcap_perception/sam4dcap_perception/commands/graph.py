@@ -68,6 +68,14 @@ def run(args) -> int:
         raise Sam4dcapError(f"--video {args.video}: not found")
     if args.record and Path(args.record).exists():
         raise Sam4dcapError(f"--record {args.record}: exists already; choose a new folder")
+    if args.record:  # the recorder node would only fail once the graph runs
+        parent = Path(args.record).resolve().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Sam4dcapError(f"--record {args.record}: cannot create {parent}: {exc.strerror or exc}") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise Sam4dcapError(f"--record {args.record}: folder {parent} is not writable")
     from ..graph_runner import GraphRun
 
     options = GraphOptions(video=args.video or "", camera=args.camera, height_m=args.height_m, mass_kg=args.mass_kg,

@@ -84,6 +84,8 @@ def _run(args, progress: bool) -> int:
         raise Sam4dcapError(f"--jobs must be at least 1 (got {args.jobs})")
     sources = expand_inputs(args.inputs)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise Sam4dcapError(f"--out {out} is a file; give a folder (it is created if missing)")
     # One named video or bag writes into --out itself; a folder or a list is a batch.
     single = len(args.inputs) == 1 and len(sources) == 1 and sources[0] == Path(args.inputs[0])
     if single:
