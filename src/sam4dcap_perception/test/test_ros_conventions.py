@@ -101,6 +101,31 @@ def test_offline_runs_keep_container_time(demo_video, tmp_path):
     assert len(got) == 7 and got[0].sec == 0 and got[0].nanosec == 0
 
 
+def test_realtime_bag_replay_is_restamped_in_ros_time(tmp_path):
+    """A bag recorded offline (container stamps from 0) replayed in realtime: images and their
+    CameraInfos get ROS time, their offsets and pairing kept."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    from sam4dcap_biomech.nodes.ros_common import sec_to_stamp
+    from sam4dcap_perception.nodes.image_conversion import numpy_to_image
+
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag) as w:
+        w.add_topic(graph.IMAGE_TOPIC, "sensor_msgs/msg/Image")
+        w.add_topic(graph.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo")
+        for i in range(12):
+            stamp = sec_to_stamp(i / 30)
+            img = numpy_to_image(np.full((48, 64, 3), i, np.uint8), "rgb8", stamp=stamp, frame_id="camera_optical_frame")
+            info = CameraInfo()
+            info.header.stamp, info.header.frame_id, info.width, info.height = stamp, "camera_optical_frame", 64, 48
+            w.write(graph.IMAGE_TOPIC, i, serialize_message(img))
+            w.write(graph.CAMERA_INFO_TOPIC, i, serialize_message(info))
+    stamps, first_arrival = stream_stamps(bag, tmp_path / "logs", 8, realtime=True)
+    assert abs(first_arrival - stamps[0]) < 5.0, f"first stamp {stamps[0]:.3f} vs arrival {first_arrival:.3f}"
+    np.testing.assert_allclose(np.diff(stamps), 1 / 30, atol=1e-6)
+
+
 # --- item 9: readiness survives a lost announcement ------------------------------------------
 
 def test_ready_announcement_is_repeated(tmp_path):

@@ -207,8 +207,8 @@ def _finish_queued_callbacks(executor) -> None:
             return
 
 
-def run_node(node_factory, args=None) -> int:
-    """Standard main(): init, build, spin until stopped, close, exit 0.
+def run_node(node_factory, args=None, *, final_error=None) -> int:
+    """Standard main(): init, build, spin until stopped, close, then end the process.
 
     Stops cleanly within SPIN_PERIOD_S + the node's close() on SIGINT, SIGTERM or SIGHUP, when
     the parent process dies (a killed runner or launch: no orphans), or when the node shuts its
@@ -217,7 +217,13 @@ def run_node(node_factory, args=None) -> int:
     C++ abort of a publishing thread). Instead the flag is set, the spin loop ends, then the
     node's `close()` runs while the context is still valid (threads joined, bag closed, trial
     written), then the node is destroyed and rclpy shut down.
-    A Sam4dcapError while building the node (bad parameter) prints one line and returns 2.
+    A Sam4dcapError while building the node (bad parameter) prints one line and exits 2;
+    `final_error(node)` may name a failure found at the end (one line, exit 1).
+
+    The process ends with os._exit once everything is closed: interpreter finalization then
+    destroyed leftover DDS/MediaPipe objects and sometimes hung there (seen under ros2 launch:
+    markers_node and body_estimator_node stuck after "stopping", then SIGTERMed with -15).
+    Nothing is left to flush by then (stdout/stderr are flushed first).
     """
     import signal
     import sys
@@ -241,6 +247,7 @@ def run_node(node_factory, args=None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = None
+    code = 0
     try:
         node = node_factory()
         executor = SingleThreadedExecutor()
@@ -252,9 +259,14 @@ def run_node(node_factory, args=None) -> int:
         _finish_queued_callbacks(executor)
     except Sam4dcapError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:   # a bug: the traceback, then the same clean end (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     finally:
         if stop and node is not None:
             node.get_logger().info(f"stopping ({stop.reason})")
@@ -268,7 +280,22 @@ def run_node(node_factory, args=None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    message = final_error(node) if final_error is not None and node is not None and not code else None
+    if message:
+        print(f"error: {message}", file=sys.stderr)
+        code = 1
+    _end_process(code)
+
+
+def _end_process(code: int) -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 # --- Offline flow control and publisher-matched subscriptions (see sam4dcap_perception.graph) ---

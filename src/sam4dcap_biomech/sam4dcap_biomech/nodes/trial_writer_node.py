@@ -17,6 +17,10 @@ from rclpy.node import Node
 
 from ..errors import Sam4dcapError
 from ..trial_recording import TrialRecording
+# The file writers' lazy import (scipy via trc -> filters: seconds on a busy machine) happens at
+# start, not in the final write at shutdown, where it made the node miss launch's 5 s SIGINT
+# grace period (launch then escalates to SIGTERM, then SIGKILL).
+from .. import filters  # noqa: F401
 from .ros_common import DEEP_QOS, NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec
 
 MARKERS_TOPIC = "/sam4dcap/markers"

@@ -25,7 +25,6 @@ Modes:
 from __future__ import annotations
 
 import bisect
-import sys
 import threading
 import time
 from pathlib import Path
@@ -430,18 +429,8 @@ class VideoSourceNode(Node):
 
 
 def main(args=None) -> int:
-    holder = {}
-
-    def factory():
-        holder["node"] = VideoSourceNode()
-        return holder["node"]
-
-    rc = run_node(factory, args)
-    node = holder.get("node")
-    if rc == 0 and node is not None and node.error:
-        print(f"error: {node.error}", file=sys.stderr)
-        return 1
-    return rc
+    # A failed source (unreadable file, downstream never ready) ends with exit code 1.
+    return run_node(VideoSourceNode, args, final_error=lambda node: node.error)
 
 
 if __name__ == "__main__":
