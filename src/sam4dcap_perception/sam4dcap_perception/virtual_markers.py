@@ -603,9 +603,8 @@ class StreamingMarkerEstimator:
             conf = vis
             if self._contact_filter is not None:
                 lowest = wf.lowest_foot_height(raw[None], self._names)
-                levels = np.asarray(self.world.stats.get("ground_levels_m", (0.0,)), float)
-                offset = lowest - levels[np.argmin(np.abs(lowest[0] - levels))] if np.isfinite(lowest).all() else lowest
-                if np.isfinite(offset).all() and abs(offset[0]) > AIRBORNE_M and self._contact_error is not None:
+                offset = wf.height_above_support(lowest, self.world.stats.get("ground_levels_m", (0.0,)))
+                if np.isfinite(offset).all() and offset[0] > AIRBORNE_M and self._contact_error is not None:
                     error = self._contact_error    # feet well off every level (a jump): keep the last correction
                 else:
                     error = self._contact_filter.step(offset)

@@ -884,28 +884,38 @@ def lowest_foot_height(world_points: np.ndarray, names: Sequence[str]) -> np.nda
         return np.where(np.isfinite(h).any(1), np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=1), np.nan)
 
 
+# A lowest foot at most this far above its support level (or anywhere below it) counts as on it.
+CONTACT_TOLERANCE_M = 0.03
+
+
+def height_above_support(heights: np.ndarray, levels_m: Sequence[float] = (0.0,)) -> np.ndarray:
+    """Heights (world y) above the support level under them: the highest of `levels_m` not more
+    than CONTACT_TOLERANCE_M above the height (the lowest level for anything below it). A foot
+    mid-drop from a box is above the floor, not below the box."""
+    h = np.asarray(heights, float)
+    levels = np.sort(np.asarray(levels_m, float))
+    idx = np.clip(np.searchsorted(levels, np.nan_to_num(h, nan=0.0) + CONTACT_TOLERANCE_M, side="right") - 1,
+                  0, len(levels) - 1)
+    return h - levels[idx]
+
+
 def contact_height_error(world_points: np.ndarray, names: Sequence[str], time_s: np.ndarray,
                          levels_m: Sequence[float] = (0.0,)) -> np.ndarray:
-    """(N,) height of the lowest foot in stance above its support level (the nearest of
-    `levels_m`, world y: the ground 0, a platform, ...): what the contact correction removes.
-    Frames without a foot in stance (flight, a drop) take the value interpolated from the
-    stance frames around them, so an airborne body keeps its height; NaN where no foot is seen."""
+    """(N,) height of the lowest foot above its support level (`height_above_support`: the
+    ground 0, a platform, ...): what the contact correction removes. It is used where a foot is
+    in stance or the lowest foot is on or below its level (a foot never sinks into the floor);
+    frames with the feet clearly off every level and no foot in stance (flight, a drop) take the
+    value interpolated from the frames around them, so an airborne body keeps its height. NaN
+    where no foot is seen."""
     P = np.asarray(world_points, float)
-    stance = stance_mask(P, names, time_s)
-    h = landmarks(P, names, FOOT_POINTS)[..., 1]                       # (N, 4): lh, rh, lt, rt
-    foot_low = np.fmin(h[:, [0, 1]], h[:, [2, 3]])                      # (N, 2) left, right
-    seen = np.isfinite(foot_low).any(1)
-    on = np.where(stance, foot_low, np.inf).min(1)
-    on[~np.isfinite(on)] = np.nan
-    levels = np.asarray(levels_m, float)
-    ok = np.isfinite(on)
-    err = np.full(len(P), np.nan)
-    if ok.any():
-        nearest = levels[np.argmin(np.abs(on[ok, None] - levels[None, :]), axis=1)]
-        err[ok] = on[ok] - nearest
+    stance = stance_mask(P, names, time_s).any(1)
+    lowest = lowest_foot_height(P, names)
+    err = height_above_support(lowest, levels_m)
+    use = np.isfinite(err) & (stance | (err <= CONTACT_TOLERANCE_M))
+    if use.any():
         t = np.asarray(time_s, float)
-        err = np.interp(t, t[ok], err[ok])
-    err[~seen] = np.nan
+        err = np.interp(t, t[use], err[use])
+    err[~np.isfinite(lowest)] = np.nan
     return err
 
 

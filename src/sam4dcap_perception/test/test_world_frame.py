@@ -417,3 +417,22 @@ def test_a_few_bad_frames_do_not_move_the_up_axis():
         bad[i] = raw[i].mean(0) + (raw[i] - raw[i].mean(0)) @ tilt.T
     moved = wf.estimate_world_frame(bad, NAMES, height_m=1.75, time_s=scene.time)
     assert _deg(good.stats["up_camera"], moved.stats["up_camera"]) < 1.0
+
+
+def test_offline_markers_keep_the_drop_and_the_box_with_contact_correction():
+    """The whole offline path (orientation correction, translation, world frame, contact
+    correction, filter) on the drop scene: feet on the box, in the air, then on the floor."""
+    from sam4dcap_perception.virtual_markers import markers_from_observations
+
+    scene, airborne = _drop_scene(roll_deg=8.0)
+    result = markers_from_observations(scene.observations(), height_m=1.75, intrinsics=scene.intrinsics,
+                                       offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+    lowest = wf.lowest_foot_height(result.filtered.values, NAMES)
+    truth = wf.lowest_foot_height(scene.expected_world(), NAMES)
+    on_box = ~airborne & (np.arange(len(airborne)) < np.flatnonzero(airborne)[0])
+    on_floor = ~airborne & ~on_box
+    assert np.median(np.abs(lowest[on_box] - truth[on_box])) < 0.02      # standing on the box: 0.45 m
+    assert np.median(np.abs(lowest[on_floor])) < 0.02                      # after landing: the floor
+    mid_air = np.flatnonzero(airborne)[len(np.flatnonzero(airborne)) // 2]
+    assert lowest[mid_air] == pytest.approx(truth[mid_air], abs=0.05)     # the flight is not pinned down
+    assert result.quality["ground_levels_m"] == pytest.approx([0.0, 0.45], abs=0.02)
