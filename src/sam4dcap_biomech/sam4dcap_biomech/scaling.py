@@ -158,6 +158,16 @@ def read_scale_factors(path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def _output_files(out_path, log_file) -> tuple[Path, str, Path, Path]:
+    """(scaled model path, its stem, OpenSim log, scale factors file) of a scaling run; the
+    folder is created."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = out_path.stem
+    log_path = Path(log_file) if log_file is not None else out_path.parent / f"{stem}_opensim.log"
+    return out_path, stem, log_path, out_path.parent / f"{stem}_scale_factors.xml"
+
+
 def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, out_path,
                 marker_set: str = "blazepose33", setup_xml=None, window=None,
                 marker_weights=None, log_file=None) -> ScaleResult:
@@ -182,11 +192,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     model_path = Path(model_path)
     model = _load_model(model_path)
     markers = load_markers(static_markers)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = out_path.stem
-    log_path = Path(log_file) if log_file is not None else out_path.parent / f"{stem}_opensim.log"
-    scale_file = out_path.parent / f"{stem}_scale_factors.xml"
+    out_path, stem, log_path, scale_file = _output_files(out_path, log_file)
     trc_path = out_path.parent / f"{stem}_static_markers.trc"
 
     if window is None and setup_xml is not None:
@@ -335,11 +341,7 @@ def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: f
     if bad:
         raise Sam4dcapError(f"scale factors outside 0.3-3: {bad}")
     model_path = Path(model_path)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = out_path.stem
-    log_path = Path(log_file) if log_file is not None else out_path.parent / f"{stem}_opensim.log"
-    scale_file = out_path.parent / f"{stem}_scale_factors.xml"
+    out_path, stem, log_path, scale_file = _output_files(out_path, log_file)
     tool = opensim.ScaleTool()
     tool.setName(stem)
     tool.setSubjectMass(float(mass_kg))
