@@ -27,13 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from monocular_vs_multiview import DEMO, HEIGHT_M, MASS_KG, ROOT, SAGITTAL   # the same demo and subject
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / ".cache" / "pose2sim_demo"
 WORK = ROOT / ".cache" / "bench_camera_fit"
 OUT = ROOT / "bench" / "results" / "camera_fit_demo.md"
-HEIGHT_M, MASS_KG = 1.68, 70.0      # the demo subject, as in the Pose2Sim demo's Config.toml
-SAGITTAL = ["hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "knee_angle_l", "ankle_angle_l"]
 FITS = ("markers", "camera")
 
 
