@@ -183,7 +183,9 @@ def main() -> int:
     for trial, fit, paths in [(v, f, mono[(v, f)]) for v in views for f in FITS] + \
             [("4-view", f, refs[f]) for f in FITS]:
         err = read_mot(paths["err"])
-        rms_mm = 1000 * float(np.nanmean(err.get("marker_error_RMS")))
+        # Distance to the 3D markers: marker IK's own error; the camera fit's marker_to_3d_RMS.
+        rms_mm = 1000 * float(np.nanmean(err.get("marker_to_3d_RMS" if "marker_to_3d_RMS" in err.names
+                                                  else "marker_error_RMS")))
         reproj = float(np.nanmedian(err.get("reprojection_error_median_px"))) \
             if "reprojection_error_median_px" in err.names else float("nan")
         share, share_lower = at_limit_share(paths["mot"], paths["model"])

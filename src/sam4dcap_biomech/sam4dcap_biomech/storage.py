@@ -43,7 +43,9 @@ _ANGLE_TO_RAD = {"rad": 1.0, "deg": math.pi / 180.0}
 
 
 # InverseKinematicsTool's *_ik_marker_errors.sto columns (metres, squared metres).
-_MARKER_ERROR_UNITS = {"total_squared_error": "m^2", "marker_error_RMS": "m", "marker_error_max": "m"}
+_MARKER_ERROR_UNITS = {"total_squared_error": "m^2", "marker_error_RMS": "m", "marker_error_max": "m",
+                       # the camera fit's (camera_fit / fit_views): distance to the 3D markers, 2D error
+                       "marker_to_3d_RMS": "m", "reprojection_error_median_px": "px"}
 
 
 def is_translational(name: str) -> bool:
