@@ -136,14 +136,18 @@ class FitSettings:
 @dataclass
 class FitResult:
     """coordinates: every model coordinate (rad / m), N frames. q_std, confidence (N, C).
-    reprojection_px (V, N, K) per view (NaN where unseen); marker_error_m (N, K) model marker to
-    the 3D marker given; at_limit (N, C) clamped coordinate within 0.5 deg of its range."""
+    reprojection_px (V, N, K) per view (NaN where unseen); marker_error_m (N, K) the fit's error:
+    each marker's reprojection error as a distance at its depth (px * depth / f), mean over the
+    views that saw it; marker_to_3d_m (N, K) model marker to the 3D marker given (the prior:
+    monocular 3D markers are 8-14 cm off along the line of sight); at_limit (N, C) clamped
+    coordinate within 0.5 deg of its range."""
     coordinates: TimeSeries
     q_std: np.ndarray
     confidence: np.ndarray
     reprojection_px: np.ndarray
     marker_names: tuple[str, ...]
     marker_error_m: np.ndarray
+    marker_to_3d_m: np.ndarray
     at_limit: np.ndarray
     stance: np.ndarray
     info: dict = field(default_factory=dict)
@@ -455,19 +459,22 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     std[:, unobserved] = np.inf
     confidence = _confidence(std, ik.rotational)
     reproj = np.full((len(problem.views), n, len(names)), np.nan)
+    at_depth = np.full((len(problem.views), n, len(names)), np.nan)
     err3d = np.full((n, len(names)), np.nan)
     for f in range(n):
         xm, _ = ik.marker_kinematics(q_all[f])
         for v, (cam, pix, conf) in enumerate(problem.views):
             seen = conf[f] > 0
-            reproj[v, f, seen] = np.linalg.norm(cam.project(xm[seen]) - pix[f, seen], axis=1)
+            uv, _, z = cam.project_with_jacobian(xm[seen])
+            reproj[v, f, seen] = np.linalg.norm(uv - pix[f, seen], axis=1)
+            at_depth[v, f, seen] = reproj[v, f, seen] * z / cam.K[0, 0]
         err3d[f] = np.linalg.norm(xm - prior[f], axis=1)
     lo_all, hi_all = ik.coordinate_bounds
     at_limit = (np.isfinite(lo_all) & (q_all <= lo_all + AT_LIMIT_RAD)) | \
                (np.isfinite(hi_all) & (q_all >= hi_all - AT_LIMIT_RAD))
     units = {nm: ("rad" if rot else "m") for nm, rot in zip(ik.coordinate_names, ik.rotational)}
-    coords = TimeSeries(time_s, ik.coordinate_names, q_all, unit="rad",
-                        meta={"channel_units": units, "source": "camera fit"})
+    coords = TimeSeries(time_s, ik.coordinate_names, q_all, unit="rad", channel_units=units,
+                        meta={"source": "camera fit"})
     seconds = _time.perf_counter() - t0
     info = {"iterations": it, "cost_start": float(cost0), "cost_end": float(cost), "views": len(views),
             "residual_level": level, "seconds": seconds, "stance_share": float(stance.mean()) if stance.size else 0.0,
@@ -476,7 +483,8 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     log.info("camera fit: %d frames, %d view(s), %d iterations, cost %.4g -> %.4g, median reprojection "
              "%.1f px, %.1f s", n, len(views), it, cost0, cost, info["reprojection_median_px"], seconds)
     return FitResult(coordinates=coords, q_std=std, confidence=confidence, reprojection_px=reproj,
-                     marker_names=names, marker_error_m=err3d, at_limit=at_limit, stance=stance, info=info)
+                     marker_names=names, marker_error_m=_mean_over_views(at_depth), marker_to_3d_m=err3d,
+                     at_limit=at_limit, stance=stance, info=info)
 
 
 def _with_free(q: np.ndarray, free: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -545,6 +553,13 @@ def marginal_std(jmat, w: np.ndarray, n: int, nf: int, *, half_window: int = 4, 
             if start <= f < start + chunk:
                 std[f, j] = np.sqrt(var[k])
     return std
+
+
+def _mean_over_views(values: np.ndarray) -> np.ndarray:
+    """(V, N, K) -> (N, K): mean over the views with a value, NaN where none has one."""
+    n = np.isfinite(values).sum(axis=0)
+    total = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def _robust_cost(r: np.ndarray, is_point: np.ndarray, threshold: float) -> float:

@@ -46,7 +46,9 @@ _MAX_ABS_VALUE = 1e9
 
 
 # InverseKinematicsTool's *_ik_marker_errors.sto columns (metres, squared metres).
-_MARKER_ERROR_UNITS = {"total_squared_error": "m^2", "marker_error_RMS": "m", "marker_error_max": "m"}
+_MARKER_ERROR_UNITS = {"total_squared_error": "m^2", "marker_error_RMS": "m", "marker_error_max": "m",
+                       # the camera fit's (camera_fit / fit_views): distance to the 3D markers, 2D error
+                       "marker_to_3d_RMS": "m", "reprojection_error_median_px": "px"}
 
 
 def is_translational(name: str) -> bool:

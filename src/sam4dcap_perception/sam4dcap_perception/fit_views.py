@@ -91,22 +91,34 @@ def calibrated_views(cameras, views, frame_offsets: Sequence[int], world_from_ca
     return out
 
 
+def camera_fit_unsupported(model_path: Path, marker_names: Sequence[str]) -> str | None:
+    """Why the camera fit cannot fit this model (kinematic constraints such as knee couplers), or None."""
+    from sam4dcap_biomech.streaming_ik import StreamingIK
+
+    ik = StreamingIK(str(model_path), list(marker_names), min_markers=3)
+    return None if ik.supports_jacobian else "the model has kinematic constraints (coordinate couplers)"
+
+
 def fit_and_write(model_path: Path, markers: TimeSeries, views: Sequence[CameraView], settings: FitSettings, *,
                   out_mot: Path, out_errors: Path, out_confidence: Path) -> FitResult:
     """Camera fit of a trial, written as the IK stage's files: coordinates (.mot, degrees), marker
     errors (.sto: model markers to the 3D markers, and the median reprojection error per frame) and
-    the per-coordinate confidence (`<trial>_ik_confidence.sto`, 0..1)."""
+    the per-coordinate confidence (`<trial>_ik_confidence.sto`, 0..1). Marker errors: the fit's
+    (reprojection errors as distances at the markers' depth: `FitResult.marker_error_m`) and the
+    distance to the 3D markers (`marker_to_3d_RMS`)."""
     from sam4dcap_biomech.storage import write_mot, write_sto
     from sam4dcap_biomech.streaming_ik import StreamingIK
 
-    names = [n for n in markers.names]
-    ik = StreamingIK(str(model_path), names, min_markers=3)
+    ik = StreamingIK(str(model_path), list(markers.names), min_markers=3)
     result = fit_trial(ik, markers, views, settings)
-    write_mot(out_mot, result.coordinates.with_values(result.coordinates.values), name=Path(out_mot).stem)
+    write_mot(out_mot, result.coordinates, name=Path(out_mot).stem)
     per_frame = result.reprojection_px.transpose(1, 0, 2).reshape(markers.n_frames, -1)
     reproj = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.nan for row in per_frame])
+    to_3d = np.array([np.sqrt(np.mean(r[np.isfinite(r)] ** 2)) if np.isfinite(r).any() else np.nan
+                      for r in result.marker_to_3d_m])
     errors = TimeSeries.from_dict(markers.time, {"marker_error_RMS": result.marker_rms_m,
                                                  "marker_error_max": result.marker_max_m,
+                                                 "marker_to_3d_RMS": to_3d,
                                                  "reprojection_error_median_px": reproj}, unit="m")
     write_sto(out_errors, errors)
     write_sto(out_confidence, result.confidence_series())

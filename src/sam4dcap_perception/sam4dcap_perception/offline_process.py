@@ -338,6 +338,15 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     if fit == "camera" and fit_views is None:
         log.info("no camera views for this source: IK fits the 3D markers (--fit markers)")
         fit = "markers"
+    if fit == "camera":
+        from sam4dcap_biomech.trc import read_trc
+
+        from .fit_views import camera_fit_unsupported
+
+        reason = camera_fit_unsupported(scaled, read_trc(markers_trc).names)
+        if reason:
+            log.warning("the camera fit cannot use this model (%s): IK fits the 3D markers (--fit markers)", reason)
+            fit = "markers"
 
     def ik():
         from sam4dcap_biomech.storage import write_sto

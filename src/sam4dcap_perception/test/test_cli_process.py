@@ -96,6 +96,22 @@ def test_summary_numbers_agree_with_the_motion(processed):
     assert s["markers_quality"]["lr_swapped_frames"] >= 0
 
 
+def test_camera_fit_confidence_next_to_the_mot(processed):
+    """The default IK stage fits the model through the camera and writes a per-coordinate
+    confidence next to the .mot, summarised in the report."""
+    conf = read_mot(processed / f"{STEM}_ik_confidence.sto")
+    coords = read_mot(processed / f"{STEM}_ik.mot")
+    assert conf.names == coords.names and conf.n_frames == coords.n_frames
+    assert np.all((conf.values >= 0) & (conf.values <= 1))
+    median = dict(zip(conf.names, np.median(conf.values, axis=0)))
+    assert median["mtp_angle_r"] == 0.0 and median["knee_angle_r"] > 0.0
+    s = json.loads((processed / "summary.json").read_text())
+    assert s["ik"]["fit"] == "camera" and s["ik"]["views"] == 1
+    assert 0 < s["ik"]["reprojection_median_px"] < 30
+    assert "mtp_angle_r" in s["ik_confidence"]["undetermined"]
+    assert "Joint-angle confidence" in (processed / "report.html").read_text()
+
+
 def test_report_is_one_offline_file(processed):
     text = (processed / "report.html").read_text()
     assert not re.search(r"<script|<link|https?://|src=\"(?!data:)", text)
@@ -148,7 +164,7 @@ def _write_marker_bag(path, markers):
             bag.write(topic, ns, ts.serialize_cdr(msg, msgtype))
 
 
-def test_process_a_recorded_bag(processed, tmp_path):
+def test_process_a_recorded_bag(processed, demo_video, tmp_path):
     markers = read_trc(processed / f"{STEM}_markers.trc")
     bag = tmp_path / "session_bag"
     _write_marker_bag(bag, markers)
@@ -158,9 +174,15 @@ def test_process_a_recorded_bag(processed, tmp_path):
     assert got.names == markers.names and got.n_frames == markers.n_frames
     assert np.allclose(got.time - 1000.0, markers.time, atol=1e-4)
     assert np.nanmax(np.abs(got.values - markers.values)) < 1e-4
-    # Same markers, same model: the same joint angles as the video run.
+    # Same markers, same model: the same joint angles as the video run's marker IK (a bag has no
+    # camera, so it is never fitted through one: --fit markers; the video's other stages are reused).
+    import shutil
+
+    video_markers = tmp_path / "video_markers"
+    shutil.copytree(processed, video_markers)
+    assert main(["process", str(demo_video), "--out", str(video_markers), *FLAGS, "--fit", "markers"]) == 0
     a = read_mot(out / "session_bag_ik.mot").to_unit("deg").get("knee_angle_r")
-    b = read_mot(processed / f"{STEM}_ik.mot").to_unit("deg").get("knee_angle_r")
+    b = read_mot(video_markers / f"{STEM}_ik.mot").to_unit("deg").get("knee_angle_r")
     assert np.max(np.abs(a - b)) < 0.5
     assert (out / "report.html").is_file() and (out / "session_bag_markers.c3d").is_file()
 
@@ -245,7 +267,7 @@ def test_user_model_and_markerset(processed, tmp_path):
     (out / ".sam4dcap").mkdir(parents=True)
     # The markers stage of the same video is reused (same inputs and parameters).
     for name in (f"{STEM}_markers.trc", f"{STEM}_keypoints.npz", f"{STEM}_keypoints.json",
-                 f"{STEM}_markers_quality.json"):
+                 f"{STEM}_markers_quality.json", f"{STEM}_camera.json"):
         shutil.copy(processed / name, out / name)
     shutil.copy(processed / ".sam4dcap" / "markers.json", out / ".sam4dcap" / "markers.json")
     user_model = opensim.Model(str(processed / f"{STEM}_scaled.osim"))
