@@ -209,7 +209,7 @@ def load_markers(markers) -> TimeSeries:
 
 
 def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapping[str, float] | None,
-                    model_marker_names, min_markers: int = 3) -> dict[str, float]:
+                    model_marker_names, min_markers: int) -> dict[str, float]:
     """Weights actually used, and a clear error for missing or misnamed markers."""
     names = list(marker_names)
     model_names = set(model_marker_names)
