@@ -237,6 +237,14 @@ def _shifted_walk(d, name, seconds):
                                               channel_units=c.channel_units))
 
 
+def _shaken_walk(d):
+    """Plausible angles (±1 rad) shaken at 25 Hz: accelerations, hence moments, no human reaches."""
+    c = d.coords
+    v = c.values.copy()
+    v[:, c.names.index("hip_flexion_r")] += np.sin(2 * np.pi * 25.0 * c.time)
+    return write_mot(d.tmp / "shaken.mot", c.with_values(v))
+
+
 def _loads_with(d, name, datafile):
     p = d.tmp / name
     p.write_text(LOADS_XML.format(datafile=datafile))
@@ -407,6 +415,8 @@ CASES = [
         d, "loads_empty.xml", "<OpenSimDocument><ExternalLoads name='x'/></OpenSimDocument>"))), "datafile"),
     C("id_loads_missing", lambda d: _id(d, d.walk_mot, "--external-loads", str(d.tmp / "none.xml")), "not found"),
     C("id_without_loads_warns", lambda d: _id(d, d.walk_mot), "not physical", outcome="warn"),
+    C("id_moments_beyond_human_warn", lambda d: _id(d, _shaken_walk(d), "--lowpass-hz", "0"),
+      "beyond human ranges", "hip_flexion_r_moment", outcome="warn"),
     # models and setups
     C("osim_missing", lambda d: _ik(d, d.walk_trc)[:2] + [str(d.tmp / "none.osim")] + _ik(d, d.walk_trc)[3:],
       "model file not found"),
