@@ -788,3 +788,23 @@ def test_batch_log_lines_carry_their_trial(tmp_path):
     assert len(failed) == 2, proc.stderr
     assert "[first_trial]" in failed[0] and "first_trial.mp4" in failed[0]
     assert "[second_trial]" in failed[1] and "second_trial.mp4" in failed[1]
+
+
+def test_messages_recommend_only_flags_that_exist():
+    """No message or help text tells the user to pass a flag no `sam4dcap` command has."""
+    import re
+
+    from sam4dcap_perception.cli import build_parser
+
+    parser = build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings}
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        flags |= {s for a in sub._actions for s in a.option_strings}
+    # Passed to node processes and to the C3D child process, not to sam4dcap.
+    ros_flags = {"--ros-args", "--params-file", "--read"}
+    named = {}
+    for path in (ROOT / "src").glob("*/sam4dcap_*/**/*.py"):
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text()):
+            named.setdefault(flag, path.name)
+    unknown = {f: where for f, where in named.items() if f not in flags | ros_flags}
+    assert not unknown, f"flags named in messages but no command has them: {unknown}"
