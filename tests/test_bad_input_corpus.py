@@ -33,6 +33,7 @@ from sam4dcap_biomech import model_builder, synthetic
 from sam4dcap_biomech.c3d import read_c3d, write_c3d
 from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.inverse_kinematics import run_ik
 from sam4dcap_biomech.storage import read_mot, write_mot
 from sam4dcap_biomech.timeseries import TimeSeries
 from sam4dcap_biomech.trc import read_trc, write_trc
@@ -237,6 +238,12 @@ def _shifted_walk(d, name, seconds):
                                               channel_units=c.channel_units))
 
 
+def _absurd_series(d):
+    v = d.markers.values.copy()
+    v[10, d.markers.index(d_names(5)), 1] = 1e300
+    return d.markers.with_values(v)
+
+
 def _shaken_walk(d):
     """Plausible angles (±1 rad) shaken at 25 Hz: accelerations, hence moments, no human reaches."""
     c = d.coords
@@ -371,6 +378,8 @@ CASES = [
                                                                         keep=[d_names(i) for i in range(3, 43)])),
                                                    "--out", str(d.tmp / "out" / "g.mot")],
       "not in the marker data", "g_" + d_names(0), outcome="warn"),
+    C("ik_series_with_1e300", lambda d: lambda: run_ik(d.model, _absurd_series(d)), "not a position",
+      d_names(5)),
     # MOT/STO files and external loads, through `sam4dcap id`
     C("mot_degrees_labelled_radians", lambda d: _id(d, _mot(d, "deg_as_rad.mot", lambda L: [
         "inDegrees=no" if ln.startswith("inDegrees") else ln for ln in L])), "look like degrees", "inDegrees=no"),
