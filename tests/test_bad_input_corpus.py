@@ -33,6 +33,7 @@ from sam4dcap_biomech import model_builder, synthetic
 from sam4dcap_biomech.c3d import read_c3d, write_c3d
 from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.inverse_kinematics import run_ik
 from sam4dcap_biomech.storage import read_mot, write_mot
 from sam4dcap_biomech.timeseries import TimeSeries
 from sam4dcap_biomech.trc import read_trc, write_trc
@@ -237,6 +238,20 @@ def _shifted_walk(d, name, seconds):
                                               channel_units=c.channel_units))
 
 
+def _absurd_series(d):
+    v = d.markers.values.copy()
+    v[10, d.markers.index(d_names(5)), 1] = 1e300
+    return d.markers.with_values(v)
+
+
+def _shaken_walk(d):
+    """Plausible angles (±1 rad) shaken at 25 Hz: accelerations, hence moments, no human reaches."""
+    c = d.coords
+    v = c.values.copy()
+    v[:, c.names.index("hip_flexion_r")] += np.sin(2 * np.pi * 25.0 * c.time)
+    return write_mot(d.tmp / "shaken.mot", c.with_values(v))
+
+
 def _loads_with(d, name, datafile):
     p = d.tmp / name
     p.write_text(LOADS_XML.format(datafile=datafile))
@@ -363,6 +378,8 @@ CASES = [
                                                                         keep=[d_names(i) for i in range(3, 43)])),
                                                    "--out", str(d.tmp / "out" / "g.mot")],
       "not in the marker data", "g_" + d_names(0), outcome="warn"),
+    C("ik_series_with_1e300", lambda d: lambda: run_ik(d.model, _absurd_series(d)), "not a position",
+      d_names(5)),
     # MOT/STO files and external loads, through `sam4dcap id`
     C("mot_degrees_labelled_radians", lambda d: _id(d, _mot(d, "deg_as_rad.mot", lambda L: [
         "inDegrees=no" if ln.startswith("inDegrees") else ln for ln in L])), "look like degrees", "inDegrees=no"),
@@ -407,6 +424,8 @@ CASES = [
         d, "loads_empty.xml", "<OpenSimDocument><ExternalLoads name='x'/></OpenSimDocument>"))), "datafile"),
     C("id_loads_missing", lambda d: _id(d, d.walk_mot, "--external-loads", str(d.tmp / "none.xml")), "not found"),
     C("id_without_loads_warns", lambda d: _id(d, d.walk_mot), "not physical", outcome="warn"),
+    C("id_moments_beyond_human_warn", lambda d: _id(d, _shaken_walk(d), "--lowpass-hz", "0"),
+      "beyond human ranges", "hip_flexion_r_moment", outcome="warn"),
     # models and setups
     C("osim_missing", lambda d: _ik(d, d.walk_trc)[:2] + [str(d.tmp / "none.osim")] + _ik(d, d.walk_trc)[3:],
       "model file not found"),
@@ -778,3 +797,23 @@ def test_batch_log_lines_carry_their_trial(tmp_path):
     assert len(failed) == 2, proc.stderr
     assert "[first_trial]" in failed[0] and "first_trial.mp4" in failed[0]
     assert "[second_trial]" in failed[1] and "second_trial.mp4" in failed[1]
+
+
+def test_messages_recommend_only_flags_that_exist():
+    """No message or help text tells the user to pass a flag no `sam4dcap` command has."""
+    import re
+
+    from sam4dcap_perception.cli import build_parser
+
+    parser = build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings}
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        flags |= {s for a in sub._actions for s in a.option_strings}
+    # Passed to node processes and to the C3D child process, not to sam4dcap.
+    ros_flags = {"--ros-args", "--params-file", "--read"}
+    named = {}
+    for path in (ROOT / "src").glob("*/sam4dcap_*/**/*.py"):
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text()):
+            named.setdefault(flag, path.name)
+    unknown = {f: where for f, where in named.items() if f not in flags | ros_flags}
+    assert not unknown, f"flags named in messages but no command has them: {unknown}"

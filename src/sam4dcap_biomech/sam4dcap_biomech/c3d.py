@@ -140,14 +140,14 @@ def check_c3d_layout(path: Path) -> None:
             head = f.read(512)
             size = path.stat().st_size
             if len(head) < 512 or head[1] != 0x50:
-                raise Sam4dcapError(f"{path}: not a C3D file (no C3D header)")
+                raise Sam4dcapError(f"cannot read C3D file {path}: not a C3D file (no C3D header)")
             param_start = (head[0] - 1) * 512
             f.seek(max(param_start, 0))
             param_head = f.read(4)
     except OSError as e:
         raise Sam4dcapError(f"cannot read C3D file {path}: {e.strerror or e}") from None
     if param_start < 512 or len(param_head) < 4 or param_head[3] not in (84, 85, 86):
-        raise Sam4dcapError(f"{path}: corrupt C3D header (no parameter section where the header points)")
+        raise Sam4dcapError(f"cannot read C3D file {path}: corrupt header (no parameter section where it points)")
     order = ">" if param_head[3] == 86 else "<"
     # Header words 2-9: points, analog values per frame, first/last frame, max gap, scale, data block.
     n_points, n_analog, first, last, _, scale, data_block = struct.unpack(order + "HHHHHfH", head[2:18])
@@ -157,7 +157,8 @@ def check_c3d_layout(path: Path) -> None:
     word = 4 if negative else 2   # a negative scale means float samples
     needed = max(param_start + n_blocks * 512, (data_block - 1) * 512 + max(frames, 0) * (4 * n_points + n_analog) * word)
     if n_blocks == 0 or data_block == 0 or frames < 0 or size < needed:
-        raise Sam4dcapError(f"{path}: C3D file cut short or corrupt ({size} bytes, its header needs {needed})")
+        raise Sam4dcapError(f"cannot read C3D file {path}: cut short or corrupt ({size} bytes, its header needs "
+                            f"{needed})")
 
 
 def _read(path: Path):

@@ -204,12 +204,18 @@ def load_markers(markers) -> TimeSeries:
         if markers_in_mm_suspected(markers):
             raise Sam4dcapError(f"marker values look like millimetres but the series says unit={markers.unit!r}; "
                                 "convert with .to_unit('m') after setting unit='mm'")
-        return markers if markers.unit == "m" else markers.to_unit("m")
+        metres = markers if markers.unit == "m" else markers.to_unit("m")
+        absurd = np.isinf(metres.values) | (np.abs(np.nan_to_num(metres.values)) > 1e4)
+        if absurd.any():
+            frame, marker = np.argwhere(absurd)[0][:2]
+            raise Sam4dcapError(f"marker {metres.names[marker]} at t={metres.time[frame]:.3f} s is "
+                                f"{metres.values[frame, marker].tolist()} m: not a position (use NaN for missing)")
+        return metres
     return read_trc(markers)
 
 
 def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapping[str, float] | None,
-                    model_marker_names, min_markers: int = 3) -> dict[str, float]:
+                    model_marker_names, min_markers: int) -> dict[str, float]:
     """Weights actually used, and a clear error for missing or misnamed markers."""
     names = list(marker_names)
     model_names = set(model_marker_names)
