@@ -95,6 +95,9 @@ def test_offline_runs_keep_container_time(demo_video, tmp_path):
     proc = start_node("video_source_node", {"source": str(demo_video), "end_s": 0.1}, log_dir=tmp_path)
     try:
         assert proc.proc.wait(60) == 0, proc.tail(20)
+        deadline = time.monotonic() + 10   # (frames delivered, maybe not yet taken by the probe's thread)
+        while len(got) < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop_node(proc)
         probe.close()

@@ -188,8 +188,8 @@ def test_node_stops_when_its_parent_is_killed(name, demo_video, tmp_path):
 
 # --- the runner ------------------------------------------------------------------------------
 
-# A live stream long enough to stop in the middle: the demo clip forth and back, half size, as
-# an image folder played at this rate in realtime (about 17 s once the graph is ready).
+# A live stream long enough to stop in the middle: the demo clip forth and back twice, half
+# size, as an image folder played at this rate in realtime (about 33 s once the graph is ready).
 LIVE_FPS = 12.0
 
 
@@ -205,7 +205,7 @@ def live_stream(demo_video, tmp_path_factory) -> Path:
         frames.append(cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA))
         ok, img = cap.read()
     cap.release()
-    for i, img in enumerate(frames + frames[::-1]):
+    for i, img in enumerate((frames + frames[::-1]) * 2):
         cv2.imwrite(str(folder / f"frame_{i:04d}.jpg"), img)
     return folder
 

@@ -274,6 +274,7 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+            _deliver_pending(node)
         if executor is not None:
             executor.shutdown()
         if node is not None:
@@ -285,6 +286,30 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
         print(f"error: {message}", file=sys.stderr)
         code = 1
     _end_process(code)
+
+
+# At the end, reliable messages already published get this long to reach their readers [s]
+# (the process then ends at once: os._exit).
+DELIVER_PENDING_S = 1.0
+
+
+def _deliver_pending(node) -> None:
+    import time
+
+    import rclpy
+    from rclpy.duration import Duration
+
+    if not rclpy.ok():
+        return
+    deadline = time.monotonic() + DELIVER_PENDING_S
+    for pub in list(node.publishers):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            pub.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def _end_process(code: int) -> None:

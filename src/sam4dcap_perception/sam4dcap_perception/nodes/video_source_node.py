@@ -362,7 +362,8 @@ class VideoSourceNode(Node):
         if self._thread.is_alive():
             self.get_logger().warning("publishing thread still busy after 5 s")
             return
-        self.get_logger().info(f"stopped after {self.frames_published} frames")
+        if not getattr(self, "_ended", False):
+            self.get_logger().info(f"stopped after {self.frames_published} frames")
         if self.eos_pub is not None and getattr(self, "_end_announced", False) and self.context.ok():
             from rclpy.duration import Duration
 
@@ -421,6 +422,13 @@ class VideoSourceNode(Node):
         self._announce_end()
         if self.offline:
             self._wait_for_acks(0)
+            # Readers that do not ack (a plain subscriber): the reliable frames still in our
+            # queue reach them before the node ends.
+            from rclpy.duration import Duration
+
+            for pub in (self.image_pub, self.info_pub):
+                pub.wait_for_all_acked(Duration(seconds=self.p["ack_timeout_s"]))
+        self._ended = True
         dt = time.monotonic() - t_start
         self.get_logger().info(f"source ended: {self.frames_published} frames in {dt:.1f} s "
                                f"({self.frames_published / max(dt, 1e-9):.1f} fps)")
