@@ -130,8 +130,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic(END_OF_STREAM_TOPIC, "std_msgs/msg/Header", "latched", "video_source_node",
           "A file/bag source published its last frame (stamp = its capture stamp).", record=False),
     Topic(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "results", "",
-          "Health of every node, once a second: tracking state, fit residual, processing time; OK/WARN/ERROR.",
-          record=False),
+          "Health of every node, once a second: tracking state, fit residual, processing time; OK/WARN/ERROR."),
 )
 
 

@@ -98,6 +98,22 @@ def test_joint_states_for_95_percent_of_frames_with_default_parameters(live_run)
     assert np.all(np.abs(knee) < np.radians(160)), "radians, within the joint's anatomical range"
 
 
+def test_every_node_reports_health_on_diagnostics(live_run):
+    """/diagnostics (recorded): one status per node, levels OK/WARN/ERROR, processing times; the
+    ik_node's carries its tracking state and fit residual."""
+    arrays = read_bag(live_run["bag"], graph.DIAGNOSTICS_TOPIC)
+    statuses = [s for a in arrays for s in a.status]
+    # (the recorder's own status does not reach its own bag)
+    others = {name for name in live_run["run"].procs if name != "recorder_node"}
+    assert {f"sam4dcap/{name}" for name in others} <= {s.name for s in statuses}
+    assert all(s.level in (0, 1, 2) and s.hardware_id == "sam4dcap" for s in statuses)
+    ik = [{kv.key: kv.value for kv in s.values} for s in statuses if s.name == "sam4dcap/ik_node" and s.level == 0]
+    assert ik and all(v["tracking"] == "valid" and float(v["marker_rms_m"]) < 0.1 for v in ik)
+    assert any(float(v["processing_time_ms_mean"]) > 0 for v in ik)
+    body = [s for s in statuses if s.name == "sam4dcap/body_estimator_node" and s.level == 0]
+    assert body and {kv.key: kv.value for kv in body[-1].values}["tracking"] == "tracked"
+
+
 def test_static_transform_and_types(live_run):
     bag = live_run["bag"]
     tfs = read_bag(bag, "/tf_static")
