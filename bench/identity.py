@@ -17,13 +17,15 @@ tracked frames / frames where the performer is visible (all 100 in every view, b
 frames flagged as overlapping another person.
 
 `--process-demos` also runs every public demo clip (single- and multi-person, 8 videos) through
-`sam4dcap process` once and reports exit codes and whether report.html was written (heavy).
+`sam4dcap process` once and reports exit codes and whether report.html was written (heavy; kept
+in bench/results/identity_demo_runs.json and shown by later runs without the flag).
 Writes bench/results/identity.md; the last stdout line is the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -158,7 +160,15 @@ def main(argv=None) -> int:
               flush=True)
         if args.auto:
             results.append(run_view(view, "auto"))
-    demos = process_demos(args.process_demos) if args.process_demos else []
+    demos_json = ROOT / "bench" / "results" / "identity_demo_runs.json"
+    if args.process_demos:
+        demos = process_demos(args.process_demos)
+        demos_json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                          "load_before": load, "load_after": os.getloadavg()[0], "runs": demos},
+                                         indent=1) + "\n")
+    # The (heavy) demo runs are kept from the last --process-demos run.
+    demo_runs = json.loads(demos_json.read_text()) if demos_json.is_file() else None
+    demos = demo_runs["runs"] if demo_runs else []
     lines = ["# Identity on the Pose2Sim multi-person demo", "",
              f"`python bench/identity.py{' --auto' if args.auto else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"load average {load:.1f} at the start (machine shared: timings are not quiet-machine figures).", "",
@@ -174,11 +184,13 @@ def main(argv=None) -> int:
                      f"{100.0 * r['tracked'] / r['frames']:.0f} % | {r['overlap']} | {wrong or '—'} | {r['seconds']:.1f} |")
     if demos:
         lines += ["", "## Every public demo clip through `sam4dcap process` (--height 1.75 --mass 70)", "",
+                  f"Run {demo_runs['date']} (`--process-demos`, one clip at a time, default `--person auto`); load "
+                  f"average {demo_runs['load_before']:.1f} before, {demo_runs['load_after']:.1f} after "
+                  "(other jobs on the 2 cores: the seconds are not quiet-machine figures).", "",
                   "| clip | exit code | report.html | s | error |", "|---|---|---|---|---|"]
         for d in demos:
             lines.append(f"| {d['clip']} | {d['rc']} | {'yes' if d['report'] else 'no'} | {d['seconds']:.0f} | "
                          f"{d['message'].replace('|', '/')} |")
-        lines.append(f"\nload average after: {os.getloadavg()[0]:.1f}")
     chosen = [r for r in results if r["person"] != "auto"]
     total_right = sum(r["right"] for r in chosen)
     total_tracked = sum(r["tracked"] for r in chosen)

@@ -55,7 +55,7 @@ from sam4dcap_biomech.markersets import BLAZEPOSE33
 from .observations import BodyObservation, Frame
 from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
 from .tracking import (PeopleTracker, PromptTracker, appearance_distance, appearance_feature, choose_track,
-                       overlap_fraction, parse_person_choice, track_at)
+                       core_box, overlap_fraction, parse_person_choice, track_at)
 from .video_source import as_rgb8
 
 log = logging.getLogger(__name__)
@@ -279,10 +279,14 @@ class BlazePoseEstimator:
 
         self._roi = result.roi_from_landmarks
         self.n_tracked += 1
-        # The subject's own landmarks over someone else's body: also an overlap (the detector
-        # may have lost one of the two).
+        # The subject's body (torso extent from its own landmarks, as `core_box` does for
+        # detections; limbs reaching across someone do not count) over someone else's: also an
+        # overlap (the detector may have lost one of the two).
+        lm = np.array([[p.x * ww, p.y * wh] for p in result.pose_landmarks.landmark])
+        own = core_box(SimpleNamespace(box_xyxy=box, keypoints_xy=np.array(
+            [lm[23:25].mean(axis=0), lm[23:25].mean(axis=0), lm[11:13].mean(axis=0)])))
         self._subject_overlap = subject.overlap or any(
-            overlap_fraction(box, t.core) > self.people.overlap_frac
+            overlap_fraction(own, t.core) > self.people.overlap_frac
             for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
         return self._observation(frame, result, (h, w), scale, subject)
 
