@@ -659,9 +659,9 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
         return {"marker_set": markers_ts.meta["marker_set"], "frames": len(stamps)}
 
     runner.run("markers", markers, inputs={"bag": bag}, params={"height_m": opts.height_m},
-               outputs=[trc_path, npz_path, json_path, quality_path, camera_path])
+               outputs=[trc_path, npz_path, json_path, quality_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
-            "markers_quality": quality_path, "camera": camera_path}
+            "markers_quality": quality_path}
 
 
 def _bag_keypoints(bio, bag: Path, topics, npz_path: Path, json_path: Path) -> None:
