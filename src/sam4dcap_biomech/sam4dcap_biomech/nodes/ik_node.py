@@ -294,13 +294,7 @@ class IKNode(Node):
                          marker_rms_m: float = float("nan")) -> None:
         """JointKinematics saying this frame has no usable pose (NaN positions); no JointState."""
         names = list(self.ik.coordinate_names)
-        kin = self._JointKinematics()
-        kin.header.stamp = stamp
-        kin.header.frame_id = "world"
-        kin.person_id = self.p["person_id"]
-        kin.model_name = self.ik.model.getName()
-        kin.name = names
-        kin.position = [math.nan] * len(names)
+        kin = self._kinematics_msg(stamp, names, [math.nan] * len(names))
         kin.confidence = [0.0] * len(names)
         kin.marker_error_rms = float(marker_rms_m)
         kin.marker_error_max = math.nan
@@ -311,17 +305,21 @@ class IKNode(Node):
         self.diagnostics.set(level, reason, tracking="lost" if state == self._JointKinematics.STATE_LOST
                              else "untrusted", marker_rms_m=float(marker_rms_m), markers_used=int(n_markers))
 
-    def _publish(self, stamp, frame) -> None:
-        names = list(frame.coordinate_names)
-        q = [float(v) for v in frame.q]
-        qdot = [] if frame.qdot is None or not np.all(np.isfinite(frame.qdot)) else [float(v) for v in frame.qdot]
+    def _kinematics_msg(self, stamp, names: list, position: list):
         kin = self._JointKinematics()
         kin.header.stamp = stamp
         kin.header.frame_id = "world"
         kin.person_id = self.p["person_id"]
         kin.model_name = self.ik.model.getName()
         kin.name = names
-        kin.position = q
+        kin.position = position
+        return kin
+
+    def _publish(self, stamp, frame) -> None:
+        names = list(frame.coordinate_names)
+        q = [float(v) for v in frame.q]
+        qdot = [] if frame.qdot is None or not np.all(np.isfinite(frame.qdot)) else [float(v) for v in frame.qdot]
+        kin = self._kinematics_msg(stamp, names, q)
         kin.velocity = qdot
         if frame.confidence is not None:
             kin.confidence = [float(c) for c in frame.confidence]
