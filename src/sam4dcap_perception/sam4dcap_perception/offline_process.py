@@ -30,8 +30,8 @@ from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
 from sam4dcap_biomech.filters import true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
 
-from .virtual_markers import FRAME_BRIDGED, FRAME_LOST, FRAME_TRACKED
 from .fit_views import write_camera_file
+from .virtual_markers import FRAME_LOST, FRAME_TRACKED
 
 log = logging.getLogger(__name__)
 

@@ -107,6 +107,15 @@ def test_frames_file_summary_and_report_flag_the_gaps(gap_trial):
     assert "Frames without the person" in html and "person lost in" in html
 
 
+def test_markers_on_the_covered_clip_exits_0_with_a_warning(gap_trial, tmp_path, capsys):
+    _, out = gap_trial
+    trc = tmp_path / "covered.trc"
+    assert main(["markers", str(out.parent / "covered.mp4"), "--height", "1.70", "--out", str(trc)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 1 and "person lost in" in err[0] and "0.75-" in err[0]
+    assert np.isnan(read_trc(trc).values[list(LONG_GAP)]).all()
+
+
 @pytest.fixture(scope="module")
 def background_clip(demo_video, tmp_path_factory):
     # The floor mat in the lower right corner of the view: nobody there in any frame.

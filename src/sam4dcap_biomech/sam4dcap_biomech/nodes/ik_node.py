@@ -362,13 +362,7 @@ class IKNode(Node):
                          marker_rms_m: float = float("nan")) -> None:
         """JointKinematics saying this frame has no usable pose (NaN positions); no JointState."""
         names = list(self.ik.coordinate_names)
-        kin = self._JointKinematics()
-        kin.header.stamp = stamp
-        kin.header.frame_id = "world"
-        kin.person_id = self.p["person_id"]
-        kin.model_name = self.ik.model.getName()
-        kin.name = names
-        kin.position = [math.nan] * len(names)
+        kin = self._kinematics_msg(stamp, names, [math.nan] * len(names))
         kin.confidence = [0.0] * len(names)
         kin.marker_error_rms = float(marker_rms_m)
         kin.marker_error_max = math.nan
@@ -379,14 +373,8 @@ class IKNode(Node):
         self.diagnostics.set(level, reason, tracking="lost" if state == self._JointKinematics.STATE_LOST
                              else "untrusted", marker_rms_m=float(marker_rms_m), markers_used=int(n_markers))
 
-    def _publish(self, stamp, frame) -> None:
-        names = list(frame.coordinate_names)
-        q = [float(v) for v in frame.q]
-        # Velocity always has one entry per joint: NaN where not estimable yet (the first frame
-        # after a start, a reset or a source jump), so consumers never see a ragged message.
-        qdot = [math.nan] * len(q) if frame.qdot is None else \
-            [float(v) if math.isfinite(v) else math.nan for v in frame.qdot]
-        # Both in the frame of the markers (the free joint's translations are expressed in it).
+    def _kinematics_msg(self, stamp, names: list, position: list):
+        # In the frame of the markers (the free joint's translations are expressed in it).
         frame_id = getattr(self, "_frame_id", OPENSIM_WORLD_FRAME)
         kin = self._JointKinematics()
         kin.header.stamp = stamp
@@ -394,7 +382,17 @@ class IKNode(Node):
         kin.person_id = self.p["person_id"]
         kin.model_name = self.ik.model.getName()
         kin.name = names
-        kin.position = q
+        kin.position = position
+        return kin
+
+    def _publish(self, stamp, frame) -> None:
+        names = list(frame.coordinate_names)
+        q = [float(v) for v in frame.q]
+        # Velocity always has one entry per joint: NaN where not estimable yet (the first frame
+        # after a start, a reset or a source jump), so consumers never see a ragged message.
+        qdot = [math.nan] * len(q) if frame.qdot is None else \
+            [float(v) if math.isfinite(v) else math.nan for v in frame.qdot]
+        kin = self._kinematics_msg(stamp, names, q)
         kin.velocity = qdot
         if frame.confidence is not None:
             kin.confidence = [float(c) for c in frame.confidence]
@@ -406,7 +404,7 @@ class IKNode(Node):
         self.kinematics_pub.publish(kin)
         js = self._JointState()
         js.header.stamp = stamp
-        js.header.frame_id = frame_id
+        js.header.frame_id = kin.header.frame_id
         js.name = names
         js.position = q
         js.velocity = qdot

@@ -9,6 +9,7 @@ writes the zero-phase filtered markers. Frames without the person are NaN in the
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -104,4 +105,9 @@ def run(args) -> int:
         q["world_from_camera"] = result.world_from_camera.matrix.tolist()
         Path(args.quality).write_text(json.dumps(q, indent=2, default=float))
     print(f"{result.quality['frames']} frames, {100 * result.tracked_fraction:.0f}% tracked -> {out}")
+    lost = result.quality.get("lost_intervals_s") or []
+    if lost:
+        where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in lost[:4]) + (" ..." if len(lost) > 4 else "")
+        print(f"warning: person lost in {result.quality['lost_frames']} frames at {where}: NaN rows in the TRC; "
+              f"{result.quality['bridged_frames']} frames bridged", file=sys.stderr)
     return 0
