@@ -33,7 +33,9 @@ by the fit's robust residual level, mapped like streaming_ik: 1 / (1 + (std / re
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time as _time
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
@@ -43,7 +45,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .errors import Sam4dcapError
-from .streaming_ik import StreamingIK, solve_trial
+from .streaming_ik import IKFrame, StreamingIK, solve_trial
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -602,8 +604,6 @@ class StreamingCameraFit:
               confidence: Sequence[np.ndarray]):
         """markers (M, 3) world metres in ik.marker_names order (NaN = missing); pixels / confidence
         per camera (M, 2) undistorted / (M,), same order. None when too few markers are seen."""
-        from .streaming_ik import IKFrame
-
         markers = np.asarray(markers, float)
         views = [CameraView(c, self._names, np.asarray(p, float)[None], np.asarray(w, float)[None])
                  for c, p, w in zip(self.cameras, pixels, confidence)]
@@ -732,9 +732,6 @@ class LiveCameraFit:
     uses marker IK. Thread-safe (keypoints arrive on the executor, solves may run on a worker)."""
 
     def __init__(self, settings: FitSettings, *, keep_frames: int = 600):
-        import collections
-        import threading
-
         self.settings = settings
         self._lock = threading.Lock()
         self._K = None
