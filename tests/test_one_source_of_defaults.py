@@ -25,7 +25,9 @@ NOT_THE_YAML_PARAMETER = {
 }
 # Parameters whose YAML meaning differs per node (a per-call window, not the node's setting).
 NOT_SETTINGS = {"start_s", "end_s", "source", "frame_id", "realtime", "model_path", "output_dir", "person_id",
-                "world_frame", "topics", "enabled", "device", "backend", "trial_name"}
+                "world_frame", "topics", "enabled", "device", "backend", "trial_name",
+                # one name, two solvers: StreamingIK's per-frame cap vs camera_fit's whole-trial LM
+                "max_iterations"}
 
 
 def _core_modules():

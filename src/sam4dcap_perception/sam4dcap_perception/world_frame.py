@@ -680,9 +680,9 @@ MIN_LEVEL_FRACTION = 0.1
 
 
 def stance_mask(points: np.ndarray, names: Sequence[str], time_s: np.ndarray, *,
-                max_speed_m_s: float = STANCE_MAX_SPEED_M_S) -> np.ndarray:
+                stance_max_speed_m_s: float = STANCE_MAX_SPEED_M_S) -> np.ndarray:
     """(N, 2) True where the left / right foot is in stance (metric points, times in s): its
-    heel-toe midpoint, low-passed, moves slower than `max_speed_m_s`. Feet in flight (a jump, a
+    heel-toe midpoint, low-passed, moves slower than `stance_max_speed_m_s`. Feet in flight (a jump, a
     drop, running) and swinging feet are not in stance. Fewer than 5 frames: every seen foot."""
     feet = landmarks(points, names, FOOT_POINTS)                       # (N, 4, 3): lh, rh, lt, rt
     centres = (feet[:, [0, 1]] + feet[:, [2, 3]]) / 2                  # (N, 2, 3)
@@ -694,7 +694,7 @@ def stance_mask(points: np.ndarray, names: Sequence[str], time_s: np.ndarray, *,
     smooth = butterworth_zero_phase(series, cutoff_hz=min(STANCE_SMOOTH_HZ, 0.45 * series.rate_hz)).values
     speed = np.linalg.norm(np.gradient(smooth, t, axis=0), axis=-1)
     with np.errstate(invalid="ignore"):
-        return seen & (speed < max_speed_m_s)
+        return seen & (speed < stance_max_speed_m_s)
 
 
 def contact_levels(heights: np.ndarray, *, gap_m: float = LEVEL_GAP_M,
