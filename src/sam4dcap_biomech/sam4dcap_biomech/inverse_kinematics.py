@@ -302,8 +302,11 @@ def _coordinate_units(model) -> dict[str, str]:
     return {cs.get(i).getName(): ("rad" if cs.get(i).getMotionType() == 1 else "m") for i in range(cs.getSize())}
 
 
-def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max_rms_m: float) -> None:
-    """Raise naming the worst markers when IK's marker RMS error says the model does not fit."""
+def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max_rms_m: float,
+               solved: np.ndarray) -> None:
+    """Raise naming the worst markers when IK's marker RMS error says the model does not fit.
+    Frames left unsolved on purpose (`solved` False: too few markers, NaN rows) are not judged."""
+    rms = np.where(solved, rms, 0.0)
     not_finite = np.flatnonzero(~np.isfinite(rms))
     if not_finite.size:
         raise Sam4dcapError(f"IK marker error is not finite in {not_finite.size} of {rms.size} frame(s) (first at "
@@ -438,7 +441,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
             err_file = results_dir / f"{stem}_marker_errors.sto"
             write_mot(out_mot, coords, name=stem)
             write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
-    _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m)
+    _fit_check(model_path, series, weights, rms, max_rms_m=max_marker_rms_m, solved=solvable)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file, log_file=log_path,
                     extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks,
@@ -611,7 +614,7 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
         err_file = out_mot.parent / f"{out_mot.stem}_marker_errors.sto"
         errs = TimeSeries.from_dict(series.time, {"marker_error_RMS": rms, "marker_error_max": mx}, unit="m")
         write_sto(err_file, errs)
-    _fit_check(model, series, weights, rms, max_rms_m=max_marker_rms_m)
+    _fit_check(model, series, weights, rms, max_rms_m=max_marker_rms_m, solved=solvable)
     return IKResult(coordinates=coords, marker_rms_m=rms, marker_max_m=mx, out_mot=out_mot,
                     marker_errors_file=err_file,
                     max_error_marker=tuple(f.max_error_marker if f is not None else "" for f in frames),
