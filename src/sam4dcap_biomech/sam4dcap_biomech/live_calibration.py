@@ -72,7 +72,9 @@ class CalibrationOutcome:
         rms = f", marker RMS {self.marker_rms_m * 1000:.1f} mm" if math.isfinite(self.marker_rms_m) else ""
         return (f"scaled to {self.height_m:.2f} m, {self.mass_kg:.1f} kg from the {self.method} "
                 f"{self.window[0]:.2f}-{self.window[1]:.2f} s{rms} in {self.seconds:.1f} s; IK now uses "
-                f"{self.model_path}")
+                f"{self.model_path}"
+                + (f" (no still window: {self.details['no_static_window']})"
+                   if self.details.get("no_static_window") else ""))
 
 
 class LiveCalibrator:

@@ -33,6 +33,7 @@ written once into the cache folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -172,6 +173,15 @@ class IKNode(Node):
         if name == "min_markers":   # the solver keeps its own copy
             with self._ik_lock:
                 self.ik.min_markers = int(value)
+        # The calibrator keeps its own settings: the next calibration uses the new value.
+        calibration_fields = {"static_min_duration_s": "static_min_duration_s",
+                              "static_max_speed_m_s": "static_max_speed_m_s",
+                              "calibration_buffer_s": "buffer_s", "output_dir": "output_dir"}
+        if name in calibration_fields:
+            field = calibration_fields[name]
+            value = Path(value) if field == "output_dir" else float(value)
+            self.calibrator.settings = dataclasses.replace(self.calibrator.settings, **{field: value})
+
     def _start_live_fit(self):
         """ik_node.live_fit = camera: the camera fit on the 2D keypoints (camera_fit.LiveCameraFit)."""
         from scipy.spatial.transform import Rotation
