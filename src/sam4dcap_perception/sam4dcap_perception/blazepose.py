@@ -24,8 +24,9 @@ person"), but MediaPipe's own subgraphs wired here so the tracker decides whom t
     mixed skeleton, part on someone the detector does not see) is caught against the subject's
     own typical colour distance (`identity_doubt_margin`): such frames are flagged, and after a
     loss the subject is only taken back when it looks like itself again. Frames where another
-    person overlaps the subject, or whose identity is in doubt, are flagged (`extra["overlap"]`)
-    and their confidence scaled by `overlap_confidence_scale`.
+    person overlaps the subject are flagged (`extra["overlap"]`) and their confidence scaled by
+    `overlap_confidence_scale`; frames whose colours drift away from the subject's typical ones
+    are flagged `extra["identity_doubt"]` (diagnostic only: confidence unchanged).
 
 Conventions (MediaPipe's, checked in test_blazepose.py):
   * `keypoints_2d`: pixels, x right, y down, pixel-centre convention (pixel i spans
@@ -295,7 +296,7 @@ class BlazePoseEstimator:
         lm = np.array([[p.x * ww, p.y * wh] for p in result.pose_landmarks.landmark])
         own = core_box(SimpleNamespace(box_xyxy=box, keypoints_xy=np.array(
             [lm[23:25].mean(axis=0), lm[23:25].mean(axis=0), lm[11:13].mean(axis=0)])))
-        self._subject_overlap = subject.overlap or self._identity_doubt or any(
+        self._subject_overlap = subject.overlap or any(
             overlap_fraction(own, t.core) > self.people.overlap_frac
             for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
         return self._observation(frame, result, (h, w), scale, subject)
@@ -331,7 +332,7 @@ class BlazePoseEstimator:
         The slide is gradual (a mixed skeleton: part on the subject, part on the other person),
         so beyond the hard limit the distance is also compared with the subject's own typical
         distance (median of its recent accepted frames): more than `identity_doubt_margin` above
-        it, the frame is flagged (identity uncertain, `overlap`); and after a loss on another
+        it, the frame is flagged (`identity_doubt`); and after a loss on another
         person's colours or hips the subject is only taken back within that margin, never from
         the in-between skeleton that the same place gives again."""
         self._identity_doubt = False
@@ -348,6 +349,7 @@ class BlazePoseEstimator:
             log.info("t=%.3f s: landmarks' colours %.2f from the subject's (> %.2f): rejected", time_s, d,
                      self.max_appearance_distance)
             self._identity_lost = True
+            self._reject_reason = "landmarks on another person's colours"
             return False
         if len(self._distances) >= TYPICAL_MIN_FRAMES:
             typical = float(np.median(self._distances))
@@ -355,6 +357,7 @@ class BlazePoseEstimator:
         if self._identity_doubt and self._identity_lost:
             log.info("t=%.3f s: after a loss on another person, landmarks' colours %.2f from the subject's "
                      "(typical %.2f + %.2f): not taken back", time_s, d, typical, self.doubt_margin)
+            self._reject_reason = "after a loss on another person: colours not yet the subject's"
             return False
         self._identity_lost = False
         self._distances = (self._distances + [d])[-TYPICAL_FRAMES:]
@@ -438,14 +441,16 @@ class BlazePoseEstimator:
 
     def _people_extra(self, subject) -> dict:
         """Per-frame identity facts: the subject's track id, whether another person overlaps it
-        (`overlap`: identity uncertain on this frame), and every person in view
+        (`overlap`: identity uncertain on this frame), whether the landmarks' colours drift from
+        the subject's typical ones (`identity_doubt`), and every person in view
         (`people`: (id, box in source pixels, score, detected, overlapping))."""
         return {"track_id": None if subject is None else subject.track_id,
                 "overlap": bool(subject is not None and (subject.overlap or self._subject_overlap)),
+                "identity_doubt": bool(self._identity_doubt),
                 "people": list(self._people_out)}
 
     def _untracked(self, frame: Frame, shape, *, reason: str, subject=None) -> BodyObservation:
-        self._subject_overlap = False
+        self._subject_overlap = self._identity_doubt = False
         k = len(BLAZEPOSE33)
         nan = np.full
         return BodyObservation(

@@ -103,8 +103,8 @@ def test_mixed_skeleton_after_a_long_overlap_is_lost_not_followed(pose2sim_multi
     tracked = [o for o in obs if o.tracked]
     assert all(hips(o)[0] > 380 for o in tracked), [o.frame_index for o in tracked if hips(o)[0] <= 380]
     assert len(tracked) >= 75                     # the loss is at the end, not a blanket drop
-    assert not any(o.extra["overlap"] for o in obs[:40])
-    assert any(o.extra["overlap"] for o in tracked if o.frame_index >= 70)
+    assert not any(o.extra["identity_doubt"] for o in obs[:40])
+    assert any(o.extra["identity_doubt"] for o in tracked if o.frame_index >= 70)
 
 @pytest.fixture(scope="module")
 def crossing(pose2sim_demo):
