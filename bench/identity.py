@@ -14,7 +14,8 @@ those sheets again).
 Figures per view: share of tracked frames on the performer (target 100 %), identity switches
 (performer -> someone else between consecutive tracked frames; target 0), detection rate =
 tracked frames / frames where the performer is visible (all 100 in every view, by looking),
-frames flagged as overlapping another person.
+frames lost (NaN), frames flagged as overlapping another person, frames flagged
+`identity_doubt` (landmarks' colours drifting from the subject's typical ones).
 
 `--process-demos` also runs every public demo clip (single- and multi-person, 8 videos) through
 `sam4dcap process` once and reports exit codes and whether report.html was written (heavy; kept
@@ -80,6 +81,7 @@ def run_view(view: str, person: str, *, draw_dir: Path | None = None) -> dict:
             o = est.process(f)
             hip = o.keypoints_2d[23:25].mean(axis=0) if o.tracked else None
             frames.append({"index": f.index, "tracked": o.tracked, "hip": hip, "overlap": o.extra.get("overlap", False),
+                           "doubt": o.extra.get("identity_doubt", False),
                            "track_id": o.extra.get("track_id")})
             if draw_dir is not None and f.index % 2 == 0:
                 cells.append(_draw(f.image, view, f.index, o, hip))
@@ -95,7 +97,8 @@ def run_view(view: str, person: str, *, draw_dir: Path | None = None) -> dict:
     switches = sum(1 for a, b in zip(right, right[1:]) if a and not b)
     return {"view": view, "person": person, "frames": len(frames), "tracked": len(tracked),
             "right": int(sum(right)), "wrong_frames": [fr["index"] for fr, r in zip(tracked, right) if not r],
-            "switches": switches, "overlap": sum(fr["overlap"] for fr in frames), "seconds": seconds}
+            "switches": switches, "overlap": sum(fr["overlap"] for fr in frames),
+            "doubt": sum(fr["doubt"] for fr in frames), "seconds": seconds}
 
 
 def _draw(image, view, index, obs, hip):
@@ -175,13 +178,15 @@ def main(argv=None) -> int:
              "Subject chosen with `--person X,Y` on the performer in frame 0; labels: `LABELS` in the script "
              "(half-planes drawn on every 2nd frame and checked by eye).", "",
              "| view | --person | on the performer (of tracked) | identity switches | detected (of 100 visible) "
-             "| overlap-flagged frames | wrong frames | s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| lost frames | overlap-flagged frames | identity-doubt frames | wrong frames | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         share = 100.0 * r["right"] / r["tracked"] if r["tracked"] else 0.0
         wrong = ",".join(map(str, r["wrong_frames"][:12])) + (" …" if len(r["wrong_frames"]) > 12 else "")
         lines.append(f"| {r['view']} | {r['person']} | {share:.1f} % ({r['right']}/{r['tracked']}) | {r['switches']} | "
-                     f"{100.0 * r['tracked'] / r['frames']:.0f} % | {r['overlap']} | {wrong or '—'} | {r['seconds']:.1f} |")
+                     f"{100.0 * r['tracked'] / r['frames']:.0f} % | {r['frames'] - r['tracked']} | {r['overlap']} | "
+                     f"{r['doubt']} | "
+                     f"{wrong or '—'} | {r['seconds']:.1f} |")
     if demos:
         lines += ["", "## Every public demo clip through `sam4dcap process` (--height 1.75 --mass 70)", "",
                   f"Run {demo_runs['date']} (`--process-demos`, one clip at a time, default `--person auto`); load "

@@ -20,9 +20,13 @@ person"), but MediaPipe's own subgraphs wired here so the tracker decides whom t
   * identity check on every result: the landmarks' hips must be nearest the subject's own
     detection (or, when the detector misses the subject, not on anyone else's) and the colours
     under its torso and legs must stay within `identity_max_appearance_distance` of the
-    subject's first frames; otherwise the frame is lost, never someone else. Frames where another
+    subject's first frames; otherwise the frame is lost, never someone else. A gradual slide (a
+    mixed skeleton, part on someone the detector does not see) is caught against the subject's
+    own typical colour distance (`identity_doubt_margin`): such frames are flagged, and after a
+    loss the subject is only taken back when it looks like itself again. Frames where another
     person overlaps the subject are flagged (`extra["overlap"]`) and their confidence scaled by
-    `overlap_confidence_scale`.
+    `overlap_confidence_scale`; frames whose colours drift away from the subject's typical ones
+    are flagged `extra["identity_doubt"]` (diagnostic only: confidence unchanged).
 
 Conventions (MediaPipe's, checked in test_blazepose.py):
   * `keypoints_2d`: pixels, x right, y down, pixel-centre convention (pixel i spans
@@ -63,7 +67,10 @@ log = logging.getLogger(__name__)
 MODEL_COMPLEXITY = {"lite": 0, "full": 1, "heavy": 2}
 MIN_SIDE_PX = 32           # smaller frames are reported untracked (the detector needs ~100 px people)
 MAX_SIDE_PX = 4096
-REF_FRAMES = 10            # the subject's colours: mean over its first tracked frames         # larger frames are downscaled for the model; outputs are in full-res pixels
+REF_FRAMES = 10            # the subject's colours: mean over its first tracked frames
+TYPICAL_FRAMES = 300       # the subject's typical colour distance: median over its last accepted frames,
+TYPICAL_MIN_FRAMES = 30    # once there are this many (before, the distance is still rising from the
+                           # reference frames' own pose and would flag the subject itself)
 
 _LANDMARK_GRAPH = """
 input_stream: "IMAGE:image"
@@ -171,6 +178,7 @@ class BlazePoseEstimator:
         self.choice = parse_person_choice(p["person"])
         self.overlap_confidence_scale = float(p["overlap_confidence_scale"])
         self.max_appearance_distance = float(p["identity_max_appearance_distance"])
+        self.doubt_margin = float(p["identity_doubt_margin"])
         self.subject_id: int | None = None      # PeopleTracker id of the subject
         self._graph = None
         self._image_shape: tuple[int, int] | None = None
@@ -183,6 +191,9 @@ class BlazePoseEstimator:
         self._subject_overlap = False
         self._reject_reason = ""
         self._ref, self._ref_n = None, 0         # the subject's colours (landmark regions)
+        self._distances: list[float] = []        # colour distances of the accepted frames (recent)
+        self._identity_lost = False              # last loss: landmarks on someone else's colours/hips
+        self._identity_doubt = False             # this frame's colours far from the subject's typical
         self._scale = 1.0
         self._new_landmark_graph()
 
@@ -301,6 +312,7 @@ class BlazePoseEstimator:
         self.tracker.reset()
         self._prompt_due, self._prompt_source = True, source
         self._ref, self._ref_n = None, 0
+        self._distances, self._identity_lost = [], False
 
     def retarget_at(self, x: float, y: float) -> int | None:
         """Retarget on the person seen on the last frame whose body contains source pixel (x, y);
@@ -315,11 +327,19 @@ class BlazePoseEstimator:
     def _looks_like_subject(self, image: np.ndarray, xy: np.ndarray, time_s: float) -> bool:
         """Colours under the landmarks' torso and legs match the subject's (the mean of its first
         `REF_FRAMES` tracked frames): the landmark model slides onto someone else when two people
-        overlap and the detector sees only one of them."""
+        overlap and the detector sees only one of them.
+
+        The slide is gradual (a mixed skeleton: part on the subject, part on the other person),
+        so beyond the hard limit the distance is also compared with the subject's own typical
+        distance (median of its recent accepted frames): more than `identity_doubt_margin` above
+        it, the frame is flagged (`identity_doubt`); and after a loss on another
+        person's colours or hips the subject is only taken back within that margin, never from
+        the in-between skeleton that the same place gives again."""
+        self._identity_doubt = False
         feat = appearance_feature(image, SimpleNamespace(keypoints_xy=np.array(
             [xy[23:25].mean(axis=0), xy[23:25].mean(axis=0), xy[11:13].mean(axis=0)])))
         if feat is None:
-            return True
+            return not self._identity_lost
         if self._ref_n < REF_FRAMES:
             self._ref = feat if self._ref is None else self._ref + (feat - self._ref) / (self._ref_n + 1)
             self._ref_n += 1
@@ -328,7 +348,19 @@ class BlazePoseEstimator:
         if d > self.max_appearance_distance:
             log.info("t=%.3f s: landmarks' colours %.2f from the subject's (> %.2f): rejected", time_s, d,
                      self.max_appearance_distance)
+            self._identity_lost = True
+            self._reject_reason = "landmarks on another person's colours"
             return False
+        if len(self._distances) >= TYPICAL_MIN_FRAMES:
+            typical = float(np.median(self._distances))
+            self._identity_doubt = d > typical + self.doubt_margin
+        if self._identity_doubt and self._identity_lost:
+            log.info("t=%.3f s: after a loss on another person, landmarks' colours %.2f from the subject's "
+                     "(typical %.2f + %.2f): not taken back", time_s, d, typical, self.doubt_margin)
+            self._reject_reason = "after a loss on another person: colours not yet the subject's"
+            return False
+        self._identity_lost = False
+        self._distances = (self._distances + [d])[-TYPICAL_FRAMES:]
         return True
 
     def _accept(self, result, ww: int, wh: int, time_s: float, subject=None, people=(), image=None):
@@ -347,6 +379,7 @@ class BlazePoseEstimator:
         if subject is not None and not self._is_subject(xy[23:25].mean(axis=0), subject, people):
             log.info("t=%.3f s: landmarks sit on person %s, not on the subject %d: rejected", time_s,
                      self._nearest_person(xy[23:25].mean(axis=0), people), subject.track_id)
+            self._identity_lost = True
             self.tracker.mark_lost()
             return None
         if image is not None and not self._looks_like_subject(image, xy, time_s):
@@ -408,14 +441,16 @@ class BlazePoseEstimator:
 
     def _people_extra(self, subject) -> dict:
         """Per-frame identity facts: the subject's track id, whether another person overlaps it
-        (`overlap`: identity uncertain on this frame), and every person in view
+        (`overlap`: identity uncertain on this frame), whether the landmarks' colours drift from
+        the subject's typical ones (`identity_doubt`), and every person in view
         (`people`: (id, box in source pixels, score, detected, overlapping))."""
         return {"track_id": None if subject is None else subject.track_id,
                 "overlap": bool(subject is not None and (subject.overlap or self._subject_overlap)),
+                "identity_doubt": bool(self._identity_doubt),
                 "people": list(self._people_out)}
 
     def _untracked(self, frame: Frame, shape, *, reason: str, subject=None) -> BodyObservation:
-        self._subject_overlap = False
+        self._subject_overlap = self._identity_doubt = False
         k = len(BLAZEPOSE33)
         nan = np.full
         return BodyObservation(

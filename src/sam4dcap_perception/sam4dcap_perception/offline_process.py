@@ -510,6 +510,8 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
     tracked = np.array([bool(o.tracked) for o in obs])
     # Another person overlapped the subject: identity held by appearance only (confidence lowered).
     overlap = np.array([bool(o.extra.get("overlap", False)) for o in obs])
+    # The landmarks' colours drifted from the subject's typical ones (a possible mixed skeleton).
+    identity_doubt = np.array([bool(o.extra.get("identity_doubt", False)) for o in obs])
     k2 = np.full((n, k, 2), np.nan)
     k3 = np.full((n, k, 3), np.nan)
     conf = np.zeros((n, k))
@@ -526,14 +528,15 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
         if o.visibility is not None:
             vis[i] = o.visibility
     skeleton = next((o.skeleton for o in obs if o.tracked), "")
-    np.savez_compressed(npz_path, time_s=time_s, names=np.array(names), tracked=tracked, overlap=overlap, keypoints_2d=k2,
+    np.savez_compressed(npz_path, time_s=time_s, names=np.array(names), tracked=tracked, overlap=overlap,
+                        identity_doubt=identity_doubt, keypoints_2d=k2,
                         keypoints_3d=k3, confidence=conf, visibility=vis, skeleton=skeleton, source=source)
 
     def r(a, digits):
         return [[None if not np.isfinite(x) else round(float(x), digits) for x in row] for row in a]
 
     frames = [{"index": i, "time_s": round(float(time_s[i]), 6), "tracked": bool(tracked[i]),
-               "overlap": bool(overlap[i]),
+               "overlap": bool(overlap[i]), "identity_doubt": bool(identity_doubt[i]),
                "keypoints_2d_px": r(k2[i], 2) if tracked[i] else None,
                "keypoints_3d_m": r(k3[i], 4) if tracked[i] else None,
                "confidence": [round(float(c), 3) for c in conf[i]] if tracked[i] else None,
@@ -578,6 +581,7 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
             "quality": {k: v for k, v in result.quality.items() if isinstance(v, (int, float, str, bool))},
             # Frames where another person overlapped the subject (identity uncertain, confidence lowered).
             "overlap_frames": sum(bool(o.extra.get("overlap")) for o in result.observations or []),
+            "identity_doubt_frames": sum(bool(o.extra.get("identity_doubt")) for o in result.observations or []),
             "time_s": result.filtered.time.tolist(),
             "frame_confidence": [None if not np.isfinite(c) else float(c) for c in conf],
             "frame_status": [str(x) for x in result.flags["frame_status"]],

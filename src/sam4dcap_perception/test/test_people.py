@@ -90,6 +90,22 @@ def test_performer_masked_out_then_back_no_switch(pose2sim_multi, cam04):
     assert obs[49].prompt.source == "reprompt"
 
 
+
+def test_mixed_skeleton_after_a_long_overlap_is_lost_not_followed(pose2sim_multi):
+    """Multi-person cam03: the performer dances backwards in front of the bystander from frame
+    ~60 and the detector sees one person for the whole clip, so no overlap is ever detected. Near
+    the end the landmarks slide across (head and one hip on the bystander, hip centre left of
+    x = 380 px, found by looking at frames 79-88); the subject must then be lost, never the
+    in-between skeleton, and the frames before the loss that were drifting are flagged."""
+    frames = list(open_source(pose2sim_multi / "videos" / "cam03.mp4"))
+    with BlazePoseEstimator({"person": "660,900"}) as est:
+        obs = [est.process(f) for f in frames]
+    tracked = [o for o in obs if o.tracked]
+    assert all(hips(o)[0] > 380 for o in tracked), [o.frame_index for o in tracked if hips(o)[0] <= 380]
+    assert len(tracked) >= 75                     # the loss is at the end, not a blanket drop
+    assert not any(o.extra["identity_doubt"] for o in obs[:40])
+    assert any(o.extra["identity_doubt"] for o in tracked if o.frame_index >= 70)
+
 @pytest.fixture(scope="module")
 def crossing(pose2sim_demo):
     """Person B (cam03, cut out with its own mask) pasted over person A (cam01) sliding from
