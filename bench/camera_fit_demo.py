@@ -19,15 +19,13 @@ Writes bench/results/camera_fit_demo.md; the last stdout line is the summary (fi
 
 from __future__ import annotations
 
-import argparse
-import logging
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from monocular_vs_multiview import DEMO, HEIGHT_M, MASS_KG, ROOT, SAGITTAL   # the same demo and subject
+from monocular_vs_multiview import HEIGHT_M, MASS_KG, ROOT, SAGITTAL, demo_arguments   # the same demo, subject
 
 WORK = ROOT / ".cache" / "bench_camera_fit"
 OUT = ROOT / "bench" / "results" / "camera_fit_demo.md"
@@ -112,17 +110,10 @@ def overlay(video: Path, model: Path, mots: dict, views_fn, out_png: Path, frame
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="recompute every stage")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    calib = DEMO / "calibration" / "Calib.qca.txt"
-    videos = sorted((DEMO / "videos").glob("cam0[1-4].mp4"))
-    if not calib.is_file() or len(videos) < 4:
-        msg = f"camera_fit_demo: SKIPPED, the Pose2Sim demo is not cached at {DEMO}: no figure"
-        OUT.write_text(f"# Camera fit on the Pose2Sim demo\n\n{msg}\n")
-        print(msg)
+    demo = demo_arguments(__doc__.splitlines()[0], "camera_fit_demo", OUT, "Camera fit on the Pose2Sim demo")
+    if demo is None:
         return 0
+    args, calib, videos = demo
 
     from sam4dcap_biomech.storage import read_mot
     from sam4dcap_perception import offline_process as op

@@ -57,19 +57,29 @@ def _outside_share(coords, ranges) -> tuple[float, dict]:
     return float(outside.mean()), extremes
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demo_arguments(description: str, name: str, out: Path, title: str):
+    """--force, and the cached demo's (calibration, videos); None after writing the SKIPPED note
+    when the demo is absent."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--force", action="store_true", help="recompute every stage")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     calib = DEMO / "calibration" / "Calib.qca.txt"
     videos = sorted((DEMO / "videos").glob("cam0[1-4].mp4"))
     if not calib.is_file() or len(videos) < 4:
-        msg = (f"monocular_vs_multiview: SKIPPED, the Pose2Sim demo is not cached at {DEMO} "
+        msg = (f"{name}: SKIPPED, the Pose2Sim demo is not cached at {DEMO} "
                "(run the perception tests once to download it): no figure")
-        OUT.write_text(f"# Monocular vs multi-view joint angles\n\n{msg}\n")
+        out.write_text(f"# {title}\n\n{msg}\n")
         print(msg)
+        return None
+    return args, calib, videos
+
+
+def main() -> int:
+    demo = demo_arguments(__doc__.splitlines()[0], "monocular_vs_multiview", OUT, "Monocular vs multi-view joint angles")
+    if demo is None:
         return 0
+    args, calib, videos = demo
 
     from sam4dcap_biomech.inverse_kinematics import run_ik, run_streaming_ik
     from sam4dcap_biomech.model_builder import COORDINATE_RANGES, PELVIS_COORDINATES

@@ -7,7 +7,8 @@ from sam4dcap_biomech.anthropometry import body_layout
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.model_builder import COORDINATE_NAMES, COORDINATE_RANGES, build_model
 from sam4dcap_biomech.synthetic import (add_marker_noise, drop_jump_trajectory, gait_trajectory, lowest_sole_y,
-                                        markers_from_coordinates, squat_trajectory, static_trajectory)
+                                        markers_from_coordinates, sit_to_stand_trajectory, squat_trajectory,
+                                        static_trajectory)
 
 RATE = 60.0
 DEG = np.pi / 180
@@ -28,7 +29,8 @@ def gait():
     return gait_trajectory(3.0, RATE, height_m=1.75)
 
 
-@pytest.mark.parametrize("make", [static_trajectory, gait_trajectory, squat_trajectory, drop_jump_trajectory])
+@pytest.mark.parametrize("make", [static_trajectory, gait_trajectory, squat_trajectory, drop_jump_trajectory,
+                                  sit_to_stand_trajectory])
 def test_trajectories_are_complete_and_within_ranges(make):
     q = make(2.0, RATE, height_m=1.75)
     assert q.names == COORDINATE_NAMES
@@ -110,6 +112,16 @@ def test_squat_keeps_feet_planted(opencap_model):
         drift = np.linalg.norm(m.get(name) - m.get(name)[0], axis=1).max()
         assert drift < 0.015, name
     assert (m.get("RHJC_study")[:, 1].max() - m.get("RHJC_study")[:, 1].min()) > 0.25  # hips go down ~27 cm
+
+
+def test_sit_to_stand_rises_with_feet_planted(opencap_model):
+    q = sit_to_stand_trajectory(2.0, RATE, height_m=1.75, period_s=2.0)
+    assert q.get("knee_angle_r")[0] == pytest.approx(90 * DEG, abs=0.01)      # seated
+    assert abs(q.get("knee_angle_r")[len(q.time) // 2]) < 0.01                # standing at mid-period
+    m = markers_from_coordinates(opencap_model, q)
+    for name in ("r_ankle_study", "L_calc_study"):
+        assert np.linalg.norm(m.get(name) - m.get(name)[0], axis=1).max() < 0.015, name
+    assert (m.get("RHJC_study")[:, 1].max() - m.get("RHJC_study")[:, 1].min()) > 0.3      # the hips rise
 
 
 def test_drop_jump_leaves_the_floor_twice(model):
