@@ -19,9 +19,8 @@ from pathlib import Path
 from sam4dcap_biomech.config import Config, load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 
-from .lr_consistency import LRSettings
 from .observations import CameraIntrinsics
-from .virtual_markers import MarkerResult, markers_from_observations
+from .virtual_markers import MarkerResult, markers_from_observations, offline_marker_settings
 from .world_frame import load_extrinsics
 
 log = logging.getLogger(__name__)
@@ -89,15 +88,8 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         raise Sam4dcapError(f"{video}: no person found in any of {len(observations)} frames")
     name = Path(str(video)).name
     result = markers_from_observations(
-        observations, height_m=height_m, intrinsics=intrinsics,
-        offline_cutoff_hz=float(marker_params["offline_filter_cutoff_hz"]), extrinsics=extrinsics,
-        world_frame_id=str(marker_params["world_frame"]), min_travel_m=float(marker_params["min_travel_m"]),
-        ground_prior_spread_m=float(marker_params["ground_prior_spread_m"]),
-        ground_contact_cutoff_hz=float(marker_params["ground_contact_cutoff_hz"]), source=name,
-        keep_observations=keep_observations, max_bridged_gap_s=float(marker_params["max_bridged_gap_s"]),
-        min_tracked_fraction=float(marker_params["min_tracked_fraction"]),
-        min_person_visibility=float(marker_params["min_person_visibility"]),
-        lr=LRSettings.from_params(marker_params))
+        observations, height_m=height_m, intrinsics=intrinsics, extrinsics=extrinsics, source=name,
+        keep_observations=keep_observations, **offline_marker_settings(marker_params))
     result.quality["source_truncated"] = bool(getattr(source, "truncated", False))
     result.quality["horizontal_fov_deg"] = float(fov)
     log.debug("%s: %d frames, %.0f%% tracked, scale %.3f, camera %.2f m above the ground",

@@ -264,6 +264,19 @@ def _repair_left_right(track: KeypointTrack, lr: lrc.LRSettings | None
     return replace(track, pixels=pixels, body_points=body, visibility=vis), swapped, mirrored
 
 
+def offline_marker_settings(params) -> dict:
+    """The keyword settings of `markers_from_observations` from a markers_node config section
+    (the one place that maps the config's names onto the function's)."""
+    return dict(offline_cutoff_hz=float(params["offline_filter_cutoff_hz"]),
+                world_frame_id=str(params["world_frame"]), min_travel_m=float(params["min_travel_m"]),
+                ground_prior_spread_m=float(params["ground_prior_spread_m"]),
+                ground_contact_cutoff_hz=float(params["ground_contact_cutoff_hz"]),
+                max_bridged_gap_s=float(params["max_bridged_gap_s"]),
+                min_tracked_fraction=float(params["min_tracked_fraction"]),
+                min_person_visibility=float(params["min_person_visibility"]),
+                lr=lrc.LRSettings.from_params(params))
+
+
 def markers_from_observations(observations: Iterable[BodyObservation], *, height_m: float,
                               intrinsics: CameraIntrinsics, offline_cutoff_hz: float,
                               extrinsics: wf.RigidTransform | None = None, world_frame_id: str = "world",

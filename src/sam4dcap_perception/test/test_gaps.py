@@ -19,7 +19,9 @@ from _synthetic_body import Scene
 from sam4dcap_biomech.storage import read_mot
 from sam4dcap_biomech.trc import read_trc
 from sam4dcap_perception.cli import main
-from sam4dcap_perception.virtual_markers import BRIDGED_CONFIDENCE_FACTOR, markers_from_observations
+from sam4dcap_biomech.config import load_config
+from sam4dcap_perception.virtual_markers import (BRIDGED_CONFIDENCE_FACTOR, markers_from_observations,
+                                                 offline_marker_settings)
 
 SHORT_GAP = range(20, 24)      # 4 frames (0.067 s at 60 fps): bridged
 LONG_GAP = range(45, 75)       # 30 frames (0.5 s): lost
@@ -61,6 +63,11 @@ def gap_trial(demo_video, tmp_path_factory):
                           *FLAGS], capture_output=True, text=True, timeout=900, env=os.environ.copy())
     return run, out
 
+
+
+def _settings() -> dict:
+    """The offline marker settings the product runs with (config markers_node)."""
+    return offline_marker_settings(load_config().params("markers_node"))
 
 def test_process_exits_0_with_one_warning(gap_trial):
     run, _ = gap_trial
@@ -138,7 +145,7 @@ def test_bridging_rules_on_a_synthetic_subject():
     short, long_, edge = range(30, 34), range(60, 90), range(0, 5)
     obs = scene.observations(missing=set(short) | set(long_) | set(edge))
     result = markers_from_observations(obs, height_m=scene.height_m, intrinsics=scene.intrinsics,
-                                       offline_cutoff_hz=6.0, max_bridged_gap_s=0.1)
+                                       **{**_settings(), "offline_cutoff_hz": 6.0, "max_bridged_gap_s": 0.1})
     status = result.flags["frame_status"]
     assert all(status[i] == "bridged" for i in short)
     assert all(status[i] == "lost" for i in list(long_) + list(edge))     # too long; nothing before the first
@@ -160,4 +167,4 @@ def test_a_subject_seen_in_few_frames_is_no_person():
     obs = scene.observations(missing=set(range(10, 100)))
     with pytest.raises(Sam4dcapError, match=r"no person: one is seen in only 10 of 100 frames"):
         markers_from_observations(obs, height_m=scene.height_m, intrinsics=scene.intrinsics,
-                                  offline_cutoff_hz=6.0, min_tracked_fraction=0.2)
+                                  **{**_settings(), "offline_cutoff_hz": 6.0, "min_tracked_fraction": 0.2})

@@ -8,15 +8,15 @@ from _synthetic_body import NAMES, Scene
 from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_perception import world_frame as wf
-from sam4dcap_perception.virtual_markers import StreamingMarkerEstimator, markers_from_observations
+from sam4dcap_perception.virtual_markers import (StreamingMarkerEstimator, markers_from_observations,
+                                                 offline_marker_settings)
 
 
 def _world_settings() -> dict:
     """The offline world-frame settings the product runs with (config markers_node)."""
-    p = load_config().params("markers_node")
-    return dict(offline_cutoff_hz=p["offline_filter_cutoff_hz"], min_travel_m=p["min_travel_m"],
-                ground_prior_spread_m=p["ground_prior_spread_m"],
-                ground_contact_cutoff_hz=p["ground_contact_cutoff_hz"])
+    settings = offline_marker_settings(load_config().params("markers_node"))
+    settings.pop("world_frame_id")   # these tests check the function's own default frame name
+    return settings
 
 
 @pytest.fixture(scope="module")

@@ -396,7 +396,7 @@ def test_up_axis_of_a_drop_from_a_box_with_a_tilted_camera(roll_deg):
     t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
     raw = scene.estimator_3d + t[:, None]
     true_up = scene.R_cw @ np.array([0.0, 1.0, 0.0])     # world up in camera axes
-    world = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time)
+    world = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time, **_world_settings())
     assert _deg(world.stats["up_camera"], true_up) < 1.0
     np.testing.assert_allclose(world.stats["ground_levels_m"], [0.0, 0.45], atol=0.02)
     pts = world.apply(raw)
@@ -407,7 +407,7 @@ def test_a_few_bad_frames_do_not_move_the_up_axis():
     scene, _ = _drop_scene()
     t, _ = wf.recover_translations(scene.estimator_3d, scene.pixels, scene.intrinsics)
     raw = scene.estimator_3d + t[:, None]
-    good = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time)
+    good = wf.estimate_world_frame(raw, NAMES, height_m=1.75, time_s=scene.time, **_world_settings())
     bad = raw.copy()
     rng = np.random.default_rng(1)
     from scipy.spatial.transform import Rotation
@@ -415,18 +415,19 @@ def test_a_few_bad_frames_do_not_move_the_up_axis():
     tilt = Rotation.from_rotvec([0.0, 0.0, 0.6]).as_matrix()
     for i in rng.choice(len(raw), 6, replace=False):        # 6 frames of a badly tilted body
         bad[i] = raw[i].mean(0) + (raw[i] - raw[i].mean(0)) @ tilt.T
-    moved = wf.estimate_world_frame(bad, NAMES, height_m=1.75, time_s=scene.time)
+    moved = wf.estimate_world_frame(bad, NAMES, height_m=1.75, time_s=scene.time, **_world_settings())
     assert _deg(good.stats["up_camera"], moved.stats["up_camera"]) < 1.0
 
 
 def test_offline_markers_keep_the_drop_and_the_box_with_contact_correction():
     """The whole offline path (orientation correction, translation, world frame, contact
     correction, filter) on the drop scene: feet on the box, in the air, then on the floor."""
-    from sam4dcap_perception.virtual_markers import markers_from_observations
+    from sam4dcap_perception.virtual_markers import markers_from_observations, offline_marker_settings
 
     scene, airborne = _drop_scene(roll_deg=8.0)
     result = markers_from_observations(scene.observations(), height_m=1.75, intrinsics=scene.intrinsics,
-                                       offline_cutoff_hz=6.0, ground_contact_cutoff_hz=3.0)
+                                       **{**offline_marker_settings(load_config().params("markers_node")),
+                                          "offline_cutoff_hz": 6.0, "ground_contact_cutoff_hz": 3.0})
     lowest = wf.lowest_foot_height(result.filtered.values, NAMES)
     truth = wf.lowest_foot_height(scene.expected_world(), NAMES)
     on_box = ~airborne & (np.arange(len(airborne)) < np.flatnonzero(airborne)[0])
