@@ -306,12 +306,17 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                 # seen for that, the generated model (built to the subject's height and mass;
                 # a user's model is taken as already scaled) is used as it is. The summary and
                 # the report say which.
+                # A user's model is theirs (often scaled in a lab already): proportions from a
+                # monocular trial never override it; only a still window rescales it.
                 still = str(exc).splitlines()[0]
-                try:
-                    return _scale_from_trial(generic, markers_trc, scaled, stem, opts, mass_kg=mass_kg,
-                                             marker_set=marker_set, no_still_window=still)
-                except Sam4dcapError as trial_exc:
-                    reason = f"{still}; trial calibration: {str(trial_exc).splitlines()[0]}"
+                if opts.model:
+                    reason = f"{still}; a user's model is not rescaled from the trial"
+                else:
+                    try:
+                        return _scale_from_trial(generic, markers_trc, scaled, stem, opts, mass_kg=mass_kg,
+                                                 marker_set=marker_set, no_still_window=still)
+                    except Sam4dcapError as trial_exc:
+                        reason = f"{still}; trial calibration: {str(trial_exc).splitlines()[0]}"
                 which = "the user's model" if opts.model else "the generated model sized by height"
                 log.warning("scaling skipped, %s is used as given: %s", which, reason)
                 shutil.copyfile(generic, scaled)
