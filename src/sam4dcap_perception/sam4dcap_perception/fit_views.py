@@ -9,6 +9,8 @@ world, each view's undistorted keypoints on the triangulation's common frames. B
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 from pathlib import Path
@@ -111,6 +113,17 @@ def fit_and_write(model_path: Path, markers: TimeSeries, views: Sequence[CameraV
 
     ik = StreamingIK(str(model_path), list(markers.names), min_markers=3)
     result = fit_trial(ik, markers, views, settings)
+    # Frames without the person (markers NaN: lost, not bridged) get no pose: the trial-wide
+    # smoothness would otherwise invent one across the gap.
+    lost = np.isfinite(markers.values).all(axis=2).sum(axis=1) < 3
+    if lost.any():
+        result = dataclasses.replace(
+            result, coordinates=result.coordinates.with_values(np.where(lost[:, None], np.nan,
+                                                                        result.coordinates.values)),
+            confidence=np.where(lost[:, None], 0.0, result.confidence),
+            marker_error_m=np.where(lost[:, None], np.nan, result.marker_error_m),
+            marker_to_3d_m=np.where(lost[:, None], np.nan, result.marker_to_3d_m),
+            reprojection_px=np.where(lost[None, :, None], np.nan, result.reprojection_px))
     write_mot(out_mot, result.coordinates, name=Path(out_mot).stem)
     per_frame = result.reprojection_px.transpose(1, 0, 2).reshape(markers.n_frames, -1)
     reproj = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.nan for row in per_frame])
