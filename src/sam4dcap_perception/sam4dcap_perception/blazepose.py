@@ -271,8 +271,12 @@ class BlazePoseEstimator:
                     self._graph.reset()   # smoothing must not blend two tracks
                 self._roi = None
                 if not subject.visible:
-                    self.tracker.mark_lost()
-                    return self._untracked(frame, (h, w), reason="tracked person not found", subject=subject)
+                    adopted = self._adopt_continuation(work, ww, wh, frame.time_s, subject, people)
+                    if adopted is None:
+                        self.tracker.mark_lost()
+                        return self._untracked(frame, (h, w), reason="tracked person not found", subject=subject)
+                    subject, result, box = adopted
+            if box is None:
                 self.tracker.prompt_on(subject.detection, frame.time_s,
                                        source=self._prompt_source if self._prompt_due else "reprompt")
                 self._prompt_due = False
@@ -300,6 +304,25 @@ class BlazePoseEstimator:
             overlap_fraction(own, t.core) > self.people.overlap_frac
             for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
         return self._observation(frame, result, (h, w), scale, subject)
+
+    def _adopt_continuation(self, work, ww, wh, time_s, subject, people):
+        """The subject's track ended (the detector lost it and a new id started): a track that
+        began after the subject was last seen, overlaps nobody and whose landmarks pass the
+        subject's own identity check (colours, hips) continues the subject. A person who was in
+        view together with the subject is never taken. Returns (track, result, box) or None."""
+        if self._ref is None:
+            return None
+        for t in people:
+            if t.track_id == subject.track_id or not t.visible or t.overlap or t.first_frame <= subject.last_frame:
+                continue
+            result = self._run_landmarks(work, roi_from_detection(t.detection, ww, wh), time_s)
+            box = self._accept(result, ww, wh, time_s, t, people, work)
+            if box is not None:
+                log.info("t=%.3f s: subject continues as person %d (person %d's track ended)", time_s,
+                         t.track_id, subject.track_id)
+                self.subject_id = int(t.track_id)
+                return t, result, box
+        return None
 
     def retarget(self, track_id: int, *, source: str = "user") -> None:
         """Follow another tracked person from the next frame on (a user/GUI prompt, or the
