@@ -206,7 +206,10 @@ class LiveCalibrator:
         t0 = time.perf_counter()
         s = self.settings
         out_dir = Path(s.output_dir).expanduser().resolve()
-        stamp = time.strftime("%Y%m%d_%H%M%S")
+        # Milliseconds too: an automatic and a requested calibration can finish within one second,
+        # and the second must not overwrite the model the first one handed over.
+        now = time.time()
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now)) + f"_{int(now * 1000) % 1000:03d}"
         window = None
         reason = ""
         if not automatic:
