@@ -5,10 +5,17 @@ presence and visibility, the person box, the prompt and a tracked flag.
 
 How it runs. Not the legacy `mp.solutions.pose.Pose` (which always follows "the most prominent
 person"), but MediaPipe's own subgraphs wired here so the tracker decides whom to follow:
-  * `PersonDetector` (`PoseDetectionCpu`) finds all people on every frame and
-    `tracking.PeopleTracker` gives them stable ids; the subject is one of them, chosen by the
-    `person` parameter (`--person`: auto, largest, centre, an id, a pixel) or re-targeted live
-    (`retarget_at`);
+  * `PersonDetector` (`PoseDetectionCpu`) finds all people and `tracking.PeopleTracker` gives
+    them stable ids; the subject is one of them, chosen by the `person` parameter (`--person`:
+    auto, largest, centre, an id, a pixel) or re-targeted live (`retarget_at`). The detector
+    costs more CPU than the landmark model (~20 vs ~16 ms a frame at 720p on a 2-core EPYC), so
+    it runs only when tracking needs it (a "scan", `_scan_reason`): no subject yet, the subject
+    lost, another person near the subject (predicted boxes within half a body size), the last
+    frame overlapping or in identity doubt, and otherwise `people_scan_hz` times a second to
+    find people walking in. Between scans the subject is followed by its own landmarks
+    (MediaPipe's ROI tracking) and `PeopleTracker.coast` moves its track along; the others are
+    reported at their predicted boxes with `detected` = False. A coasted frame whose landmarks
+    fail the checks is scanned at once (same frame);
   * the chosen detection becomes a region of interest exactly as MediaPipe does it
     (`PoseDetectionToRoi`: square around the hip centre, side 2 x body radius x 1.25,
     rotated upright) -- checked against the subgraph in test_blazepose.py;
@@ -17,8 +24,9 @@ person"), but MediaPipe's own subgraphs wired here so the tracker decides whom t
     and mask, smooths them with MediaPipe's filters (fed the frames' real capture times) and
     returns the next frame's region from the person's own landmarks: crop-and-track, so the
     model stays on the chosen person when others are in view;
-  * identity check on every result: the landmarks' hips must be nearest the subject's own
-    detection (or, when the detector misses the subject, not on anyone else's) and the colours
+  * identity check on every result: on scan frames the landmarks' hips must be nearest the
+    subject's own detection (or, when the detector misses the subject, not on anyone else's);
+    on every frame the colours
     under its torso and legs must stay within `identity_max_appearance_distance` of the
     subject's first frames; otherwise the frame is lost, never someone else. A gradual slide (a
     mixed skeleton, part on someone the detector does not see) is caught against the subject's
@@ -179,6 +187,11 @@ class BlazePoseEstimator:
         self.overlap_confidence_scale = float(p["overlap_confidence_scale"])
         self.max_appearance_distance = float(p["identity_max_appearance_distance"])
         self.doubt_margin = float(p["identity_doubt_margin"])
+        self.scan_period_s = 1.0 / float(p["people_scan_hz"])
+        self._last_scan_t = -math.inf           # capture time of the last detector run
+        self._last_scan_frame = -1
+        self.n_scans = 0                        # frames the detector ran on
+        self.scan_reasons: dict[str, int] = {}  # why it ran (counts), see _scan_reason
         self.subject_id: int | None = None      # PeopleTracker id of the subject
         self._graph = None
         self._image_shape: tuple[int, int] | None = None
@@ -195,6 +208,11 @@ class BlazePoseEstimator:
         self._identity_lost = False              # last loss: landmarks on someone else's colours/hips
         self._identity_doubt = False             # this frame's colours far from the subject's typical
         self._scale = 1.0
+        # The person mask costs a segmentation pass in the landmark graph and a full-frame
+        # resize: set `want_mask = False` while nobody consumes it (observations then carry
+        # mask=None); the graph is rebuilt on the next frame when this changes (a re-prompt).
+        self.want_mask = True
+        self._graph_mask: bool | None = None
         self._new_landmark_graph()
 
     # --- MediaPipe plumbing -------------------------------------------------------------
@@ -203,9 +221,10 @@ class BlazePoseEstimator:
         if self._graph is not None:
             self._graph.close()
         config = text_format.Parse(_LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        self._graph_mask = bool(self.want_mask)
         self._graph = SolutionBase(
             graph_config=config,
-            side_inputs={"model_complexity": self.model_complexity, "enable_segmentation": True,
+            side_inputs={"model_complexity": self.model_complexity, "enable_segmentation": self._graph_mask,
                          "smooth_landmarks": self.smooth, "smooth_segmentation": self.smooth},
             calculator_params={
                 "poselandmarkbyroicpu__tensorstoposelandmarksandsegmentation__ThresholdingCalculator"
@@ -249,8 +268,22 @@ class BlazePoseEstimator:
                 self.tracker.mark_lost()
                 self.tracker.rescale(ww / self._image_shape[1], wh / self._image_shape[0])
             self._image_shape = (wh, ww)
+        if self._graph_mask != bool(self.want_mask):
+            log.info("person mask %s: rebuilding the landmark graph", "on" if self.want_mask else "off")
+            self._new_landmark_graph()
+            self._roi = None
+            self.tracker.mark_lost()
 
         try:
+            reason = self._scan_reason(frame.time_s)
+            coasted = None if reason else self._coast(work, ww, wh, frame.time_s, frame.index)
+            if coasted is not None:
+                subject, result, box, people = coasted
+                return self._tracked(frame, result, box, subject, people, (h, w), scale, ww, wh)
+            reason = reason or "lost between scans"
+            self.n_scans += 1
+            self.scan_reasons[reason] = self.scan_reasons.get(reason, 0) + 1
+            self._last_scan_t, self._last_scan_frame = frame.time_s, frame.index
             people = self.people.update(self.detector.detect(work), work, frame.index, frame.time_s)
             self._people_out = [(t.track_id, tuple(v / scale for v in (t.core or t.box)), t.score, t.visible,
                                  t.overlap) for t in people]
@@ -291,7 +324,9 @@ class BlazePoseEstimator:
             self._roi = None
             self.tracker.mark_lost()
             return self._untracked(frame, (h, w), reason=f"mediapipe error: {exc}")
+        return self._tracked(frame, result, box, subject, people, (h, w), scale, ww, wh)
 
+    def _tracked(self, frame, result, box, subject, people, shape, scale, ww, wh) -> BodyObservation:
         self._roi = result.roi_from_landmarks
         self.n_tracked += 1
         # The subject's body (torso extent from its own landmarks, as `core_box` does for
@@ -303,7 +338,66 @@ class BlazePoseEstimator:
         self._subject_overlap = subject.overlap or any(
             overlap_fraction(own, t.core) > self.people.overlap_frac
             for t in people if t.track_id != subject.track_id and t.visible and t.core is not None)
-        return self._observation(frame, result, (h, w), scale, subject)
+        if all(p[0] != subject.track_id for p in self._people_out):
+            # Tracked by its landmarks on a frame where the detector missed it: still listed.
+            self._people_out.append((subject.track_id, tuple(v / scale for v in own), subject.score, True,
+                                     self._subject_overlap))
+        return self._observation(frame, result, shape, scale, subject)
+
+    # --- when the detector runs ----------------------------------------------------------
+    def _scan_reason(self, time_s: float) -> str:
+        """Why the detector must run on this frame ("" = it need not: the subject is followed
+        by its own landmarks)."""
+        if self.subject_id is None or self.people.track(self.subject_id) is None:
+            return "no subject"
+        if self._roi is None:
+            return "subject lost"
+        if self._subject_overlap or self._identity_doubt or self._identity_lost:
+            return "overlap or identity doubt"
+        if self.people.near(self.subject_id, time_s):
+            return "person near the subject"
+        if not time_s - self._last_scan_t < self.scan_period_s:   # (NaN times scan)
+            return "periodic scan"
+        return ""
+
+    def _coast(self, work, ww, wh, time_s: float, frame_index: int):
+        """A frame without the detector: the landmarks on the ROI from the subject's last
+        landmarks, colour-checked. (subject, result, box, people) or None when they fail (the
+        caller then scans this frame)."""
+        subject = self.people.track(self.subject_id)
+        result = self._run_landmarks(work, self._roi, time_s)
+        box = self._accept(result, ww, wh, time_s, None, (), work)
+        if box is None:
+            self._graph.reset()      # smoothing must not blend two tracks
+            self._roi = None
+            return None
+        people = self.people.coast(subject.track_id, self._detection_from_landmarks(result, ww, wh, subject.score),
+                                   frame_index, time_s)
+        s = self._scale
+        shown = {t.track_id: t for t in people}
+        shown.update({t.track_id: t for t in self.people.tracks.values()
+                      if t.last_frame >= self._last_scan_frame and t.track_id not in shown})
+        self._people_out = [(t.track_id, tuple(v / s for v in t.predicted_box(time_s, core=True)), t.score,
+                             t.visible, t.overlap) for t in shown.values()]
+        return subject, result, box, people
+
+    @staticmethod
+    def _detection_from_landmarks(result, ww: int, wh: int, score: float) -> PersonDetection:
+        """The subject as the detector would describe it, from its own landmarks: hip centre and
+        body radius from MediaPipe's next-frame ROI (`PoseLandmarksToRoi`: a square centred on the
+        hip centre, side 2 x radius x 1.25, rotated along the body), shoulder centre from the
+        shoulder landmarks."""
+        roi = result.roi_from_landmarks
+        hip = np.array([roi.x_center * ww, roi.y_center * wh])
+        r = roi.width * ww / 2.5
+        up = np.array([math.sin(roi.rotation), -math.cos(roi.rotation)])
+        lm = result.pose_landmarks.landmark
+        shoulder = np.array([(lm[11].x + lm[12].x) * 0.5 * ww, (lm[11].y + lm[12].y) * 0.5 * wh])
+        nose = np.array([lm[0].x * ww, lm[0].y * wh])
+        box = (max(0.0, hip[0] - r), max(0.0, hip[1] - r), min(ww - 1.0, hip[0] + r), min(wh - 1.0, hip[1] + r))
+        return PersonDetection(box_xyxy=tuple(float(v) for v in box), score=float(score),
+                               hip_center_xy=(float(hip[0]), float(hip[1])), body_radius_px=float(r),
+                               keypoints_xy=np.array([hip, hip + r * up, shoulder, nose]))
 
     def _adopt_continuation(self, work, ww, wh, time_s, subject, people):
         """The subject's track ended (the detector lost it and a new id started): a track that
@@ -340,7 +434,7 @@ class BlazePoseEstimator:
     def retarget_at(self, x: float, y: float) -> int | None:
         """Retarget on the person seen on the last frame whose body contains source pixel (x, y);
         returns its id, or None when nobody's does."""
-        chosen = track_at([t for t in self.people.tracks.values() if t.last_frame == self.people.frame_index],
+        chosen = track_at([t for t in self.people.tracks.values() if t.last_frame >= self._last_scan_frame],
                           np.array([x, y], float) * self._scale)
         if chosen is None:
             return None
@@ -433,9 +527,20 @@ class BlazePoseEstimator:
             return nearest == subject.track_id
         return nearest is None or dist > 0.35
 
-    def _observation(self, frame: Frame, result, shape, scale: float, subject) -> BodyObservation:
+    @staticmethod
+    def _mask(result, shape) -> np.ndarray:
+        """uint8 mask at the source size, 255 = the subject (MediaPipe's soft mask > 0.5)."""
         import cv2
 
+        h, w = shape
+        if result.segmentation_mask is None:
+            return np.zeros((h, w), np.uint8)
+        m = np.asarray(result.segmentation_mask, dtype=np.float32)
+        if m.shape != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        return cv2.threshold(m, 0.5, 255, cv2.THRESH_BINARY)[1].astype(np.uint8)
+
+    def _observation(self, frame: Frame, result, shape, scale: float, subject) -> BodyObservation:
         h, w = shape
         lm = result.pose_landmarks.landmark
         wh, ww = self._image_shape
@@ -444,13 +549,7 @@ class BlazePoseEstimator:
         conf = np.array([p.presence for p in lm])
         vis = np.array([p.visibility for p in lm])
         kp3 = np.array([[p.x, p.y, p.z] for p in result.pose_world_landmarks.landmark])
-        if result.segmentation_mask is not None:
-            m = np.asarray(result.segmentation_mask, dtype=np.float32)
-            if m.shape != (h, w):
-                m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-            mask = cv2.threshold(m, 0.5, 255, cv2.THRESH_BINARY)[1].astype(np.uint8)
-        else:
-            mask = np.zeros((h, w), np.uint8)
+        mask = self._mask(result, (h, w)) if self.want_mask else None
         box = tuple(v / scale for v in self.tracker.last.box)
         if self._subject_overlap:
             # Another person overlaps the subject: the identity is held by appearance only.
@@ -481,7 +580,7 @@ class BlazePoseEstimator:
             tracked=False, skeleton="blazepose33", names=BLAZEPOSE33,
             keypoints_2d=nan((k, 2), np.nan), keypoints_3d=nan((k, 3), np.nan),
             confidence=nan(k, np.nan), visibility=nan(k, np.nan),
-            mask=np.zeros(shape, np.uint8), box_xyxy=None, score=0.0, prompt=self.tracker.prompt,
+            mask=np.zeros(shape, np.uint8) if self.want_mask else None, box_xyxy=None, score=0.0, prompt=self.tracker.prompt,
             backend=self.backend, extra={"reason": reason, **self._people_extra(subject)})
 
     def close(self) -> None:

@@ -333,6 +333,34 @@ class PeopleTracker:
             self._observe(self.tracks[tid], dets[di], feats[di], image, frame_index, time_s)
         return [t for t in self.tracks.values() if t.visible or t.overlap]
 
+    def coast(self, track_id: int, det, frame_index: int, time_s: float) -> list[PersonTrack]:
+        """A frame the detector did not run on (the estimator scans at a low rate while its
+        subject is tracked): track `track_id` is located by `det`, a detection-like object made
+        from its own landmarks (same key points as the detector's); everyone else keeps its last
+        detection, predicted forward, and is not `visible`. Overlaps are flagged against those
+        predictions. No appearance update: colour models are learnt on detector frames only.
+        Returns the tracks on this frame (the located one, and any it overlaps)."""
+        self.frame_index = int(frame_index)
+        for t in self.tracks.values():
+            t.visible, t.detection = False, None
+        t = self.tracks[int(track_id)]
+        self._flag_overlaps({t.track_id: 0}, [det], time_s)
+        self._observe(t, det, None, None, frame_index, time_s, learn=False)
+        return [t for t in self.tracks.values() if t.visible or t.overlap]
+
+    def near(self, track_id: int, time_s: float, *, margin: float = 0.5) -> list[PersonTrack]:
+        """Other recently seen people whose predicted body extent comes within `margin` body
+        sizes of track `track_id`'s (where identities can be confused: the estimator runs the
+        detector on every frame while anyone is this near its subject)."""
+        t = self.tracks.get(int(track_id))
+        if t is None:
+            return []
+        x0, y0, x1, y1 = t.predicted_box(time_s, core=True)
+        mx, my = margin * (x1 - x0), margin * (y1 - y0)
+        zone = (x0 - mx, y0 - my, x1 + mx, y1 + my)
+        return [o for o in self._active(time_s) if o.track_id != t.track_id
+                and overlap_fraction(zone, o.predicted_box(time_s, core=True)) > 0.0]
+
     def _new_track(self, det, frame_index: int, time_s: float) -> int:
         tid = self._next_id
         self._next_id += 1
@@ -408,17 +436,21 @@ class PeopleTracker:
                     log.info("frame %d: persons %d and %d re-checked after their overlap: swapped back "
                              "(appearance %.2f vs %.2f)", self.frame_index, tid, oid, swap, same)
 
-    def _observe(self, t: PersonTrack, det, feat, image, frame_index: int, time_s: float) -> None:
+    def _observe(self, t: PersonTrack, det, feat, image, frame_index: int, time_s: float, *,
+                 learn: bool = True) -> None:
         dt = time_s - t.last_time_s
         if 0 < dt <= 0.5 and t.n_detected:
             v = (box_center(det.box_xyxy) - box_center(t.box)) / dt
             t.velocity = 0.6 * t.velocity + 0.4 * v
         elif dt > 0.5:
             t.velocity = np.zeros(2)
-        t.box, t.score = tuple(float(v) for v in det.box_xyxy), float(det.score)
+        t.box = tuple(float(v) for v in det.box_xyxy)
         t.core = tuple(float(v) for v in core_box(det))
         t.last_frame, t.last_time_s = int(frame_index), float(time_s)
         t.visible, t.detection = True, det
+        if not learn:       # located by its own landmarks, not detected: score and colours unchanged
+            return
+        t.score = float(det.score)
         t.n_detected += 1
         if feat is not None and not t.overlap:
             t.appearance = feat if t.appearance is None else 0.9 * t.appearance + 0.1 * feat

@@ -155,3 +155,81 @@ def test_prompted_person_kept_when_a_higher_scoring_one_walks_in(two_people):
     for o in obs:
         hips_x = o.keypoints_2d[23:25, 0]
         assert ((hips_x >= keep.start) & (hips_x < keep.stop)).all()
+
+
+class _CountingDetector:
+    """The estimator's own PersonDetector, with the frames it ran on recorded (not replaced)."""
+
+    def __init__(self, est):
+        self.frames, self._detect, self._est = [], est.detector.detect, est
+        est.detector.detect = self
+
+    def __call__(self, image):
+        self.frames.append(self._est.n_frames - 1)
+        return self._detect(image)
+
+
+def test_detector_runs_only_when_tracking_needs_it(pose2sim_demo):
+    """One person, blank frames 20-29 (lost), back from 30. With people_scan_hz=5 the detector
+    runs on the first frame, every 0.2 s while the person is followed by its own landmarks, and
+    on every frame while the person is lost; the landmarks are the same as with the detector on
+    every frame (people_scan_hz=1000), which the ROI tracking never needed."""
+    frames = list(open_source(pose2sim_demo / "videos" / "cam02.mp4", end_s=0.75))
+    seq = [f if not 20 <= f.index < 30 else Frame(f.index, f.time_s, np.full_like(f.image, 90)) for f in frames]
+    runs = {}
+    for hz in (5.0, 1000.0):
+        with BlazePoseEstimator({"people_scan_hz": hz}) as est:
+            counter = _CountingDetector(est)
+            runs[hz] = ([est.process(f) for f in seq], counter.frames, dict(est.scan_reasons))
+    obs, scanned, reasons = runs[5.0]
+    every, scanned_every, _ = runs[1000.0]
+    assert scanned_every == list(range(len(seq)))
+    tracked = [o.tracked for o in obs]
+    assert all(tracked[:20]) and not any(tracked[20:30]) and sum(tracked[30:]) >= len(seq) - 31
+    assert tracked == [o.tracked for o in every]
+    # Lost frames: the detector on each one (the subject must be found again).
+    assert set(range(20, 30)) <= set(scanned)
+    # Followed frames: first frame + periodic scans (60 fps, 5 Hz: every 12th frame) + the
+    # frames right after the re-prompt, nothing else.
+    followed = [i for i in scanned if tracked[i] and i not in range(20, 31)]
+    assert 0 in scanned and len(followed) <= 2 + len(seq) // 12 + 2, (scanned, reasons)
+    assert reasons.get("periodic scan", 0) >= 2
+    for a, b in zip(obs, every):
+        if a.tracked:
+            np.testing.assert_allclose(a.keypoints_2d, b.keypoints_2d, atol=0.5)
+            assert a.extra["track_id"] == b.extra["track_id"]
+
+
+def test_person_walking_in_is_found_by_the_periodic_scan(two_people):
+    """The subject alone for 10 frames, then a second person appears far from it: between
+    scans only the subject is located, the newcomer is found by the next periodic scan (within
+    1 / people_scan_hz) and listed on the following frames too (predicted box, detected=False
+    between scans); the subject is never switched."""
+    frames, _ = two_people
+    det = PersonDetector()
+    found = det.detect(frames[0].image)
+    det.close()
+    keep = slice(0, 1080) if found[0].centroid_xy[0] < 1080 else slice(1080, 2160)
+    hide = slice(1080, 2160) if keep.start == 0 else slice(0, 1080)
+    seq = []
+    for f in frames:
+        img = f.image.copy()
+        if f.index < 10:
+            img[:, hide] = 127
+        seq.append(Frame(f.index, f.time_s, img))
+    hz = 6.0
+    with BlazePoseEstimator({"people_scan_hz": hz}) as est:
+        counter = _CountingDetector(est)
+        obs = [est.process(f) for f in seq]
+    assert all(o.tracked for o in obs)
+    assert len({o.extra["track_id"] for o in obs}) == 1
+    assert all(((o.keypoints_2d[23:25, 0] >= keep.start) & (o.keypoints_2d[23:25, 0] < keep.stop)).all() for o in obs)
+    first_two = next(i for i, o in enumerate(obs) if len(o.extra["people"]) == 2)
+    assert 10 <= first_two <= 10 + round(60 / hz) + 1, first_two
+    assert first_two in counter.frames
+    later = obs[first_two + 1:]
+    assert later and all(len(o.extra["people"]) == 2 for o in later)
+    between = [o for o in later if o.frame_index not in counter.frames]
+    assert between and all(not seen for o in between for tid, _, _, seen, _ in o.extra["people"]
+                           if tid != o.extra["track_id"])
+    assert len(counter.frames) < len(seq) / 2

@@ -36,6 +36,7 @@ from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, NodeDiagn
 
 from .. import graph
 from ..graph import PROMPT_TOPIC, TRACKED_BODIES_TOPIC, body_id, body_roi_topic
+from ..frame_skips import SkipCounter
 from ..observations import BodyObservation, Frame
 from ..tracking import BodyIds
 from .image_conversion import numpy_to_image, to_rgb8
@@ -60,11 +61,19 @@ def _floats(a, n: int) -> list[float]:
     return [float(v) for v in np.asarray(a, float).ravel()]
 
 
-def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, int]):
-    """(PersonSegmentation, BodyKeypoints, BodyMesh or None) of one observation."""
+def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, int], *, segmentation: bool = True):
+    """(PersonSegmentation or None, BodyKeypoints, BodyMesh or None) of one observation
+    (no PersonSegmentation when `segmentation` is False: nobody consumes it)."""
+    from sam4dcap_msgs.msg import BodyKeypoints
+
+    seg = _segmentation_msg(obs, header, image_shape) if segmentation else None
+    return (seg, *_keypoints_and_mesh(obs, header, BodyKeypoints()))
+
+
+def _segmentation_msg(obs: BodyObservation, header, image_shape: tuple[int, int]):
     from sensor_msgs.msg import RegionOfInterest
 
-    from sam4dcap_msgs.msg import BodyKeypoints, BodyMesh, PersonSegmentation, Prompt
+    from sam4dcap_msgs.msg import PersonSegmentation, Prompt
 
     seg = PersonSegmentation()
     seg.header = header
@@ -89,8 +98,12 @@ def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, in
                             y_min=float(pr.box_xyxy[1]), x_max=float(pr.box_xyxy[2]), y_max=float(pr.box_xyxy[3]),
                             points=_points(np.asarray(pr.points, float).reshape(-1, 2)),
                             point_labels=[int(v) for v in np.asarray(pr.labels).ravel()], score=float(pr.score))
+    return seg
 
-    kp = BodyKeypoints()
+
+def _keypoints_and_mesh(obs: BodyObservation, header, kp):
+    from sam4dcap_msgs.msg import BodyMesh
+
     kp.header.stamp = header.stamp
     kp.person_id = int(obs.person_id)
     kp.skeleton = str(obs.skeleton)
@@ -122,7 +135,7 @@ def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, in
         if obs.camera_translation is not None:
             t = np.asarray(obs.camera_translation, float).ravel()
             mesh.camera_translation.x, mesh.camera_translation.y, mesh.camera_translation.z = map(float, t[:3])
-    return seg, kp, mesh
+    return kp, mesh
 
 
 class BodyEstimatorNode(Node):
@@ -149,13 +162,18 @@ class BodyEstimatorNode(Node):
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for images", tracking="none yet")
         self.frames = 0
         self.last_stamp_s = -math.inf
+        # Live images: newest frame wins (frames a busy estimator missed are dropped, not queued);
+        # the drops are counted from the publisher's sequence numbers and reported.
+        self.skips = SkipCounter()
+        self.create_timer(10.0, self._report_skipped)
         self._timer = subscribe_like_publisher(self, Image, graph.IMAGE_TOPIC, self._on_image,
                                                on_subscribed=lambda sub: setattr(
                                                    self, "_ready_pub", announce_ready(self, [sub.topic_name])))
         self.get_logger().info(f"body estimator {self.estimator.backend} ready")
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image, info) -> None:
         t = stamp_to_sec(msg.header.stamp)
+        self.skips.observe(info.get("publication_sequence_number"), info.get("publisher_gid"))
         try:
             if t <= self.last_stamp_s:
                 # Replays or a restarted source: the tracker's filters need increasing times.
@@ -168,21 +186,28 @@ class BodyEstimatorNode(Node):
             self.last_stamp_s = t
             rgb = to_rgb8(msg)
             t0 = time.perf_counter()
+            # The mask (a segmentation pass + a full-frame resize + a frame-sized message) only
+            # while someone subscribes to it (recorder, image viewers).
+            want_mask = self.seg_pub.get_subscription_count() > 0 or self.mask_pub.get_subscription_count() > 0
+            if self._inner() is not None:
+                self._inner().want_mask = want_mask
             obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=graph.IMAGE_TOPIC))
             self.frames += 1
-            seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
-            self.seg_pub.publish(seg)
+            seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2], segmentation=want_mask)
+            if seg is not None:
+                self.seg_pub.publish(seg)
             self.kp_pub.publish(kp)
-            if self.mask_pub.get_subscription_count() > 0:  # image viewers (RViz) only
+            if seg is not None and self.mask_pub.get_subscription_count() > 0:  # image viewers (RViz) only
                 self.mask_pub.publish(seg.mask)
             if mesh is not None:
                 self.mesh_pub.publish(mesh)
             self._publish_bodies(obs, msg.header, rgb.shape[:2])
             self.diagnostics.processed(time.perf_counter() - t0)
+            skipped = {"frames_skipped": self.skips.skipped, "person_detector_runs": getattr(self._inner(), "n_scans", "")}
             if obs.tracked:
-                self.diagnostics.set(NodeDiagnostics.OK, "person tracked", tracking="tracked")
+                self.diagnostics.set(NodeDiagnostics.OK, "person tracked", tracking="tracked", **skipped)
             else:
-                self.diagnostics.set(NodeDiagnostics.WARN, "no person in the frame", tracking="lost")
+                self.diagnostics.set(NodeDiagnostics.WARN, "no person in the frame", tracking="lost", **skipped)
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
             self.get_logger().error(f"frame at {t:.3f} s: {type(exc).__name__}: {exc}")
             self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
@@ -237,7 +262,13 @@ class BodyEstimatorNode(Node):
                 c=float(score) if seen and not overlap else 0.0))
         self.tracked_pub.publish(ids)
 
+    def _report_skipped(self) -> None:
+        if self.skips.skipped:
+            self.get_logger().info(f"live images: processed {self.skips.received}, skipped {self.skips.skipped} "
+                                   "(newest frame wins while busy)")
+
     def close(self) -> None:
+        self._report_skipped()
         self.estimator.close()
 
 
