@@ -144,10 +144,13 @@ def run_graph(video: Path, *, realtime: bool, log_dir: Path) -> dict:
     m = re.search(r"source ended: (\d+) frames in ([\d.]+) s", log_text)
     ik_log = run.procs["ik_node"].log_path.read_text() if "ik_node" in run.procs else ""
     skipped = re.findall(r"realtime: solved (\d+) markers frames, skipped (\d+)", ik_log)
+    body_log = run.procs["body_estimator_node"].log_path.read_text() if "body_estimator_node" in run.procs else ""
+    body_skips = re.findall(r"live images: processed (\d+), skipped (\d+)", body_log)
     return {"rc": rc, "wall_s": wall, "camera": probe.camera, "acks": probe.acks, "js": probe.joint_states,
             "published": int(m.group(1)) if m else 0, "source_s": float(m.group(2)) if m else float("nan"),
             "ik_solved": int(skipped[-1][0]) if skipped else None,
-            "ik_skipped": int(skipped[-1][1]) if skipped else None, "peak_rss_kb": peak_rss, "cpu_s": cpu_s}
+            "ik_skipped": int(skipped[-1][1]) if skipped else None, "peak_rss_kb": peak_rss, "cpu_s": cpu_s,
+            "body_skipped_reported": int(body_skips[-1][1]) if body_skips else 0}
 
 
 def pct(values, q):
@@ -215,15 +218,20 @@ def main() -> int:
     offline_fps = off["published"] / off["source_s"]
     offline_lost = off["published"] - len(off["acks"].get("ik_node", {}))
     rt_lost = rt["published"] - len(rt["acks"].get("markers_node", {}))
-    cpu = platform.processor() or platform.machine()
+    from frame_cost import cpu_model
+
+    cpu = cpu_model()
     rows = []
     for name in ("body", "markers", "cam_markers", "ik", "e2e"):
         v = s_rt[name]
         rows.append(f"| {name} | {len(v)} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {max(v) if v else float('nan'):.1f} |")
     met = "met" if p95 <= TARGET_P95_MS else "NOT met"
-    rss_rows = "\n".join(f"{n}: {rt['peak_rss_kb'].get(n, 0) / 1024:.0f} / {off['peak_rss_kb'].get(n, 0) / 1024:.0f} MB, "
-                         f"{rt['cpu_s'].get(n, float('nan')):.1f} / {off['cpu_s'].get(n, float('nan')):.1f} CPU-s;"
-                         for n in sorted(set(rt["peak_rss_kb"]) | set(off["peak_rss_kb"])))
+    nodes = sorted(set(rt["peak_rss_kb"]) | set(off["peak_rss_kb"]))
+    rss_rows = "\n".join(
+        f"| {n} | {rt['peak_rss_kb'].get(n, 0) / 1024:.0f} / {off['peak_rss_kb'].get(n, 0) / 1024:.0f} | "
+        f"{rt['cpu_s'].get(n, float('nan')):.1f} / {off['cpu_s'].get(n, float('nan')):.1f} | "
+        f"{1e3 * off['cpu_s'].get(n, float('nan')) / max(off['published'], 1):.1f} |" for n in nodes)
+    cpu_total_off = 1e3 * sum(off["cpu_s"].values()) / max(off["published"], 1)
     text = f"""# ROS 2 graph latency (camera stamp -> JointState)
 
 Machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; load average before/after:
@@ -245,12 +253,19 @@ Latency growth over the run (a stage slower than its input rate queues up): body
 (frames skipped instead of queued); the IK node (realtime=true, set by the graph for live
 sources) solves only the newest markers: stale ones are skipped and counted.
 Frames published {rt['published']}; skipped by the busy body estimator (newest frame wins):
-{rt_lost}; markers frames skipped by the busy IK node: {rt['ik_skipped']} (solved {rt['ik_solved']});
+{rt_lost} (the node's own count from the publisher's sequence numbers, as on /diagnostics:
+{rt['body_skipped_reported']}); markers frames skipped by the busy IK node: {rt['ik_skipped']} (solved {rt['ik_solved']});
 JointState for {s_rt['js_after_window']} of the {s_rt['n_after_window']} frames seen by the probe after the warm-up.
 
-Per node, realtime / offline run: peak resident memory (VmHWM) [MB] and CPU time [s] (the realtime
-run lasts ~15 s of video on 2 cores, so ~30 CPU-s at most):
+Per node, realtime / offline run: peak resident memory (VmHWM) and CPU time (the realtime run
+lasts ~15 s of video on 2 cores, so ~30 CPU-s at most), and the offline run's CPU per frame
+(every frame through every node: the comparable cost; per-stage breakdown of the perception
+side in bench/results/frame_cost.md):
+
+| node | peak RSS MB | CPU-s | offline CPU ms/frame |
+|---|---|---|---|
 {rss_rows}
+| **all nodes** | | | **{cpu_total_off:.1f}** |
 
 ## Offline run (frame acks, reliable)
 
@@ -265,7 +280,8 @@ Target: camera stamp -> JointState p95 <= {TARGET_P95_MS:.0f} ms at 30 fps 720p:
     print(text)
     subprocess.run(["rm", "-rf", str(tmp)], check=False)
     cam_to_markers = s_rt["cam_markers"]
-    print(f"graph_latency: 720p@30fps realtime camera->markers p95 {pct(cam_to_markers, 95):.0f} ms, "
+    print(f"graph_latency: {cpu}, load {load_before:.1f}/{load_after:.1f}; offline CPU {cpu_total_off:.0f} ms/frame "
+          f"(all nodes); 720p@30fps realtime camera->markers p95 {pct(cam_to_markers, 95):.0f} ms, "
           f"camera->JointState p50 {p50:.1f} ms, frames skipped {rt_lost}/{rt['published']}; "
           f"offline {offline_fps:.1f} fps, lost {offline_lost}; camera->JointState p95 ms: {p95:.1f}")
     return 0
