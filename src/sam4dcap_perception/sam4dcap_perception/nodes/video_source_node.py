@@ -102,6 +102,7 @@ class VideoSourceNode(Node):
         self.last_ack_wall: dict[str, float] = {}
         self.published_ns: list[int] = []
         self.ready_nodes: dict[str, set[str]] = {}  # node -> its lazily subscribed topics
+        self._restarted: dict[str, float] = {}      # restarted stage -> when seen; waited for until ready again
         self._spinning: set[str] = set()
         self._param_clients: dict = {}
         self._param_futures: dict = {}
@@ -179,7 +180,11 @@ class VideoSourceNode(Node):
                     if m in self.acked_ns:
                         self.acked_ns[m] = max(self.acked_ns[m], self.published_ns[-1])
                 self.get_logger().warning(f"{n} restarted: the {lost} frame(s) in flight to it are lost "
-                                          "(to it and to the nodes downstream of it)")
+                                          "(to it and to the nodes downstream of it); waiting until it is ready")
+                # Frames sent before its lazy subscriptions (e.g. camera_info) exist would be
+                # handled without them: wait for its ready announcement, as at the start.
+                self.ready_nodes.pop(n, None)
+                self._restarted[n] = time.monotonic()
             self._endpoints[n] = known | gids
 
     def _wait_for_acks(self, max_pending: int) -> None:
@@ -189,14 +194,20 @@ class VideoSourceNode(Node):
             last_check = 0.0
             while True:
                 waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
-                if not waiting:
-                    return
                 now = time.monotonic()
+                for n, since in list(self._restarted.items()):
+                    if n in self.ready_nodes or n not in self.acked_ns:
+                        del self._restarted[n]
+                    elif now - since > timeout:
+                        self.get_logger().error(f"{n} restarted but not ready after {timeout:.1f} s: going on")
+                        del self._restarted[n]
+                if not waiting and not self._restarted:
+                    return
                 if now - last_check > 0.25:
                     last_check = now
                     self._check_restarts(waiting)
                     waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
-                    if not waiting:
+                    if not waiting and not self._restarted:
                         return
                 for n in waiting:
                     since = self.last_ack_wall.get(n, self._started_wall)
