@@ -123,7 +123,9 @@ def main() -> int:
               f"frames/s (rounds: {[round(v, 1) for v in ours]} / {[round(v, 1) for v in legacy]})", file=sys.stderr)
     load_after = os.getloadavg()[0]
 
-    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    from frame_cost import cpu_model
+
+    machine = f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
     out = ROOT / "bench" / "results" / "perception_fps.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [

@@ -18,6 +18,7 @@ Writes bench/results/streaming_ik.md; the last stdout line is the summary (figur
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -65,7 +66,7 @@ def blazepose_trial(tmp: Path):
     return "synthetic gait, BlazePose 33 keypoints + 5 mm noise, default priors (3 s, 30 Hz)", model_path, markers
 
 
-DEMO_VIDEO = ROOT / ".cache" / "pose2sim_demo" / "videos" / "cam01.mp4"
+DEMO_VIDEO = Path(os.environ.get("SAM4DCAP_CACHE", ROOT / ".cache")) / "pose2sim_demo" / "videos" / "cam01.mp4"
 
 
 def real_blazepose_case(tmp: Path) -> dict | None:
