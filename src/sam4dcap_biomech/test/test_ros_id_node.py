@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import opensim
-import pytest
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
@@ -13,17 +12,10 @@ from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
 
-from ros_harness import Harness, markers_msg, node_log, start_node, stamp_key, stop_node
+from ros_harness import markers_msg, node_log, start_node, stamp_key, stop_node
 
 RATE_HZ = 60.0
 T0 = 7.0
-
-
-@pytest.fixture
-def ros():
-    harness = Harness("id_node_test")
-    yield harness
-    harness.close()
 
 
 def test_markers_ik_id_chain(ros, tmp_path, monkeypatch):
