@@ -4,7 +4,7 @@ Used by `launch/sam4dcap.launch.py` (ros2 launch), by `graph_runner` (`sam4dcap 
 the recorder (which topics exist, their types and QoS) and by the docs/tests (RViz config,
 console scripts). ROS-free: plain data only.
 
-QoS (see `qos` of each topic; profiles in sam4dcap_biomech.nodes.ros_common):
+QoS (see `qos` of each topic; profiles in sam4dcap_biomech.ros.node_plumbing):
   image    live cameras: sensor data (best effort, newest wins); file/bag sources: reliable,
            deep queue, and the source waits for downstream (no frame silently dropped).
   results  reliable, keep-last 100: every marker/kinematics sample matters.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Topic names, defined here once (nodes import them). Nodes create their endpoints with the
-# relative form (ros_common.relative_topic), so in a namespace /cam2 these become
+# relative form (node_plumbing.relative_topic), so in a namespace /cam2 these become
 # /cam2/camera/image_raw, ...; without one they are exactly these names.
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"

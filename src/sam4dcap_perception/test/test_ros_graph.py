@@ -231,7 +231,7 @@ def test_markers_node_is_causal_on_a_live_stream(live_run, tmp_path):
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS
+    from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, LATCHED_QOS, RESULTS_QOS
     from sam4dcap_msgs.msg import BodyKeypoints, VirtualMarkers
 
     from rclpy.serialization import deserialize_message
@@ -291,7 +291,7 @@ class TopicWatcher:
     """Receive times of messages on some topics, in this process (own rclpy context)."""
 
     def __init__(self, topics: dict[str, type]):
-        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, BackgroundNode
+        from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, RESULTS_QOS, BackgroundNode
 
         self.bg = BackgroundNode("test_topic_watcher", spin_period_s=0.05)
         self.node = self.bg.node

@@ -60,7 +60,7 @@ def test_topics_are_published_by_their_declared_nodes():
         if t.publisher == graph.EXTERNAL_PUBLISHER:  # a user or a GUI: some node must listen
             assert any(t.name in n.subscribes for n in graph.NODES), t.name
             continue
-        if t.name == graph.DIAGNOSTICS_TOPIC:  # every node's health (ros_common.NodeDiagnostics)
+        if t.name == graph.DIAGNOSTICS_TOPIC:  # every node's health (node_plumbing.NodeDiagnostics)
             assert t.publisher == ""
             continue
         assert t.name in graph.node(t.publisher).publishes, f"{t.name} not in {t.publisher}.publishes"

@@ -20,7 +20,7 @@ from pathlib import Path
 from rclpy.node import Node
 
 from ..errors import Sam4dcapError
-from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics, declare_parameters, relative_topic,
+from ..ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics, declare_parameters, relative_topic,
                          run_node, stamp_to_sec)
 
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"

@@ -47,7 +47,7 @@ from ..errors import Sam4dcapError
 from ..live_calibration import LiveCalibrationSettings, LiveCalibrator
 from ..markersets import MARKER_SETS
 from ..trial_calibration import TrialCalibrationSettings
-from .ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
+from ..ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_FRAME, RESULTS_QOS, WORLD_FRAME, FrameAcks,
                          NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec,
                          subscribe_like_publisher)
 

@@ -21,7 +21,7 @@ from ..trial_recording import TrialRecording
 # start, not in the final write at shutdown, where it made the node miss launch's 5 s SIGINT
 # grace period (launch then escalates to SIGTERM, then SIGKILL).
 from .. import filters  # noqa: F401
-from .ros_common import DEEP_QOS, NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec
+from ..ros.node_plumbing import DEEP_QOS, NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec
 
 MARKERS_TOPIC = "/sam4dcap/markers"
 KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"

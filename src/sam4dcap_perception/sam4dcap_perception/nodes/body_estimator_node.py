@@ -29,7 +29,7 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, NodeDiagnostics, announce_ready,
+from sam4dcap_biomech.ros.node_plumbing import (RESULTS_QOS, FrameAcks, NodeDiagnostics, announce_ready,
                                                declare_parameters, relative_topic, run_node, sec_to_stamp,
                                                stamp_to_sec,
                                                subscribe_like_publisher)

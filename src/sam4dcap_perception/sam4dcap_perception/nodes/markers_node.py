@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_IN_WORLD_XYZW, RESULTS_QOS,
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, OPENSIM_WORLD_IN_WORLD_XYZW, RESULTS_QOS,
                                                WORLD_FRAME, FrameAcks, NodeDiagnostics, announce_ready,
                                                declare_parameters, relative_topic, run_node, stamp_to_sec,
                                                subscribe_like_publisher)

@@ -17,7 +17,7 @@ import time
 from rclpy.node import Node
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
                                                announce_ready, declare_parameters, relative_topic, run_node,
                                                subscribe_like_publisher)
 

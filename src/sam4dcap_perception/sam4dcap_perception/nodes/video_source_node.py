@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
                                                NodeDiagnostics, declare_parameters, image_qos, relative_topic,
                                                run_node, sec_to_stamp, stamp_to_sec)
 

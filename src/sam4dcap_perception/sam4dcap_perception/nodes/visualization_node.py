@@ -26,7 +26,7 @@ from geometry_msgs.msg import Point
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
                                                declare_parameters, relative_topic, run_node)
 
 from .. import graph
