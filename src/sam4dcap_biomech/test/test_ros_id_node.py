@@ -91,7 +91,8 @@ def test_kinematics_arriving_before_the_model_are_not_lost(ros, tmp_path):
     wait and are solved once the model loads."""
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS, sec_to_stamp
+    from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+    from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS
 
     model = write_model(tmp_path / "subject.osim", height_m=1.75, mass_kg=70.0)
     model_name = opensim.Model(str(model)).getName()

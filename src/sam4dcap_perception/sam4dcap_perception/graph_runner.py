@@ -171,8 +171,10 @@ class DrainWatch:
         from sensor_msgs.msg import CameraInfo
         from std_msgs.msg import Header
 
-        from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, HELD_SUFFIX, BackgroundNode, relative_topic,
-                                                       stamp_to_sec)
+        from sam4dcap_biomech.ros.msg_conversion import stamp_to_sec
+        from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS
+        from sam4dcap_biomech.ros.probe import BackgroundNode
+        from sam4dcap_biomech.ros.topics import HELD_SUFFIX, relative_topic
 
         self.bg = BackgroundNode("sam4dcap_graph_runner", namespace=namespace)
         self._to_s = stamp_to_sec
