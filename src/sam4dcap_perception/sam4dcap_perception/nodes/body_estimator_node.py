@@ -77,11 +77,10 @@ def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, in
     kp.skeleton = str(obs.skeleton)
     kp.names = list(obs.names)
     n = len(obs.names)
+    # keypoints_3d go out as the estimator gave them: camera-frame positions (mesh backends, whose
+    # camera_translation is already applied) or hip-centred (BlazePose), said by the frame id.
     k3 = obs.keypoints_3d
-    absolute = k3 is not None and obs.camera_translation is not None
-    if absolute:
-        k3 = np.asarray(k3, float) + np.asarray(obs.camera_translation, float).reshape(1, 3)
-    kp.header.frame_id = keypoints_frame_id(header.frame_id, hip_centred=not absolute)
+    kp.header.frame_id = keypoints_frame_id(header.frame_id, hip_centred=not obs.keypoints_3d_in_camera_frame)
     nan_pts = np.full((n, 3), np.nan)
     kp.keypoints_2d = array_to_points(obs.keypoints_2d if obs.keypoints_2d is not None else nan_pts)
     kp.keypoints_3d = array_to_points(k3 if k3 is not None else nan_pts)

@@ -47,12 +47,12 @@ def keypoints_to_observation(msg, index: int) -> BodyObservation:
     k2 = points_to_array(msg.keypoints_2d, dims=2)
     k3 = points_to_array(msg.keypoints_3d)
     tracked = bool(np.isfinite(k3).any())
-    absolute = not keypoints_are_hip_centred(msg.header.frame_id)
+    in_camera_frame = not keypoints_are_hip_centred(msg.header.frame_id)
     return BodyObservation(
         frame_index=index, time_s=stamp_to_sec(msg.header.stamp), person_id=int(msg.person_id), tracked=tracked,
         skeleton=msg.skeleton, names=tuple(msg.names), keypoints_2d=k2, keypoints_3d=k3,
         confidence=np.asarray(msg.confidence, float), visibility=np.asarray(msg.visibility, float),
-        camera_translation=np.zeros(3) if absolute else None)
+        extra={"keypoints_3d_frame": "camera"} if in_camera_frame else {})
 
 
 def world_to_opensim_msg(opensim_frame: str, stamp):
