@@ -16,6 +16,7 @@ A stage that holds frames back (markers_node while its ground-plane window fills
 announces it with a Header whose frame_id is "<node>/held" (stamp = newest held frame): the
 source then does not count those frames as in flight to the nodes downstream of it (they
 cannot ack frames they have not been sent) until the final wait, which needs every ack.
+(The source's side of this protocol: frame_flow.FrameFlow.)
 """
 
 from __future__ import annotations

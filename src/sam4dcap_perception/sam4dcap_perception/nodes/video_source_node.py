@@ -17,6 +17,8 @@ Modes:
       as in flight to the nodes downstream of it, except in the final wait.
   A file or bag source announces its last frame on /sam4dcap/end_of_stream (latched Header,
   stamp = that frame's capture stamp), so a stage holding frames can finish them.
+  The protocol's state and wait are `frame_flow.FrameFlow` (ROS-free, unit-tested); this node
+  feeds it the acks and asks the ROS graph who is ready or restarted.
   realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
       at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
       skips frames.
