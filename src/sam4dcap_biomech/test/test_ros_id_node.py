@@ -8,7 +8,7 @@ import opensim
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
 
@@ -83,7 +83,8 @@ def test_kinematics_arriving_before_the_model_are_not_lost(ros, tmp_path):
     wait and are solved once the model loads."""
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, sec_to_stamp
+    from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+    from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS
 
     model = write_model(tmp_path / "subject.osim", height_m=1.75, mass_kg=70.0)
     model_name = opensim.Model(str(model)).getName()

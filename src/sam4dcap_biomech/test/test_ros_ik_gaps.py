@@ -12,8 +12,8 @@ from sensor_msgs.msg import JointState
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ik_node import KINEMATICS_TOPIC, joint_states_topic
-from sam4dcap_biomech.nodes.ros_common import DIAGNOSTICS_QOS, DIAGNOSTICS_TOPIC, RESULTS_QOS
+from sam4dcap_biomech.ros.node_plumbing import DIAGNOSTICS_QOS, RESULTS_QOS
+from sam4dcap_biomech.ros.topics import DIAGNOSTICS_TOPIC, KINEMATICS_TOPIC, joint_states_topic
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
 

@@ -17,8 +17,8 @@ from std_msgs.msg import String
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ik_node import KINEMATICS_TOPIC, MODEL_PATH_TOPIC, joint_states_topic
-from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, RESULTS_QOS
+from sam4dcap_biomech.ros.topics import KINEMATICS_TOPIC, MODEL_PATH_TOPIC, joint_states_topic
+from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS, RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates, static_trajectory
 from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
 from sam4dcap_msgs.srv import CalibrateSubject

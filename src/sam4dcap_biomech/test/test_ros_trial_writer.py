@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import opensim
 
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS, sec_to_stamp
+from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
 from sam4dcap_msgs.srv import StartTrial, StopTrial
 
