@@ -6,7 +6,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Header
 
-from sam4dcap_biomech.nodes.ros_common import LIVE_IMAGE_QOS
+from sam4dcap_biomech.ros.node_plumbing import LIVE_IMAGE_QOS
 from sam4dcap_perception.frame_skips import SkipCounter
 
 
