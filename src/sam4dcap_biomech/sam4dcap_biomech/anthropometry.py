@@ -152,7 +152,7 @@ def _combine(parts: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[float, 
     for m, c, i in parts:
         d = c - com
         inertia += i + m * (np.dot(d, d) * np.eye(3) - np.outer(d, d))
-    return mass, com, inertia
+    return float(mass), np.asarray(com, float), inertia
 
 
 def body_layout(height_m: float, mass_kg: float, sex: str = "male") -> BodyLayout:
@@ -256,8 +256,8 @@ def body_layout(height_m: float, mass_kg: float, sex: str = "male") -> BodyLayou
     seg("pelvis", frac("lower_trunk"), com, _inertia(frac("lower_trunk"), L["lower_trunk"], rs, rl, rt))
     # torso = upper trunk (CERV -> XYPH) + middle trunk (XYPH -> OMPH)
     parts = []
-    for name, a, b in (("upper_trunk", P["c7"], P["xyphion"]), ("middle_trunk", P["xyphion"], P["omphalion"])):
-        c, _ = along(name, a, b)
+    for name, top, bottom in (("upper_trunk", P["c7"], P["xyphion"]), ("middle_trunk", P["xyphion"], P["omphalion"])):
+        c, _ = along(name, top, bottom)
         _, _, rs, rt, rl = table[name][1:]
         parts.append((frac(name), c, _inertia(frac(name), L[name], rs, rl, rt)))
     m, c, i = _combine(parts)

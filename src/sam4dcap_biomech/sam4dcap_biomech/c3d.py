@@ -252,9 +252,9 @@ def _markers_of(path: Path, c3d) -> TimeSeries:
         raise Sam4dcapError(f"{path}: C3D point rate {rate} Hz is not a positive number")
     points = np.asarray(c3d["data"]["points"], float)
     if np.isinf(points[:3]).any() or (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any():
-        frame = int(np.flatnonzero((~np.isfinite(points[:3]) & ~np.isnan(points[:3])).any(axis=(0, 1))
+        bad = int(np.flatnonzero((~np.isfinite(points[:3]) & ~np.isnan(points[:3])).any(axis=(0, 1))
                                    | (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any(axis=(0, 1)))[0])
-        raise Sam4dcapError(f"{path}: point frame {frame + 1} holds a non-finite or absurd coordinate "
+        raise Sam4dcapError(f"{path}: point frame {bad + 1} holds a non-finite or absurd coordinate "
                             "(corrupt file?)")
     if points.shape[1] != len(labels):
         raise Sam4dcapError(f"{path}: marker count mismatch: {len(labels)} POINT:LABELS but "

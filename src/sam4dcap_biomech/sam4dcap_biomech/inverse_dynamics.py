@@ -199,8 +199,8 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
                             f"{coords.rate_hz:.1f} Hz coordinates")
 
     out_sto = Path(out_sto) if out_sto is not None else None
-    with tempfile.TemporaryDirectory(prefix="sam4dcap_id_") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sam4dcap_id_") as tmp_name:
+        tmp = Path(tmp_name)
         results_dir = out_sto.parent if out_sto is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
         sto_name = out_sto.name if out_sto is not None else "inverse_dynamics.sto"

@@ -109,7 +109,7 @@ def ik_regularization(marker_names, coordinate_names, *, unobserved=(), locked=(
     coordinate (`streaming_ik.unobserved_coordinates`). Used by run_ik and StreamingIK alike.
     """
     coordinate_names = set(coordinate_names)
-    key = marker_set_of(marker_names)
+    key = marker_set_of(marker_names) or ""
     tasks = {name: task for name, task in MARKER_SET_PRIORS.get(key, {}).items()
              if name in coordinate_names and name not in set(locked)}
     for name in unobserved:
@@ -152,7 +152,7 @@ def read_ik_setup(path) -> IKSetup:
     weights: dict[str, float] = {}
     for task in tool.iter("IKMarkerTask"):
         if _text(task, "apply", "true").lower() == "true":
-            weights[task.get("name")] = float(_text(task, "weight", "1"))
+            weights[task.get("name", "")] = float(_text(task, "weight", "1"))
     tasks: dict[str, CoordinateTask] = {}
     for task in tool.iter("IKCoordinateTask"):
         if _text(task, "apply", "true").lower() != "true":
@@ -162,7 +162,7 @@ def read_ik_setup(path) -> IKSetup:
             raise Sam4dcapError(f"{path}: coordinate task {task.get('name')} takes its value from a coordinate "
                                 "file, which sam4dcap does not support; use default_value or manual_value")
         value = float(_text(task, "value", "0")) if kind == "manual_value" else None
-        tasks[task.get("name")] = CoordinateTask(float(_text(task, "weight", "1")), value)
+        tasks[task.get("name", "")] = CoordinateTask(float(_text(task, "weight", "1")), value)
 
     def resolve(text):
         return None if not text or text == "Unassigned" else (path.parent / text).resolve()
@@ -320,7 +320,7 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
     names = [n for n in markers.names if n in weights]
     ik = StreamingIK(model_path, names, marker_weights=weights, min_markers=3)
     frame = ik.solve(float(markers.time[worst_frame]), markers.select(names).values[worst_frame])
-    worst = sorted(frame.marker_errors_m.items(), key=lambda kv: -kv[1])[:4]
+    worst = sorted(frame.marker_errors_m.items(), key=lambda kv: -kv[1])[:4] if frame is not None else []
     raise Sam4dcapError(
         f"the model does not fit the markers: marker RMS error {rms[worst_frame] * 1000:.0f} mm at "
         f"t={markers.time[worst_frame]:.3f} s (limit {max_rms_m * 1000:.0f} mm); worst markers: "
@@ -399,8 +399,8 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
     clamped = _unclamp(model)
 
-    with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp_name:
+        tmp = Path(tmp_name)
         out_mot = Path(out_mot) if out_mot is not None else None
         results_dir = out_mot.parent if out_mot is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -409,22 +409,20 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
             results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
         # The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved
         # on its own (a fresh copy of the model each) and the rows land on the trial's time grid.
-        coords = labels = None
-        errors = None
+        segments = []
         for k, (a, b) in enumerate(true_runs(solvable)):
             segment_model = model if k == 0 else _load_model(model_path)
             if k:
                 _unclamp(segment_model)
-            seg_coords, seg_errors, labels = _run_tool(segment_model, series.frames(slice(a, b)), weights,
-                                                       coordinate_tasks, setup, accuracy, tmp / f"segment{k}",
-                                                       log_path, units)
-            if coords is None:
-                values = np.full((series.n_frames, len(seg_coords.names)), np.nan)
-                coords = TimeSeries(time=series.time, names=seg_coords.names, values=values, unit="rad",
-                                    meta={"source": str(out_mot) if out_mot else "ik"},
-                                    channel_units={n: "m" for n in seg_coords.names if units.get(n) == "m"})
-                errors = np.full((series.n_frames, len(labels)), np.nan)
-            coords.values[a:b] = seg_coords.select(coords.names).values
+            segments.append((a, b, *_run_tool(segment_model, series.frames(slice(a, b)), weights, coordinate_tasks,
+                                              setup, accuracy, tmp / f"segment{k}", log_path, units)))
+        names, labels = segments[0][2].names, segments[0][4]   # solvable_frames refused a trial without one
+        coords = TimeSeries(time=series.time, names=names, values=np.full((series.n_frames, len(names)), np.nan),
+                            unit="rad", meta={"source": str(out_mot) if out_mot else "ik"},
+                            channel_units={n: "m" for n in names if units.get(n) == "m"})
+        errors = np.full((series.n_frames, len(labels)), np.nan)
+        for a, b, seg_coords, seg_errors, _ in segments:
+            coords.values[a:b] = seg_coords.select(names).values
             errors[a:b] = seg_errors
         coords, errors, resolved = _keep_to_ranges(model_path, series, coords, errors, labels, clamped, weights=weights,
                                                    coordinate_tasks=coordinate_tasks, accuracy=accuracy,

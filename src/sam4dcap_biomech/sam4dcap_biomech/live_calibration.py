@@ -227,7 +227,7 @@ class LiveCalibrator:
             out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
             result = scale_model(str(s.base_model), markers, height_m=height_m, mass_kg=mass_kg, out_path=out_path,
                                  marker_set=s.marker_set, window=(start_s, end_s))
-            method, used = "static window", tuple(float(v) for v in result.window)
+            method, used = "static window", (float(result.window[0]), float(result.window[1]))
             details = {}
         else:
             out_path = out_dir / f"subject_trial_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"

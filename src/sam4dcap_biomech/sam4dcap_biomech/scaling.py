@@ -27,7 +27,7 @@ from .timeseries import TimeSeries
 log = logging.getLogger(__name__)
 
 
-def _lr(fmt_r: str, fmt_l: str, body: str) -> list[tuple[tuple[str, str], str]]:
+def _lr(fmt_r: str, fmt_l: str, body: str) -> list[tuple[str, str]]:
     return [(fmt_r, body.format(s="r")), (fmt_l, body.format(s="l"))]
 
 
@@ -132,7 +132,7 @@ def unusable_setup_measurements(setup_xml, usable_markers) -> list[tuple[str, li
         pairs = [p for p in pairs if len(p) == 2]
         if pairs and not any(a in have and b in have for a, b in pairs):
             missing = sorted({m for p in pairs for m in p} - have)
-            bodies = [b.get("name") for b in meas.iter("BodyScale")]
+            bodies = [b.get("name") or "?" for b in meas.iter("BodyScale")]
             out.append((meas.get("name") or "?", missing, bodies))
     return out
 
@@ -247,7 +247,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     else:
         tool = opensim.ScaleTool()
         tool.setName(stem)
-        key = marker_set if marker_set in MEASUREMENTS else marker_set_of(markers.names)
+        key = marker_set if marker_set in MEASUREMENTS else (marker_set_of(markers.names) or marker_set)
         mset, used = _measurement_set(opensim, key, with_data, model_markers, model_bodies)
         scaler = tool.getModelScaler()
         scaler.setApply(True)
@@ -310,6 +310,8 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     names = [n for n in on_model if weights.get(n, 1.0) > 0 and np.all(np.isfinite(mean_pose[markers.index(n)]))]
     ik = StreamingIK(scaled_only if scaled_only.is_file() else out_path, names, marker_weights={n: weights.get(n, 1.0) for n in names}, min_markers=3)
     frame = ik.solve(float(np.mean(window)), np.array([mean_pose[markers.index(n)] for n in names]))
+    if frame is None:
+        raise Sam4dcapError(f"the static pose has {len(names)} usable markers on the model; the fit needs 3")
     result = ScaleResult(scaled_model=out_path, window=window, marker_rms_m=frame.marker_rms_m,
                          marker_max_m=frame.marker_max_m, max_error_marker=frame.max_error_marker,
                          scale_factors=factors, log_file=log_path,

@@ -62,6 +62,7 @@ def create_estimator(params: dict | None = None) -> BodyEstimator:
 
     p = load_config().params("body_estimator_node", params or {})
     backend = p["backend"]
+    est: BodyEstimator
     if backend == "blazepose":
         from .blazepose import BlazePoseEstimator
 

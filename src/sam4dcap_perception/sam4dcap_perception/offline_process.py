@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -171,7 +171,7 @@ def _code_version() -> str:
 class StageRunner:
     """Runs named stages into `out_dir`, reusing those whose manifest still matches."""
 
-    def __init__(self, out_dir: str | Path, *, force: bool = False, on_stage: Callable[[str, str], None] | None = None):
+    def __init__(self, out_dir: str | Path, *, force: bool = False, on_stage: Callable[[str, str], object] | None = None):
         self.out_dir = Path(out_dir)
         self.force = force
         self.status: dict[str, str] = {}
@@ -272,9 +272,10 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         model_inputs = {"model": opts.model}
         if opts.markerset:
             model_inputs["markerset"] = opts.markerset
+        user_model, user_markerset = Path(opts.model), Path(opts.markerset) if opts.markerset else None
 
         def make_model():
-            _user_model(Path(opts.model), Path(opts.markerset) if opts.markerset else None, generic)
+            _user_model(user_model, user_markerset, generic)
         runner.run("model", make_model, inputs=model_inputs, params={"marker_set": marker_set}, outputs=[generic])
     else:
         def make_model():
@@ -343,6 +344,7 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     if fit == "camera" and fit_views is None:
         log.info("no camera views for this source: IK fits the 3D markers (--fit markers)")
         fit = "markers"
+    views = fit_views
     if fit == "camera":
         from sam4dcap_biomech.trc import read_trc
 
@@ -362,7 +364,8 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
 
             from .fit_views import fit_and_write, fit_summary
 
-            res = fit_and_write(scaled, read_trc(markers_trc), fit_views(), FitSettings.from_params(fit_config),
+            assert views is not None   # fit == "camera" only with views
+            res = fit_and_write(scaled, read_trc(markers_trc), views(), FitSettings.from_params(fit_config),
                                 out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
             return fit_summary(res)
         ikm = _need("sam4dcap_biomech.inverse_kinematics", "ik")
@@ -452,6 +455,7 @@ def _scale_from_trial(generic: Path, markers_trc: Path, scaled: Path, stem: str,
     from sam4dcap_biomech.trc import read_trc
     from sam4dcap_biomech.trial_calibration import TrialCalibrationSettings, scale_model_from_trial
 
+    assert opts.height_m is not None   # ProcessOptions.check()
     markers = read_trc(markers_trc)
     confidence = _marker_confidence(markers, _keypoint_confidence_file(markers_trc, stem))
     settings = TrialCalibrationSettings.from_params(load_config().params("ik_node"))
@@ -468,7 +472,7 @@ def _scale_from_trial(generic: Path, markers_trc: Path, scaled: Path, stem: str,
 
 def _scale_extra(result) -> dict:
     """Plain numbers a scaling result may carry (for the summary)."""
-    extra = {}
+    extra: dict[str, Any] = {}
     for key in ("marker_rms_m", "marker_max_m", "scale_factors", "window", "max_error_marker"):
         value = getattr(result, key, None) if not isinstance(result, Mapping) else result.get(key)
         if isinstance(value, (int, float, np.floating)):
@@ -634,7 +638,7 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
         if not mk:
             have = ", ".join(f"{t.name} ({t.msgtype})" for t in topics.values()) or "nothing"
             raise Sam4dcapError(f"bag {bag} has no {VIRTUAL_MARKERS_TYPE} messages to process (has: {have})")
-        by_time: dict[int, object] = {}
+        by_time: dict[int, Any] = {}
         for _, _, _, msg in bio.read_messages(bag, [mk[0].name]):
             by_time[bio.stamp_ns(msg)] = msg          # a repeated stamp keeps the last message
         stamps = sorted(by_time)
@@ -855,7 +859,7 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
         else:
             arts = markers_from_bag(runner, source, stem, opts)
         marker_set = runner.extras["markers"].get("marker_set") or "blazepose33"
-        fit_inputs = {k: arts[k] for k in ("keypoints_npz", "camera") if k in arts}
+        fit_inputs: dict[str, Path] = {k: arts[k] for k in ("keypoints_npz", "camera") if k in arts}
         fit_views = None
         if len(fit_inputs) == 2:
             from .fit_views import monocular_views

@@ -351,15 +351,15 @@ def gap_summary(time: np.ndarray, status: Sequence[str], solved: np.ndarray, *, 
     """Frames without a usable person, for summary.json: counts per status ("tracked",
     "bridged", "lost"), IK-unsolved frames, and the intervals [start_s, end_s] of unusable frames
     (lost or not solved; NaN rows in the outputs)."""
-    status = np.asarray(status)
-    unusable = (status == "lost") | ~np.asarray(solved, bool)
+    status_arr = np.asarray(status, dtype=str)
+    unusable = (status_arr == "lost") | ~np.asarray(solved, bool)
     intervals = [[float(time[a]), float(time[b - 1])] for a, b in true_runs(unusable)]
     n = len(status)
     return {
         "frames": n,
-        "tracked_frames": int((status == "tracked").sum()),
-        "bridged_frames": int((status == "bridged").sum()),
-        "lost_frames": int((status == "lost").sum()),
+        "tracked_frames": int((status_arr == "tracked").sum()),
+        "bridged_frames": int((status_arr == "bridged").sum()),
+        "lost_frames": int((status_arr == "lost").sum()),
         "unsolved_frames": int(unusable.sum()),
         "unsolved_fraction": float(unusable.mean()) if n else 0.0,
         "unsolved_intervals_s": intervals,

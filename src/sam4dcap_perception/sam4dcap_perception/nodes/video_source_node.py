@@ -36,7 +36,7 @@ from std_msgs.msg import Header
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
                                                NodeDiagnostics, declare_parameters, image_qos, relative_topic,
-                                               run_node, sec_to_stamp, stamp_to_sec)
+                                               run_node, sec_to_stamp)
 
 from .. import graph
 from ..camera_calibration import load_camera_info_file
