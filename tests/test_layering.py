@@ -5,13 +5,15 @@ import counts like any other:
 * no import cycles between modules;
 * no private name (`_x`) of one module used by another (make it public under a proper name);
 * core modules never import the ROS side (`nodes/`, the graph runner, the CLI);
-* sam4dcap_biomech never imports sam4dcap_perception.
+* sam4dcap_biomech never imports sam4dcap_perception;
+* imports sit at the top of core modules; inside a function only heavy or optional third-party
+  libraries (opensim, cv2, mediapipe, torch, ezc3d, matplotlib, ...: see docs/architecture.md,
+  "Imports"), and in `commands/` anything (`sam4dcap --help` loads every command module).
 """
 
 import ast
+import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sam4dcap_biomech", "sam4dcap_perception")
@@ -33,6 +35,20 @@ def _modules():
 
 
 MODULES = _modules()
+
+# Known exceptions, each with its reason; the cycle test fails when one disappears (remove it here).
+KNOWN_CYCLES = {
+    # multiview.multiview_reference runs offline_process's stages (and fit_views' calibrated views)
+    # from inside multiview, which fit_views imports: it moves above offline_process once issue
+    # 10's rewrite of multiview.py has landed.
+    frozenset({"sam4dcap_perception.fit_views", "sam4dcap_perception.multiview",
+               "sam4dcap_perception.offline_process"}),
+}
+# Modules rewritten in parallel when this rule came (issues 10, 14): their function-level imports
+# of project/stdlib modules move to the top after those land.
+LAZY_IMPORTS_PENDING = {"sam4dcap_biomech.streaming_ik", "sam4dcap_biomech.trial_calibration",
+                        "sam4dcap_perception.blazepose", "sam4dcap_perception.person_detector",
+                        "sam4dcap_perception.fit_views", "sam4dcap_perception.multiview"}
 
 
 def _is_package(name):
@@ -139,13 +155,37 @@ def test_the_checker_sees_the_packages():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 4: inverse_kinematics <-> streaming_ik, offline_process -> fit_views -> multiview -> offline_process")
 def test_no_import_cycles():
-    cycles = _cycles(_graph())
-    assert not cycles, f"modules importing each other (directly or around a loop): {cycles}"
+    cycles = {frozenset(c) for c in _cycles(_graph())}
+    assert not cycles - KNOWN_CYCLES, \
+        f"modules importing each other (directly or around a loop): {[sorted(c) for c in cycles - KNOWN_CYCLES]}"
+    assert not KNOWN_CYCLES - cycles, f"known cycles gone (remove them from KNOWN_CYCLES): {KNOWN_CYCLES - cycles}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 4: _load_model, _import_mediapipe, _config_snapshot, _stamp_from_cdr")
+def test_imports_at_the_top():
+    std = set(sys.stdlib_module_names)
+    bad = []
+    for m in MODULES:
+        if _ros_side(m) or _rel(m).startswith("commands") or m in LAZY_IMPORTS_PENDING:
+            continue
+        tree = ast.parse(MODULES[m].read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom):
+                    names = [_resolve(node.module, node.level, m)]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    if name.split(".")[0] in std or _project_module(name):
+                        bad.append(f"{MODULES[m].relative_to(ROOT)}:{node.lineno} imports {name} inside {fn.name}()")
+    assert not bad, "imports of project or standard-library modules inside functions (move them to the top):\n" \
+        + "\n".join(sorted(set(bad)))
+
+
 def test_no_private_names_across_modules():
     bad = [f"{MODULES[m].relative_to(ROOT)}:{line} uses {t}.{p}"
            for m in MODULES for t, private, line in imports_of(m) if t != m for p in private]

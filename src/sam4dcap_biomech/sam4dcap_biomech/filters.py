@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 from scipy import signal
@@ -394,8 +395,6 @@ def fill_gaps(series: TimeSeries, *, max_gap_frames: int, method: str = "cubic")
 # --- angles ----------------------------------------------------------------------------------
 def rotational_channels(series: TimeSeries) -> list[str]:
     """Channels holding angles: unit rad/deg, excluding translations (length channel_units or *_t[xyz])."""
-    import re
-
     names = []
     for name in series.names:
         unit = series.unit_of(name)

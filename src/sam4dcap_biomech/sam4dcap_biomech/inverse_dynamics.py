@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .config import load_config
 from .errors import Sam4dcapError
+from .opensim_logging import opensim_log
+from .storage import read_mot, write_mot, write_sto
+from .model_builder import load_model
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,6 @@ class IDResult:
 
 
 def _coordinates(coordinates) -> TimeSeries:
-    from .storage import read_mot
-
     if isinstance(coordinates, TimeSeries):
         if coordinates.is_points:
             raise Sam4dcapError("coordinates must be a scalar TimeSeries (N, K), not points")
@@ -86,10 +89,6 @@ def check_coordinates_plausible(coords: TimeSeries, model, state) -> None:
 
 def external_loads_time_range(xml_path) -> tuple[Path, float, float]:
     """(data file, first, last time) of an OpenSim ExternalLoads XML's force data file."""
-    import xml.etree.ElementTree as ET
-
-    from .storage import read_mot
-
     xml_path = Path(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -158,11 +157,6 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
     """
     import opensim
 
-    from .config import load_config
-    from .opensim_logging import opensim_log
-    from .storage import read_mot, write_mot, write_sto
-    from .streaming_ik import _load_model
-
     params = load_config().params("id_node")
     cutoff = params["lowpass_cutoff_hz"] if lowpass_cutoff_hz is None else float(lowpass_cutoff_hz)
     coords = _coordinates(coordinates)
@@ -170,7 +164,7 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
         external_loads_xml = None
     elif not Path(external_loads_xml).is_file():
         raise Sam4dcapError(f"external loads file not found: {external_loads_xml}")
-    model = _load_model(model_path)
+    model = load_model(model_path)
     cs = model.getCoordinateSet()
     state = model.initSystem()
     model_coords = [cs.get(i).getName() for i in range(cs.getSize())]

@@ -38,84 +38,16 @@ import numpy as np
 from .config import load_config
 from .errors import Sam4dcapError
 from .filters import true_runs
-from .markersets import BLAZEPOSE33, OPENCAP43
-from .streaming_ik import CoordinateTask, _load_model, canonical_coordinates, unobserved_coordinates
+from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
+                         ik_regularization, unobserved_coordinates)
+from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .storage import read_mot, write_mot, write_sto
+from .streaming_ik import StreamingIK, solve_trial
 from .timeseries import TimeSeries
+from .trc import markers_in_mm_suspected, read_trc, write_trc
 
 log = logging.getLogger(__name__)
-
-# Relative IK weights of the project's marker sets. Joint-centre-like keypoints (hips, knees,
-# ankles) and foot points carry the lower-limb pose; face and hand points are noisy and only
-# orient head/hands, so they barely pull.
-_BLAZEPOSE_WEIGHTS = {
-    "nose": 0.2, "left_eye_inner": 0.05, "left_eye": 0.05, "left_eye_outer": 0.05,
-    "right_eye_inner": 0.05, "right_eye": 0.05, "right_eye_outer": 0.05,
-    "left_ear": 0.2, "right_ear": 0.2, "mouth_left": 0.05, "mouth_right": 0.05,
-    "left_shoulder": 2.0, "right_shoulder": 2.0, "left_elbow": 1.0, "right_elbow": 1.0,
-    "left_wrist": 1.0, "right_wrist": 1.0, "left_pinky": 0.2, "right_pinky": 0.2,
-    "left_index": 0.2, "right_index": 0.2, "left_thumb": 0.2, "right_thumb": 0.2,
-    "left_hip": 5.0, "right_hip": 5.0, "left_knee": 5.0, "right_knee": 5.0,
-    "left_ankle": 5.0, "right_ankle": 5.0, "left_heel": 3.0, "right_heel": 3.0,
-    "left_foot_index": 3.0, "right_foot_index": 3.0,
-}
-# OpenCap's markers are all skin landmarks of similar quality: equal weights. Measured on synthetic
-# trials with 5 mm soft-tissue-like noise (bench/accuracy_synthetic.py), equal weights beat
-# up-weighting the joint markers (hip rotation 2.2 vs 3.1 deg RMS): the thigh and shank
-# clusters are what make segment axial rotation observable.
-_OPENCAP_WEIGHTS = {name: 1.0 for name in OPENCAP43}
-assert set(_BLAZEPOSE_WEIGHTS) == set(BLAZEPOSE33)
-MARKER_SET_WEIGHTS: dict[str, dict[str, float]] = {"blazepose33": _BLAZEPOSE_WEIGHTS,
-                                                   "opencap43": _OPENCAP_WEIGHTS}
-
-# Weak coordinate priors per marker set (IKCoordinateTask weights toward a value; the markers goal
-# is sum w_i r_i^2 / sum w_i in m^2, so 2e-4 rad^-2 makes 1 deg of prior deviation cost as much as
-# 0.25 mm of weighted RMS marker error). BlazePose puts only the two hip keypoints on the pelvis, on
-# its tilt axis: pelvis tilt, hip flexion and lumbar extension form a near null space, and with
-# straight knees femoral rotation is barely seen. Measured (synthetic gait/squat/drop jump, 5 mm
-# noise, bench/accuracy_synthetic.py and test_ik): lumbar -> 0 at 2e-4 cuts hip-flexion RMSE
-# from 6-8 to 2.4-4 deg (noise-free bias = the trial's lumbar angle carried into pelvis tilt and
-# hip flexion: 1.9 / 4.0 / 2.6 deg for lumbar RMS 3 / 6 / 4 deg; 2e-5 keeps most of the noise,
-# 2e-3 and up the full bias); hip rotation -> 0 at 2e-4 cuts its RMSE from 6-15 to ~3 deg (noise-
-# free bias 1.8 deg in gait, whose hip rotation is +-5 deg). Likewise humeral rotation trades
-# against pronation with nearly straight elbows (the hand keypoints are close to the forearm axis):
-# arm_rot -> 0 at 2e-4 cuts its RMSE from 5-12 to 1-3.6 deg and keeps the streaming solver out of
-# that flat valley (it crawled there, up to 50 iterations a frame). OpenCap's markers observe
-# every lower-limb dof: no prior.
-_BLAZEPOSE_PRIORS = {name: CoordinateTask(2e-4, 0.0) for name in (
-    "lumbar_extension", "lumbar_bending", "lumbar_rotation", "hip_rotation_r", "hip_rotation_l",
-    "arm_rot_r", "arm_rot_l")}
-MARKER_SET_PRIORS: dict[str, dict[str, CoordinateTask]] = {"blazepose33": _BLAZEPOSE_PRIORS, "opencap43": {}}
-# Weight of the task holding an unobserved coordinate at its default: it is alone in its
-# (zero) Jacobian column, so any positive weight holds it exactly without touching the rest.
-UNOBSERVED_HOLD_WEIGHT = 1.0
-
-
-def marker_set_of(names) -> str | None:
-    """Which project marker set a list of names is (most of its names present), if any."""
-    names = set(names)
-    best, best_share = None, 0.0
-    for key, weights in MARKER_SET_WEIGHTS.items():
-        share = len(names & set(weights)) / len(weights)
-        if share > best_share:
-            best, best_share = key, share
-    return best if best_share >= 0.5 else None
-
-
-def ik_regularization(marker_names, coordinate_names, *, unobserved=(), locked=()) -> dict[str, CoordinateTask]:
-    """Regularising coordinate tasks for IK with these (weighted) markers on a model.
-
-    The priors of the project marker set the names are (`MARKER_SET_PRIORS`, for coordinates the
-    model has and does not lock), plus a hold at the default value for each `unobserved`
-    coordinate (`streaming_ik.unobserved_coordinates`). Used by run_ik and StreamingIK alike.
-    """
-    coordinate_names = set(coordinate_names)
-    key = marker_set_of(marker_names) or ""
-    tasks = {name: task for name, task in MARKER_SET_PRIORS.get(key, {}).items()
-             if name in coordinate_names and name not in set(locked)}
-    for name in unobserved:
-        tasks[name] = CoordinateTask(UNOBSERVED_HOLD_WEIGHT, None)
-    return tasks
-
 
 @dataclass(frozen=True)
 class IKSetup:
@@ -194,8 +126,6 @@ class IKResult:
 
 def load_markers(markers) -> TimeSeries:
     """A marker TimeSeries (metres) from a TimeSeries or a TRC path; checks units."""
-    from .trc import markers_in_mm_suspected, read_trc
-
     if isinstance(markers, TimeSeries):
         if not markers.is_points:
             raise Sam4dcapError("markers must be a point TimeSeries (N, K, 3)")
@@ -226,7 +156,7 @@ def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapp
         weights = {k: float(v) for k, v in marker_weights.items()}
         origin = "the given marker weights"
     else:
-        key = marker_set_of(names)
+        key = closest_marker_set(names)
         if key is not None:
             weights = dict(MARKER_SET_WEIGHTS[key])
             origin = f"the {key} marker-set weights"
@@ -291,8 +221,6 @@ def describe_intervals(time: np.ndarray, mask: np.ndarray, *, most: int = 4) -> 
 
 
 def _write_tool_trc(markers: TimeSeries, folder: Path) -> Path:
-    from .trc import write_trc
-
     # Metres, so OpenSim applies no unit conversion; NaN samples are read as missing markers.
     return write_trc(folder / "markers.trc", markers, units="m")
 
@@ -315,7 +243,6 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
     worst_frame = int(np.argmax(rms))
     if rms[worst_frame] <= max_rms_m:
         return
-    from .streaming_ik import StreamingIK
 
     names = [n for n in markers.names if n in weights]
     ik = StreamingIK(model_path, names, marker_weights=weights, min_markers=3)
@@ -366,7 +293,7 @@ def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max
         if series.n_frames == 0:
             raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
     accuracy = load_config().specs("ik_node")["accuracy"].validate(accuracy, node="ik_node")
-    model = _load_model(model_path)
+    model = load_model(model_path)
     weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
                               model_marker_names=list(_model_marker_names(model)),
                               min_markers=params["min_markers"])
@@ -387,8 +314,6 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
     `result.extra["coordinate_tasks"]`. Frames with fewer than ik_node.min_markers markers are
     not solved: NaN rows (`result.extra["solved_frames"]` is False there), see `solvable_frames`.
     """
-    from .config import load_config
-
     params = load_config().params("ik_node")
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
@@ -411,7 +336,7 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         # on its own (a fresh copy of the model each) and the rows land on the trial's time grid.
         segments = []
         for k, (a, b) in enumerate(true_runs(solvable)):
-            segment_model = model if k == 0 else _load_model(model_path)
+            segment_model = model if k == 0 else load_model(model_path)
             if k:
                 _unclamp(segment_model)
             segments.append((a, b, *_run_tool(segment_model, series.frames(slice(a, b)), weights, coordinate_tasks,
@@ -434,8 +359,6 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         mx = errors[:, labels.index("marker_error_max")]
         err_file = None
         if out_mot is not None:
-            from .storage import write_mot, write_sto
-
             err_file = results_dir / f"{stem}_marker_errors.sto"
             write_mot(out_mot, coords, name=stem)
             write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
@@ -450,9 +373,6 @@ def _run_tool(model, series: TimeSeries, weights, coordinate_tasks, setup, accur
               units: Mapping[str, str]):
     """InverseKinematicsTool on `series` (every frame solvable): (coordinates, error rows, error labels)."""
     import opensim
-
-    from .opensim_logging import opensim_log
-    from .storage import read_mot
 
     folder.mkdir(parents=True, exist_ok=True)
     # The tool writes <results dir>/<name>_ik_marker_errors.sto, but cuts its name at a dot
@@ -536,8 +456,6 @@ def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: 
     inside the ranges is the unclamped one, so the other frames keep the tool's solution.
     Returns (coordinates, marker-error rows, indices of the re-solved frames).
     """
-    from .streaming_ik import StreamingIK
-
     names = [n for n in clamped if n in coords.names]
     if not names:
         return coords, errors, np.zeros(0, int)
@@ -577,10 +495,6 @@ def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marke
                      end_s: float | None = None, max_marker_rms_m: float | None = None,
                      regularize: bool | None = None) -> IKResult:
     """The same problem as run_ik, solved frame by frame by StreamingIK (warm start)."""
-    from .config import load_config
-    from .storage import write_mot, write_sto
-    from .streaming_ik import StreamingIK, solve_trial
-
     params = load_config().params("ik_node")
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,

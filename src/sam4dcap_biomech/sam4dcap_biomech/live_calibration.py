@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import Sam4dcapError
+from .scaling import scale_model
+from .static_window import find_static_window
 from .timeseries import TimeSeries
 from .trial_calibration import TrialCalibrationSettings, measured_marker_names, scale_model_from_trial
 
@@ -200,9 +202,6 @@ class LiveCalibrator:
 
     def _calibrate(self, markers: TimeSeries, confidence: np.ndarray, height_m: float, mass_kg: float,
                    window_s: float, automatic: bool) -> CalibrationOutcome:
-        from .scaling import scale_model
-        from .static_window import find_static_window
-
         t0 = time.perf_counter()
         s = self.settings
         out_dir = Path(s.output_dir).expanduser().resolve()

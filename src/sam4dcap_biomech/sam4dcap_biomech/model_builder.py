@@ -33,6 +33,7 @@ mark the top of the head and the foot soles; `standing_height_m` and the synthet
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,8 +41,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .anthropometry import BodyLayout, body_layout, validate_subject
-from .errors import Sam4dcapError
+from .errors import MissingDependencyError, Sam4dcapError
 from .model_markers import MARKER_SET_ALIASES, marker_positions
+from .opensim_logging import stdout_to
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +127,25 @@ def _opensim():
     try:
         import opensim
     except ImportError as exc:  # pragma: no cover - opensim is a base dependency
-        from .errors import MissingDependencyError
         raise MissingDependencyError("the opensim package is needed to build models: pip install opensim") from exc
     return opensim
+
+
+def load_model(model):
+    """An OpenSim model of its own: a copy of an opensim.Model, or read from a .osim path (one
+    clear error when the file is missing or unreadable)."""
+    import opensim
+
+    if isinstance(model, opensim.Model):
+        return opensim.Model(model)  # own copy: initSystem() mutates the model
+    path = Path(model)
+    if not path.is_file():
+        raise Sam4dcapError(f"model file not found: {path}")
+    try:
+        with stdout_to(None):   # "Loaded model ..." and missing-geometry chatter
+            return opensim.Model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError with its own text
+        raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
 
 
 def _orthonormal_completion(axes: list[tuple]) -> list[np.ndarray]:
@@ -242,8 +260,6 @@ def builder_version() -> str:
     """Short hash of the code that generates models (this module, anthropometry, marker
     placement): caches of generated models are keyed by it, so a changed builder never serves
     a stale model."""
-    import hashlib
-
     here = Path(__file__).resolve().parent
     digest = hashlib.sha1()
     for name in ("model_builder.py", "anthropometry.py", "model_markers.py", "markersets.py"):

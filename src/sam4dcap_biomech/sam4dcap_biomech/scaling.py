@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Sam4dcapError
+from .ik_problem import MARKER_SET_WEIGHTS, closest_marker_set
+from .inverse_kinematics import load_markers
+from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .static_window import find_static_window
+from .streaming_ik import StreamingIK
 from .timeseries import TimeSeries
+from .trc import write_trc
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +146,6 @@ def unusable_setup_measurements(setup_xml, usable_markers) -> list[tuple[str, li
 
 
 def _static_frame_mean(markers: TimeSeries, window) -> np.ndarray:
-    import warnings
-
     part = markers.slice_time(window[0] - 5e-4, window[1] + 5e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN marker -> NaN mean, by design
@@ -179,18 +185,12 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     """
     import opensim
 
-    from .inverse_kinematics import MARKER_SET_WEIGHTS, load_markers, marker_set_of
-    from .opensim_logging import opensim_log
-    from .static_window import find_static_window
-    from .streaming_ik import StreamingIK, _load_model
-    from .trc import write_trc
-
     if not (0.5 <= float(height_m) <= 2.5):
         raise Sam4dcapError(f"height {height_m} m is outside 0.5-2.5 m (give metres, e.g. 1.75)")
     if not (10.0 <= float(mass_kg) <= 300.0):
         raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
     model_path = Path(model_path)
-    model = _load_model(model_path)
+    model = load_model(model_path)
     markers = load_markers(static_markers)
     out_path, stem, log_path, scale_file = _output_files(out_path, log_file)
     trc_path = out_path.parent / f"{stem}_static_markers.trc"
@@ -247,7 +247,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     else:
         tool = opensim.ScaleTool()
         tool.setName(stem)
-        key = marker_set if marker_set in MEASUREMENTS else (marker_set_of(markers.names) or marker_set)
+        key = marker_set if marker_set in MEASUREMENTS else (closest_marker_set(markers.names) or marker_set)
         mset, used = _measurement_set(opensim, key, with_data, model_markers, model_bodies)
         scaler = tool.getModelScaler()
         scaler.setApply(True)
@@ -334,8 +334,6 @@ def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: f
     bodies. Writes `out_path` and `<stem>_scale_factors.xml` beside it. Bodies not named keep
     their size."""
     import opensim
-
-    from .opensim_logging import opensim_log
 
     if not (10.0 <= float(mass_kg) <= 300.0):
         raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")

@@ -136,7 +136,7 @@ class TimeSeries:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, time: Sequence[float], channels: Mapping[str, np.ndarray], **kw) -> "TimeSeries":
+    def from_dict(cls, time: Sequence[float] | np.ndarray, channels: Mapping[str, np.ndarray], **kw) -> "TimeSeries":
         names = list(channels)
         values = np.stack([np.asarray(channels[n], float) for n in names], axis=1)
         return cls(time=np.asarray(time, float), names=tuple(names), values=values, **kw)

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Iterator
 
 from sam4dcap_biomech.errors import Sam4dcapError
 
+from .observations import CameraIntrinsics, Frame
+
 log = logging.getLogger(__name__)
 
 MSGS_PACKAGE = "sam4dcap_msgs"
@@ -303,8 +305,6 @@ def bag_frames(path: str | os.PathLike, *, topic: str = "/camera/image_raw", sta
                end_s: float | None = None):
     """The images of a recorded bag as `observations.Frame`s (RGB), timed by their capture stamps
     (header.stamp, seconds as recorded). `start_s`/`end_s` are relative to the first image."""
-    from .observations import Frame
-
     first = None
     index = 0
     for _, _, _, msg in read_messages(path, [topic]):
@@ -321,8 +321,6 @@ def bag_frames(path: str | os.PathLike, *, topic: str = "/camera/image_raw", sta
 
 def bag_intrinsics(path: str | os.PathLike, *, topic: str = "/camera/camera_info"):
     """CameraIntrinsics of the first CameraInfo in the bag, or None when it has none."""
-    from .observations import CameraIntrinsics
-
     topics = bag_topics(path)
     if topic not in topics or topics[topic].count == 0:
         return None

@@ -26,6 +26,7 @@ from sam4dcap_biomech.markersets import OPENCAP43
 
 from .mhr_markers import N_MHR_VERTICES, SmplMapping, opencap_markers_from_smpl_vertices
 from .observations import BodyObservation, Frame
+from .person_detector import PersonDetector
 from .segmentation_sam3 import require_checkpoint, require_package, require_torch_device
 from .tracking import PromptTracker
 from .video_source import as_rgb8
@@ -61,8 +62,6 @@ class Sam3dBodyEstimator:
         self.torch = require_torch_device(self.device, what=self.what)
 
         from sam_3d_body import SAM3DBodyEstimator, load_sam_3d_body
-
-        from .person_detector import PersonDetector
 
         model, cfg = load_sam_3d_body(str(self.checkpoint), device=self.device, mhr_path=str(self.mhr_model))
         self.estimator = SAM3DBodyEstimator(sam_3d_body_model=model, model_cfg=cfg)

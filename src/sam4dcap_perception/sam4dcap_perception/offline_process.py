@@ -12,9 +12,12 @@ reported in the batch summary without stopping the others.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
+import importlib.metadata
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
@@ -26,11 +29,27 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
+from sam4dcap_biomech.c3d import write_c3d
+from sam4dcap_biomech.camera_fit import FitSettings
+from sam4dcap_biomech.config import load_config
+from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.filters import true_runs
+from sam4dcap_biomech.inverse_dynamics import run_id
+from sam4dcap_biomech.inverse_kinematics import run_ik
+from sam4dcap_biomech.model_builder import builder_version, load_user_model, write_model
+from sam4dcap_biomech.opensim_logging import opensim_log
+from sam4dcap_biomech.scaling import scale_model
+from sam4dcap_biomech.static_window import find_static_window
+from sam4dcap_biomech.storage import read_mot, write_sto
 from sam4dcap_biomech.timeseries import TimeSeries
+from sam4dcap_biomech.trc import read_trc, write_trc
+from sam4dcap_biomech.trial_calibration import TrialCalibrationSettings, scale_model_from_trial
 
-from .fit_views import write_camera_file
+from . import bag_io, report as rp
+from .fit_views import camera_fit_unsupported, fit_and_write, fit_summary, monocular_views, write_camera_file
+from .marker_pipeline import video_to_markers
+from .observations import BodyObservation
+from .report import gap_warning
 from .virtual_markers import FRAME_LOST, FRAME_TRACKED
 
 log = logging.getLogger(__name__)
@@ -57,6 +76,13 @@ class ProcessOptions:
     static_window: tuple[float, float] | None = None   # (start_s, end_s) of a still pose for scaling
     person: str | None = None           # subject choice (--person); None = body_estimator_node.person
     fit: str | None = None              # IK: "camera" (2D keypoints through the camera) | "markers"; None = config camera_fit.default_fit
+
+    @property
+    def height(self) -> float:
+        """The subject height (m); a missing one is refused (as by check())."""
+        if self.height_m is None:
+            raise Sam4dcapError("missing subject height: pass --height in metres (e.g. --height 1.75)")
+        return self.height_m
 
     def check(self) -> None:
         if self.height_m is None:
@@ -160,8 +186,6 @@ def _jsonable(x):
 
 def _code_version() -> str:
     """The installed sam4dcap version: results of another release are not reused."""
-    import importlib.metadata
-
     try:
         return importlib.metadata.version("sam4dcap_perception")
     except importlib.metadata.PackageNotFoundError:
@@ -233,16 +257,6 @@ class StageRunner:
         return self.extras[name]
 
 
-def _need(module: str, stage: str):
-    """Import a stage's module, or fail that stage with one clear line."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"stage {stage}: {module} is not available ({exc})") from None
-
-
 def _progress_bar(enabled: bool, **kw):
     from tqdm import tqdm
 
@@ -261,8 +275,6 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     arts: dict[str, Path] = {}
     mass_kg = opts.mass_kg
     if mass_kg is None:
-        from sam4dcap_biomech.config import load_config
-
         mass_kg = float(load_config().params("ik_node")["subject_mass_kg"])
         log.warning("no --mass given: using ik_node.subject_mass_kg = %g kg from the config", mass_kg)
 
@@ -279,9 +291,7 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         runner.run("model", make_model, inputs=model_inputs, params={"marker_set": marker_set}, outputs=[generic])
     else:
         def make_model():
-            mb = _need("sam4dcap_biomech.model_builder", "model")
-            mb.write_model(generic, height_m=opts.height_m, mass_kg=mass_kg, markers=marker_set)
-        from sam4dcap_biomech.model_builder import builder_version
+            write_model(generic, height_m=opts.height, mass_kg=mass_kg, markers=marker_set)
 
         # The builder's code hash: a changed model generator re-runs this stage and those after.
         runner.run("model", make_model, inputs={},
@@ -293,12 +303,8 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     scaled = out / f"{stem}_scaled.osim"
 
     def scale():
-        sc = _need("sam4dcap_biomech.scaling", "scale")
         window = opts.static_window
         if window is None:
-            from sam4dcap_biomech.static_window import find_static_window
-            from sam4dcap_biomech.trc import read_trc
-
             try:
                 window = find_static_window(read_trc(markers_trc))
             except Sam4dcapError as exc:
@@ -322,7 +328,7 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                 log.warning("scaling skipped, %s is used as given: %s", which, reason)
                 shutil.copyfile(generic, scaled)
                 return {"scaling": "skipped", "reason": reason, "model": which}
-        result = sc.scale_model(generic, markers_trc, height_m=opts.height_m, mass_kg=mass_kg, window=window,
+        result = scale_model(generic, markers_trc, height_m=opts.height, mass_kg=mass_kg, window=window,
                                 out_path=scaled, marker_set=marker_set, log_file=out / f"{stem}_scale_opensim.log")
         return dict(_scale_extra(result), scaling="static window")
     scale_inputs = {"model": generic, "markers": markers_trc}
@@ -337,7 +343,6 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     ik_mot = out / f"{stem}_ik.mot"
     ik_err = out / f"{stem}_ik_marker_errors.sto"
     ik_conf = out / f"{stem}_ik_confidence.sto"
-    from sam4dcap_biomech.config import load_config
 
     fit_config = load_config().params("camera_fit")
     fit = opts.fit or str(fit_config["default_fit"])
@@ -346,31 +351,18 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         fit = "markers"
     views = fit_views
     if fit == "camera":
-        from sam4dcap_biomech.trc import read_trc
-
-        from .fit_views import camera_fit_unsupported
-
         reason = camera_fit_unsupported(scaled, read_trc(markers_trc).names)
         if reason:
             log.warning("the camera fit cannot use this model (%s): IK fits the 3D markers (--fit markers)", reason)
             fit = "markers"
 
     def ik():
-        from sam4dcap_biomech.storage import write_sto
-
         if fit == "camera":
-            from sam4dcap_biomech.camera_fit import FitSettings
-            from sam4dcap_biomech.trc import read_trc
-
-            from .fit_views import fit_and_write, fit_summary
-
             assert views is not None   # fit == "camera" only with views
-            res = fit_and_write(scaled, read_trc(markers_trc), views(), FitSettings.from_params(fit_config),
-                                out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
-            return fit_summary(res)
-        ikm = _need("sam4dcap_biomech.inverse_kinematics", "ik")
-        res = ikm.run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log",
-                         warn_gaps=False)
+            fitted = fit_and_write(scaled, read_trc(markers_trc), views(), FitSettings.from_params(fit_config),
+                                   out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
+            return fit_summary(fitted)
+        res = run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log", warn_gaps=False)
         if not ik_err.exists():
             err = TimeSeries.from_dict(res.coordinates.time, {"marker_error_RMS": res.marker_rms_m,
                                                               "marker_error_max": res.marker_max_m}, unit="m")
@@ -391,20 +383,17 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
         id_sto = out / f"{stem}_id.sto"
 
         def inverse_dynamics():
-            from sam4dcap_biomech.storage import read_mot, write_sto
-
-            idm = _need("sam4dcap_biomech.inverse_dynamics", "id")
             coords = read_mot(ik_mot)
             solved = np.isfinite(coords.values).all(axis=1)
             if solved.all():
-                idm.run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
+                run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
                 return
             # Gaps: each solved run of at least 4 frames on its own, NaN rows elsewhere (one time grid).
             forces = None
             for a, b in true_runs(solved):
                 if b - a < 4:
                     continue
-                res = idm.run_id(scaled, coords.frames(slice(a, b)), log_file=out / f"{stem}_id_opensim.log")
+                res = run_id(scaled, coords.frames(slice(a, b)), log_file=out / f"{stem}_id_opensim.log")
                 if forces is None:
                     forces = TimeSeries(time=coords.time, names=res.forces.names,
                                         values=np.full((coords.n_frames, len(res.forces.names)), np.nan),
@@ -421,8 +410,6 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
 
 
 def _trial_params() -> dict:
-    from sam4dcap_biomech.config import load_config
-
     params = load_config().params("ik_node")
     return {k: params[k] for k in ("trial_min_confidence", "trial_min_visible_share", "trial_min_frames",
                                    "trial_max_deviation")}
@@ -451,15 +438,10 @@ def _marker_confidence(markers, keypoints_npz: Path) -> np.ndarray | None:
 
 def _scale_from_trial(generic: Path, markers_trc: Path, scaled: Path, stem: str, opts: ProcessOptions, *,
                       mass_kg: float, marker_set: str, no_still_window: str) -> dict:
-    from sam4dcap_biomech.config import load_config
-    from sam4dcap_biomech.trc import read_trc
-    from sam4dcap_biomech.trial_calibration import TrialCalibrationSettings, scale_model_from_trial
-
-    assert opts.height_m is not None   # ProcessOptions.check()
     markers = read_trc(markers_trc)
     confidence = _marker_confidence(markers, _keypoint_confidence_file(markers_trc, stem))
     settings = TrialCalibrationSettings.from_params(load_config().params("ik_node"))
-    result = scale_model_from_trial(generic, markers, height_m=opts.height_m, mass_kg=mass_kg, out_path=scaled,
+    result = scale_model_from_trial(generic, markers, height_m=opts.height, mass_kg=mass_kg, out_path=scaled,
                                     marker_set=marker_set, confidence=confidence, settings=settings,
                                     log_file=scaled.parent / f"{stem}_scale_opensim.log")
     calib = result.extra["trial_calibration"]
@@ -489,11 +471,8 @@ def _scale_extra(result) -> dict:
 
 def _user_model(model: Path, markerset: Path | None, out: Path) -> None:
     """The user's model (with their marker set added, when given) written into the trial folder."""
-    from sam4dcap_biomech.opensim_logging import opensim_log
-
-    mb = _need("sam4dcap_biomech.model_builder", "model")
     with opensim_log(out.with_suffix(".opensim.log")):
-        m = mb.load_user_model(model, markerset_xml=markerset)
+        m = load_user_model(model, markerset_xml=markerset)
         if not m.printToXML(str(out)):
             raise Sam4dcapError(f"could not write the model to {out}: check the folder is writable")
 
@@ -575,11 +554,8 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     camera_path = _camera_path(out, stem)
 
     def markers():
-        from sam4dcap_biomech.trc import write_trc
-
-        mp = _need("sam4dcap_perception.marker_pipeline", "markers")
-        result = mp.video_to_markers(video, height_m=opts.height_m, backend=opts.backend, start_s=opts.start_s,
-                                     end_s=opts.end_s, progress=progress, keep_observations=True,
+        result = video_to_markers(video, height_m=opts.height, backend=opts.backend, start_s=opts.start_s,
+                                  end_s=opts.end_s, progress=progress, keep_observations=True,
                                      estimator_overrides={"person": opts.person} if opts.person else None)
         write_trc(trc_path, result.filtered)
         write_keypoints(npz_path, json_path, result.observations or [], source=video.name)
@@ -599,7 +575,7 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
         })) + "\n")
         return {"marker_set": result.filtered.meta.get("marker_set"), "frames": result.filtered.n_frames}
 
-    cfg = _config_snapshot(("markers_node", "body_estimator_node", "video_source_node"))
+    cfg = config_snapshot(("markers_node", "body_estimator_node", "video_source_node"))
     runner.run("markers", markers, inputs={"video": video},
                params={"height_m": opts.height_m, "backend": opts.backend, "start_s": opts.start_s,
                        "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {})},
@@ -608,10 +584,8 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
             "markers_quality": quality_path, "camera": camera_path}
 
 
-def _config_snapshot(sections: Iterable[str]) -> dict:
+def config_snapshot(sections: Iterable[str]) -> dict:
     """The config values a stage depends on (a changed default reruns it)."""
-    from sam4dcap_biomech.config import load_config
-
     cfg = load_config()
     return {s: cfg.params(s) for s in sections if s in cfg.nodes}
 
@@ -630,17 +604,14 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
     trc_path, npz_path, json_path, quality_path = _marker_stage_paths(out, stem)
 
     def markers():
-        from sam4dcap_biomech.trc import write_trc
-
-        bio = _need("sam4dcap_perception.bag_io", "markers")
-        topics = bio.bag_topics(bag)
+        topics = bag_io.bag_topics(bag)
         mk = [t for t in topics.values() if t.msgtype == VIRTUAL_MARKERS_TYPE and t.count]
         if not mk:
             have = ", ".join(f"{t.name} ({t.msgtype})" for t in topics.values()) or "nothing"
             raise Sam4dcapError(f"bag {bag} has no {VIRTUAL_MARKERS_TYPE} messages to process (has: {have})")
         by_time: dict[int, Any] = {}
-        for _, _, _, msg in bio.read_messages(bag, [mk[0].name]):
-            by_time[bio.stamp_ns(msg)] = msg          # a repeated stamp keeps the last message
+        for _, _, _, msg in bag_io.read_messages(bag, [mk[0].name]):
+            by_time[bag_io.stamp_ns(msg)] = msg          # a repeated stamp keeps the last message
         stamps = sorted(by_time)
         names: list[str] = []
         for s in stamps:
@@ -661,7 +632,7 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
                                 meta={"marker_set": str(by_time[stamps[0]].marker_set), "source": bag.name})
         write_trc(trc_path, markers_ts)
         tracked = np.isfinite(pts).all(axis=2).any(axis=1)
-        _bag_keypoints(bio, bag, topics, npz_path, json_path)
+        _bag_keypoints(bag, topics, npz_path, json_path)
         fc = frame_confidence(conf, tracked)
         quality_path.write_text(json.dumps({
             "quality": {"frames": len(stamps), "topic": mk[0].name},
@@ -677,17 +648,15 @@ def markers_from_bag(runner: StageRunner, bag: Path, stem: str, opts: ProcessOpt
             "markers_quality": quality_path}
 
 
-def _bag_keypoints(bio, bag: Path, topics, npz_path: Path, json_path: Path) -> None:
+def _bag_keypoints(bag: Path, topics, npz_path: Path, json_path: Path) -> None:
     """BodyKeypoints of the bag as keypoint files (empty files when none were recorded)."""
-    from .observations import BodyObservation
-
     kp = [t for t in topics.values() if t.msgtype == BODY_KEYPOINTS_TYPE and t.count]
     obs = []
     if kp:
-        for i, (_, _, _, msg) in enumerate(bio.read_messages(bag, [kp[0].name])):
+        for i, (_, _, _, msg) in enumerate(bag_io.read_messages(bag, [kp[0].name])):
             conf = np.asarray(msg.confidence, float)
             obs.append(BodyObservation(
-                frame_index=i, time_s=bio.stamp_ns(msg) * 1e-9, person_id=int(msg.person_id),
+                frame_index=i, time_s=bag_io.stamp_ns(msg) * 1e-9, person_id=int(msg.person_id),
                 tracked=len(msg.names) > 0, skeleton=str(msg.skeleton), names=tuple(msg.names),
                 keypoints_2d=_points(msg.keypoints_2d)[:, :2], keypoints_3d=_points(msg.keypoints_3d),
                 confidence=conf, visibility=np.asarray(msg.visibility, float)))
@@ -699,10 +668,7 @@ def c3d_stage(runner: StageRunner, markers_trc: Path, stem: str) -> Path:
     c3d_path = runner.out_dir / f"{stem}_markers.c3d"
 
     def export():
-        from sam4dcap_biomech.trc import read_trc
-
-        c3d = _need("sam4dcap_biomech.c3d", "c3d")
-        c3d.write_c3d(c3d_path, read_trc(markers_trc))
+        write_c3d(c3d_path, read_trc(markers_trc))
     runner.run("c3d", export, inputs={"markers": markers_trc}, params={}, outputs=[c3d_path])
     return c3d_path
 
@@ -717,10 +683,6 @@ def report_stage(runner: StageRunner, arts: Mapping[str, Path], stem: str, opts:
     html_path = out / "report.html"
 
     def make_report():
-        from sam4dcap_biomech.storage import read_mot
-
-        from . import report as rp
-
         coords = read_mot(arts["ik_mot"])
         err = read_mot(arts["ik_marker_errors"])
         quality = json.loads(Path(arts["markers_quality"]).read_text())
@@ -813,8 +775,6 @@ def write_frames_file(path: Path, quality: Mapping, coords: TimeSeries, marker_e
     time_s, status (tracked | bridged | lost), confidence (mean keypoint confidence, empty when
     lost), ik_solved (1 | 0: 0 = NaN row in the .mot/.sto), ik_marker_rms_m. Returns the
     summary's "gaps" entry (`report.gap_summary`)."""
-    from . import report as rp
-
     n = coords.n_frames
     time_s = coords.time
     status = list(quality.get("frame_status") or [])
@@ -862,8 +822,6 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
         fit_inputs: dict[str, Path] = {k: arts[k] for k in ("keypoints_npz", "camera") if k in arts}
         fit_views = None
         if len(fit_inputs) == 2:
-            from .fit_views import monocular_views
-
             def fit_views():
                 return monocular_views(fit_inputs["keypoints_npz"], fit_inputs["camera"])
         arts.update(biomech_stages(runner, arts["markers_trc"], stem, opts, marker_set=marker_set,
@@ -872,7 +830,6 @@ def process_trial(source: str | Path, out_dir: str | Path, opts: ProcessOptions,
         arts.update(report_stage(runner, arts, stem, opts, source=source, marker_set=marker_set))
     finally:
         bar.close()
-    from .report import gap_warning
 
     warning = gap_warning(json.loads(Path(arts["summary"]).read_text()).get("gaps", {}))
     return TrialResult(source=str(source), out_dir=str(out), ok=True, stages=dict(runner.status),
@@ -919,9 +876,6 @@ def process_batch(sources: Sequence[str | Path], out_dir: str | Path, opts: Proc
                   ) -> list[TrialResult]:
     """Trials in parallel over a process pool, each in `out_dir/<name>/`; writes
     `out_dir/batch_summary.json`. Failures are collected, never raised."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     opts.check()
     srcs = [Path(s) for s in sources]
     out = Path(out_dir)
@@ -932,7 +886,7 @@ def process_batch(sources: Sequence[str | Path], out_dir: str | Path, opts: Proc
     t0 = time.perf_counter()
     bar = _progress_bar(progress, total=len(srcs), desc="trials", unit="trial")
     # spawn: workers start clean (no inherited OpenSim/MediaPipe threads from the parent).
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_trial_worker, str(s), str(out / n), opts, verbose): i
                    for i, (s, n) in enumerate(zip(srcs, names))}
         for fut in cf.as_completed(futures):

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sam4dcap_biomech.filters import true_runs
+from sam4dcap_biomech.filters import jitter, true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
 
 # Sagittal joint angles plotted like the paper's figures (left and right on one axis).
@@ -44,8 +44,6 @@ def coordinate_summary(coordinates: TimeSeries) -> dict[str, dict]:
     Rotations in degrees, translations in metres; jitter is the mean absolute second difference
     (unit per frame^2, `filters.jitter`), a measure of frame-to-frame noise.
     """
-    from sam4dcap_biomech.filters import jitter
-
     deg = _in_degrees(coordinates)
     jit = jitter(deg)
     out = {}

@@ -36,7 +36,7 @@ def _import_type(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
-def _stamp_from_cdr(cdr: bytes):
+def stamp_from_cdr(cdr: bytes):
     """header.stamp of a CDR message whose first field is std_msgs/Header (all image types)."""
     from builtin_interfaces.msg import Time
 
@@ -88,7 +88,7 @@ class RecorderNode(Node):
         def on_msg(cdr: bytes, topic=t.name):
             self.writer.write(topic, time.time_ns(), cdr)
             if is_frame_part:
-                self._frame_part_written(topic, _stamp_from_cdr(cdr))
+                self._frame_part_written(topic, stamp_from_cdr(cdr))
 
         if t.qos == "image":
             # The offered QoS is recorded as the subscriber saw it: reliable from files,

@@ -283,19 +283,19 @@ class VideoSourceNode(Node):
             from rclpy.serialization import deserialize_message
 
             from .. import bag_io
-            from .recorder_node import _stamp_from_cdr
+            from .recorder_node import stamp_from_cdr
 
             infos = {}
             for topic, _, _, raw in bag_io.read_messages(self.p["source"], [INFO_TOPIC, IMAGE_TOPIC],
                                                          deserialize=False):
                 if topic == INFO_TOPIC:
-                    infos[_stamp_ns(_stamp_from_cdr(raw))] = bytes(raw)
+                    infos[_stamp_ns(stamp_from_cdr(raw))] = bytes(raw)
             start_ns = int(self.p["start_s"] * 1e9)
             ros_t0_ns = None
             end_ns = int(self.p["end_s"] * 1e9) if self.p["end_s"] else None
             first = None
             for topic, _, _, raw in bag_io.read_messages(self.p["source"], [IMAGE_TOPIC], deserialize=False):
-                stamp = _stamp_from_cdr(raw)
+                stamp = stamp_from_cdr(raw)
                 t_ns = _stamp_ns(stamp)
                 first = t_ns if first is None else first
                 if t_ns - first < start_ns or (end_ns is not None and t_ns - first > end_ns):
