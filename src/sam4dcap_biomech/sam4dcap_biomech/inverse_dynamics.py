@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config
 from .errors import Sam4dcapError
-from .opensim_logging import opensim_log
-from .storage import read_mot, write_mot, write_sto
 from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .settings import IDSettings
+from .storage import read_mot, write_mot, write_sto
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -149,16 +149,17 @@ def _mark_no_loads(path: Path) -> None:
 
 def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_hz: float | None = None,
            out_sto=None, start_s: float | None = None, end_s: float | None = None,
-           log_file=None) -> IDResult:
+           log_file=None, settings: IDSettings | None = None) -> IDResult:
     """Inverse dynamics of a coordinate trial (TimeSeries rad/m, or .mot path).
 
-    lowpass_cutoff_hz: None = config id_node.lowpass_cutoff_hz; <= 0 = no filtering.
+    lowpass_cutoff_hz: None = settings.lowpass_cutoff_hz (settings None = the config's,
+    `IDSettings.from_config()`); <= 0 = no filtering.
     Returns generalized forces (`<coordinate>_moment` N*m / `<coordinate>_force` N).
     """
     import opensim
 
-    params = load_config().params("id_node")
-    cutoff = params["lowpass_cutoff_hz"] if lowpass_cutoff_hz is None else float(lowpass_cutoff_hz)
+    settings = settings if settings is not None else IDSettings.from_config()
+    cutoff = settings.lowpass_cutoff_hz if lowpass_cutoff_hz is None else float(lowpass_cutoff_hz)
     coords = _coordinates(coordinates)
     if external_loads_xml in ("", None):
         external_loads_xml = None

@@ -35,13 +35,13 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import load_config
 from .errors import Sam4dcapError
 from .filters import true_runs
 from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
                          ik_regularization, unobserved_coordinates)
 from .model_builder import load_model
 from .opensim_logging import opensim_log
+from .settings import IKSettings
 from .storage import read_mot, write_mot, write_sto
 from .streaming_ik import StreamingIK, solve_trial
 from .timeseries import TimeSeries
@@ -255,10 +255,11 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
         + ". Check marker names/placement and units, or scale the model to the subject first")
 
 
-def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | None, params) -> dict:
+def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | None,
+                      settings: IKSettings) -> dict:
     """The coordinate tasks of the problem: regularisation (see ik_regularization), then the setup's."""
     if regularize is None:
-        regularize = params["regularize_unobserved"] and setup is None
+        regularize = settings.regularize_unobserved and setup is None
     tasks: dict[str, CoordinateTask] = {}
     if regularize:
         cs = model.getCoordinateSet()
@@ -277,12 +278,12 @@ def _model_marker_names(model) -> tuple[str, ...]:
 
 
 def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max_marker_rms_m,
-                start_s, end_s, params):
+                start_s, end_s, settings: IKSettings):
     """What batch and streaming IK share: setup, accuracy, marker window, model, weights."""
     setup = read_ik_setup(setup_xml) if setup_xml is not None else None
     if accuracy is None:
-        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
-    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
+        accuracy = setup.accuracy if setup is not None and setup.accuracy else settings.accuracy
+    max_marker_rms_m = settings.max_marker_rms_m if max_marker_rms_m is None else max_marker_rms_m
     series = load_markers(markers)
     if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
         start_s, end_s = setup.time_range
@@ -292,36 +293,38 @@ def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max
                                    None if end_s is None else end_s + 5e-4)
         if series.n_frames == 0:
             raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
-    accuracy = load_config().specs("ik_node")["accuracy"].validate(accuracy, node="ik_node")
+    accuracy = IKSettings.check_accuracy(accuracy)
     model = load_model(model_path)
     weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
                               model_marker_names=list(_model_marker_names(model)),
-                              min_markers=params["min_markers"])
+                              min_markers=settings.min_markers)
     return setup, accuracy, max_marker_rms_m, series, model, weights
 
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
            accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
            log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None,
-           warn_gaps: bool = True) -> IKResult:
+           warn_gaps: bool = True, settings: IKSettings | None = None) -> IKResult:
     """Batch IK of a trial with OpenSim's InverseKinematicsTool.
 
     model_path: .osim (or opensim.Model); markers: TimeSeries (metres) or TRC path.
     Time range: start_s/end_s, else the setup's time_range, else the whole trial.
     Returns coordinates (rad/m) and per-frame marker RMS/max errors; writes out_mot (degrees)
     and, beside it, `<stem>_marker_errors.sto` and `<stem>_opensim.log`.
-    regularize: add ik_regularization's tasks; None = config ik_node.regularize_unobserved when
-    there is no setup_xml (a setup defines the whole problem), else off. The tasks used are in
-    `result.extra["coordinate_tasks"]`. Frames with fewer than ik_node.min_markers markers are
+    settings: the solver settings (None = the config's, `IKSettings.from_config()`); the
+    arguments above override them. regularize: add ik_regularization's tasks; None =
+    settings.regularize_unobserved when there is no setup_xml (a setup defines the whole
+    problem), else off. The tasks used are in
+    `result.extra["coordinate_tasks"]`. Frames with fewer than settings.min_markers markers are
     not solved: NaN rows (`result.extra["solved_frames"]` is False there), see `solvable_frames`.
     """
-    params = load_config().params("ik_node")
+    settings = settings if settings is not None else IKSettings.from_config()
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
-        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
-    min_markers = min(params["min_markers"], len(weights))
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, settings=settings)
+    min_markers = min(settings.min_markers, len(weights))
     solvable = solvable_frames(series, weights, min_markers=min_markers, warn=warn_gaps)
     units = _coordinate_units(model)
-    coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
+    coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, settings)
     clamped = _unclamp(model)
 
     with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp_name:
@@ -493,17 +496,17 @@ def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: 
 def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
                      accuracy: float | None = None, start_s: float | None = None,
                      end_s: float | None = None, max_marker_rms_m: float | None = None,
-                     regularize: bool | None = None) -> IKResult:
+                     regularize: bool | None = None, settings: IKSettings | None = None) -> IKResult:
     """The same problem as run_ik, solved frame by frame by StreamingIK (warm start)."""
-    params = load_config().params("ik_node")
+    settings = settings if settings is not None else IKSettings.from_config()
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
-        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
-    min_markers = min(params["min_markers"], len(weights))
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, settings=settings)
+    min_markers = min(settings.min_markers, len(weights))
     solvable = solvable_frames(series, weights, min_markers=min_markers)
     names = [n for n in series.names if n in weights]
     if regularize is None:
-        regularize = params["regularize_unobserved"] and setup is None
+        regularize = settings.regularize_unobserved and setup is None
     ik = StreamingIK(model, names, marker_weights=weights,
                      coordinate_tasks=setup.coordinate_tasks if setup is not None else None,
                      accuracy=accuracy, min_markers=min_markers, regularize=regularize,

@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import Sam4dcapError
 from .scaling import scale_model
+from .settings import check_height_m, check_mass_kg
 from .static_window import find_static_window
 from .timeseries import TimeSeries
 from .trial_calibration import TrialCalibrationSettings, measured_marker_names, scale_model_from_trial
@@ -163,9 +164,8 @@ class LiveCalibrator:
     def request(self, height_m: float, mass_kg: float, window_s: float = 0.0) -> cf.Future:
         """Calibrate from the buffer as it is now (background). The future gives a
         CalibrationOutcome or raises Sam4dcapError."""
-        for name, value, lo, hi in (("height_m", height_m, 0.5, 2.5), ("mass_kg", mass_kg, 10.0, 300.0)):
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise Sam4dcapError(f"{name}={value!r} out of range [{lo}, {hi}]")
+        check_height_m(height_m, name="height_m")
+        check_mass_kg(mass_kg, name="mass_kg")
         if not (math.isfinite(window_s) and window_s >= 0):
             raise Sam4dcapError(f"window_s={window_s!r} must be >= 0 (0 = detect the stillest window)")
         with self._lock:

@@ -27,6 +27,7 @@ from .ik_problem import MARKER_SET_WEIGHTS, closest_marker_set
 from .inverse_kinematics import load_markers
 from .model_builder import load_model
 from .opensim_logging import opensim_log
+from .settings import check_height_m, check_mass_kg
 from .static_window import find_static_window
 from .streaming_ik import StreamingIK
 from .timeseries import TimeSeries
@@ -185,10 +186,8 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     """
     import opensim
 
-    if not (0.5 <= float(height_m) <= 2.5):
-        raise Sam4dcapError(f"height {height_m} m is outside 0.5-2.5 m (give metres, e.g. 1.75)")
-    if not (10.0 <= float(mass_kg) <= 300.0):
-        raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
+    check_height_m(height_m)
+    check_mass_kg(mass_kg)
     model_path = Path(model_path)
     model = load_model(model_path)
     markers = load_markers(static_markers)
@@ -335,8 +334,7 @@ def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: f
     their size."""
     import opensim
 
-    if not (10.0 <= float(mass_kg) <= 300.0):
-        raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
+    check_mass_kg(mass_kg)
     bad = {b: f for b, f in body_factors.items() if not (math.isfinite(f) and 0.3 <= f <= 3.0)}
     if bad:
         raise Sam4dcapError(f"scale factors outside 0.3-3: {bad}")

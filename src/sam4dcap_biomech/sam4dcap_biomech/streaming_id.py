@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import load_config
 from .errors import Sam4dcapError
 from .model_builder import load_model
+from .settings import IDSettings
 from .streaming_ik import state_index
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,12 @@ class StreamingID:
     """Frame-by-frame inverse dynamics (no external loads) with a fixed output delay."""
 
     def __init__(self, model, *, lowpass_cutoff_hz: float | None = None, delay_s: float | None = None,
-                 window_s: float = 1.0):
+                 window_s: float = 1.0, settings: IDSettings | None = None):
         import opensim
 
-        params = load_config().params("id_node")
-        self.lowpass_cutoff_hz = float(params["lowpass_cutoff_hz"] if lowpass_cutoff_hz is None else lowpass_cutoff_hz)
-        self.delay_s = float(params["delay_s"] if delay_s is None else delay_s)
+        settings = settings if settings is not None else IDSettings.from_config()
+        self.lowpass_cutoff_hz = float(settings.lowpass_cutoff_hz if lowpass_cutoff_hz is None else lowpass_cutoff_hz)
+        self.delay_s = float(settings.delay_s if delay_s is None else delay_s)
         if not self.lowpass_cutoff_hz > 0:
             raise Sam4dcapError(f"lowpass_cutoff_hz={self.lowpass_cutoff_hz} must be > 0 (velocities and "
                                 "accelerations of unfiltered IK are noise)")

@@ -46,6 +46,7 @@ from .errors import Sam4dcapError
 from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
                          ik_regularization, unobserved_coordinates, wrap_angle)
 from .model_builder import load_model
+from .settings import IKSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class StreamingIK:
     marker-set weights (ik_problem.MARKER_SET_WEIGHTS) when the names are a project set,
     else equal weights; names missing from given weights, or weight 0, are ignored.
     coordinate_tasks: OpenSim IKCoordinateTask equivalents; they override, per coordinate, the
-    regularisation tasks added when `regularize` (None = config ik_node.regularize_unobserved):
+    regularisation tasks added when `regularize` (None = settings.regularize_unobserved; settings
+    None = the config's, `IKSettings.from_config()`; accuracy/min_markers override them):
     see `ik_problem.ik_regularization`. The tasks in effect are `coordinate_tasks`.
     """
 
@@ -112,14 +114,13 @@ class StreamingIK:
                  min_markers: int | None = None,
                  constraint_weight: float = math.inf,
                  max_iterations: int = 60,
-                 regularize: bool | None = None):
+                 regularize: bool | None = None,
+                 settings: IKSettings | None = None):
         import opensim
 
-        from .config import load_config
-
-        params = load_config().params("ik_node")
-        self.accuracy = float(params["accuracy"] if accuracy is None else accuracy)
-        self.min_markers = int(params["min_markers"] if min_markers is None else min_markers)
+        settings = settings if settings is not None else IKSettings.from_config()
+        self.accuracy = float(settings.accuracy if accuracy is None else accuracy)
+        self.min_markers = int(settings.min_markers if min_markers is None else min_markers)
         self.constraint_weight = float(constraint_weight)
         self.max_iterations = int(max_iterations)
 
@@ -182,7 +183,7 @@ class StreamingIK:
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
         tracked_names = [names[i] for i in self._tracked]
         self.unobserved_coordinates = unobserved_coordinates(self.model, tracked_names, state=self.state)
-        regularize = bool(params["regularize_unobserved"] if regularize is None else regularize)
+        regularize = bool(settings.regularize_unobserved if regularize is None else regularize)
         tasks = {}
         if regularize:
             tasks = ik_regularization(tracked_names, self.coordinate_names,

@@ -39,6 +39,7 @@ from sam4dcap_biomech.inverse_kinematics import run_ik
 from sam4dcap_biomech.model_builder import builder_version, load_user_model, write_model
 from sam4dcap_biomech.opensim_logging import opensim_log
 from sam4dcap_biomech.scaling import scale_model
+from sam4dcap_biomech.settings import check_height_m, check_mass_kg
 from sam4dcap_biomech.static_window import find_static_window
 from sam4dcap_biomech.storage import read_mot, write_sto
 from sam4dcap_biomech.timeseries import TimeSeries
@@ -87,10 +88,9 @@ class ProcessOptions:
     def check(self) -> None:
         if self.height_m is None:
             raise Sam4dcapError("missing subject height: pass --height in metres (e.g. --height 1.75)")
-        if not 0.5 <= self.height_m <= 2.5:
-            raise Sam4dcapError(f"--height {self.height_m} m is outside 0.5..2.5 m (give metres, not cm)")
-        if self.mass_kg is not None and not 10.0 <= self.mass_kg <= 300.0:
-            raise Sam4dcapError(f"--mass {self.mass_kg} kg is outside 10..300 kg")
+        check_height_m(self.height_m, name="--height")
+        if self.mass_kg is not None:
+            check_mass_kg(self.mass_kg, name="--mass")
         if self.markerset and not self.model:
             raise Sam4dcapError("--markerset needs --model (the marker set is added to that model)")
         for flag, value in (("--model", self.model), ("--markerset", self.markerset)):
