@@ -335,23 +335,8 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         stem = out_mot.stem if out_mot is not None else "ik"
         log_path = Path(log_file) if log_file is not None else (
             results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
-        # The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved
-        # on its own (a fresh copy of the model each) and the rows land on the trial's time grid.
-        segments = []
-        for k, (a, b) in enumerate(true_runs(solvable)):
-            segment_model = model if k == 0 else load_model(model_path)
-            if k:
-                _unclamp(segment_model)
-            segments.append((a, b, *_run_tool(segment_model, series.frames(slice(a, b)), weights, coordinate_tasks,
-                                              setup, accuracy, tmp / f"segment{k}", log_path, units)))
-        names, labels = segments[0][2].names, segments[0][4]   # solvable_frames refused a trial without one
-        coords = TimeSeries(time=series.time, names=names, values=np.full((series.n_frames, len(names)), np.nan),
-                            unit="rad", meta={"source": str(out_mot) if out_mot else "ik"},
-                            channel_units={n: "m" for n in names if units.get(n) == "m"})
-        errors = np.full((series.n_frames, len(labels)), np.nan)
-        for a, b, seg_coords, seg_errors, _ in segments:
-            coords.values[a:b] = seg_coords.select(names).values
-            errors[a:b] = seg_errors
+        coords, errors, labels = _solve_runs(model, model_path, series, solvable, weights, coordinate_tasks, setup,
+                                             accuracy, tmp, log_path, units, source=str(out_mot) if out_mot else "ik")
         coords, errors, resolved = _keep_to_ranges(model_path, series, coords, errors, labels, clamped, weights=weights,
                                                    coordinate_tasks=coordinate_tasks, accuracy=accuracy,
                                                    min_markers=min_markers,
@@ -370,6 +355,30 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
                     marker_errors_file=err_file, log_file=log_path,
                     extra={"weights": weights, "accuracy": accuracy, "coordinate_tasks": coordinate_tasks,
                            "clamped_ranges": clamped, "resolved_frames": resolved, "solved_frames": solvable})
+
+
+def _solve_runs(model, model_path, series: TimeSeries, solvable: np.ndarray, weights, coordinate_tasks, setup,
+                accuracy, tmp: Path, log_path, units: Mapping[str, str], *, source: str):
+    """(coordinates, error rows, error labels) on the trial's time grid, NaN where not solvable.
+
+    The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved on
+    its own (a fresh, unclamped copy of the model each after the first)."""
+    segments = []
+    for k, (a, b) in enumerate(true_runs(solvable)):
+        segment_model = model if k == 0 else load_model(model_path)
+        if k:
+            _unclamp(segment_model)
+        segments.append((a, b, *_run_tool(segment_model, series.frames(slice(a, b)), weights, coordinate_tasks,
+                                          setup, accuracy, tmp / f"segment{k}", log_path, units)))
+    names, labels = segments[0][2].names, segments[0][4]   # solvable_frames refused a trial without one
+    coords = TimeSeries(time=series.time, names=names, values=np.full((series.n_frames, len(names)), np.nan),
+                        unit="rad", meta={"source": source},
+                        channel_units={n: "m" for n in names if units.get(n) == "m"})
+    errors = np.full((series.n_frames, len(labels)), np.nan)
+    for a, b, seg_coords, seg_errors, _ in segments:
+        coords.values[a:b] = seg_coords.select(names).values
+        errors[a:b] = seg_errors
+    return coords, errors, labels
 
 
 def _run_tool(model, series: TimeSeries, weights, coordinate_tasks, setup, accuracy, folder: Path, log_path,
