@@ -27,7 +27,7 @@ CACHE = Path(os.environ.get("SAM4DCAP_CACHE", ROOT / ".cache"))
 
 def _clean_dead_dds_shared_memory():
     # Tests kill nodes on purpose; each dead DDS participant leaves 64 MB in /dev/shm.
-    from sam4dcap_biomech.nodes.shm_recovery import remove_dead_segments
+    from sam4dcap_biomech.ros.shm_recovery import remove_dead_segments
 
     remove_dead_segments()
 

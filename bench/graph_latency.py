@@ -76,7 +76,8 @@ class Probe:
         from sensor_msgs.msg import CameraInfo, JointState
         from std_msgs.msg import Header
 
-        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, BackgroundNode
+        from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, RESULTS_QOS
+        from sam4dcap_biomech.ros.probe import BackgroundNode
         from sam4dcap_perception.graph import PROGRESS_TOPIC, joint_states_topic
 
         self.bg = BackgroundNode("graph_latency_probe")

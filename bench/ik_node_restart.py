@@ -62,8 +62,8 @@ def measure(restarts: int, sig_name: str) -> dict:
     from ros_harness import Harness, markers_msg, start_node, stop_node
     from sam4dcap_biomech.markersets import BLAZEPOSE33
     from sam4dcap_biomech.model_builder import write_model
-    from sam4dcap_biomech.nodes.ik_node import MODEL_PATH_TOPIC, joint_states_topic
-    from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, RESULTS_QOS
+    from sam4dcap_biomech.ros.topics import MODEL_PATH_TOPIC, joint_states_topic
+    from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS, RESULTS_QOS
     from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
     from sam4dcap_msgs.msg import VirtualMarkers
 

@@ -73,7 +73,7 @@ def real_blazepose_case(tmp: Path) -> dict | None:
     import subprocess
 
     from sam4dcap_biomech.markersets import BLAZEPOSE33
-    from sam4dcap_biomech.nodes.ik_node import generated_model_path
+    from sam4dcap_biomech.ik_stream import generated_model_path
     from sam4dcap_biomech.streaming_ik import StreamingIK, solve_trial
     from sam4dcap_biomech.trc import read_trc
 

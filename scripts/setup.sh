@@ -79,6 +79,7 @@ for d in launch config rviz; do
   done
 done
 ln -sfn "$root/src/sam4dcap_perception/sam4dcap_perception/graph.py" "$share/graph.py"
+ln -sfn "$root/src/sam4dcap_biomech/sam4dcap_biomech/ros/topics.py" "$share/topics.py"   # graph.py imports it
 
 scripts/fetch_test_data.sh 2> >(grep -v "^WARNING: Location" >&2)
 

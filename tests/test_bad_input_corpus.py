@@ -498,6 +498,9 @@ CASES = [
                                      str(d.tmp / "m.trc")], "empty"),
     C("video_not_a_video", lambda d: ["markers", str(_text_file(d, "text.mp4", "not a video\n" * 100)),
                                       "--height", "1.75", "--out", str(d.tmp / "m.trc")], "cannot read video file"),
+    C("person_pixel_outside_image", lambda d: ["markers", str(_blank_video(d)), "--height", "1.75", "--person",
+                                               "99999,5", "--out", str(d.tmp / "m.trc")],
+      "99999,5", "outside the 64x48 image"),
     C("video_missing", lambda d: ["markers", str(d.tmp / "none.mp4"), "--height", "1.75", "--out",
                                   str(d.tmp / "m.trc")], "not found"),
     C("video_fov_out_of_range", lambda d: ["markers", str(d.walk_trc), "--height", "1.75", "--fov", "175", "--out",
@@ -538,6 +541,18 @@ def write_trc_raw(d, name):
 def _text_file(d, name, text):
     p = d.tmp / name
     p.write_text(text)
+    return p
+
+
+def _blank_video(d):
+    """A readable 64x48 video of 10 grey frames (nobody in it)."""
+    import cv2
+
+    p = d.tmp / "blank.mp4"
+    writer = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 48))
+    for _ in range(10):
+        writer.write(np.full((48, 64, 3), 128, np.uint8))
+    writer.release()
     return p
 
 

@@ -8,7 +8,7 @@ import sam4dcap_biomech
 import sam4dcap_perception
 
 # Modules that are ROS adapters by design.
-ROS_SIDE = ("nodes", "graph_runner", "commands.graph", "cli")
+ROS_SIDE = ("nodes", "ros", "graph_runner", "commands.graph", "cli")
 
 
 def _core_modules():

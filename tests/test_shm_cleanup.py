@@ -6,7 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
-from sam4dcap_biomech.nodes.shm_recovery import SHM_DIR, remove_dead_segments
+from sam4dcap_biomech.ros.shm_recovery import SHM_DIR, remove_dead_segments
 
 
 def _segment(tag):

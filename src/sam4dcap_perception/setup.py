@@ -19,8 +19,10 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
-        # graph.py (stdlib only) beside launch/: a system ROS Python can load it (launch file).
-        ("share/" + package_name, ["package.xml", package_name + "/graph.py"]),
+        # graph.py and the topic names it imports (both stdlib only) beside launch/: a system
+        # ROS Python can load them (launch file).
+        ("share/" + package_name, ["package.xml", package_name + "/graph.py",
+                                   "../sam4dcap_biomech/sam4dcap_biomech/ros/topics.py"]),
         ("share/" + package_name + "/launch", _top_files("launch", "*.launch.py")),
         ("share/" + package_name + "/config", _top_files("config", "*.yaml") + _top_files("config", "*.xml")),
         ("share/" + package_name + "/rviz", _top_files("rviz", "*.rviz")),

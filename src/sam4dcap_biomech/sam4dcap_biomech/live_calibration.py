@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class CalibrationOutcome:
     height_m: float
     mass_kg: float
     seconds: float
-    solver: object = None               # built by make_solver for model_path
+    solver: Any = None                  # built by make_solver for model_path
     details: dict = field(default_factory=dict)
 
     def message(self) -> str:

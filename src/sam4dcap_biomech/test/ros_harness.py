@@ -14,7 +14,8 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS, sec_to_stamp
+from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 
 BIN = Path(sys.executable).parent
 

@@ -304,7 +304,7 @@ def test_builder_version_names_the_generator_code(tmp_path, monkeypatch):
     """Generated-model caches are keyed by builder_version(): same code, same key; the ik_node's
     cached model file carries it, so a changed builder never serves a stale model."""
     from sam4dcap_biomech.model_builder import builder_version
-    from sam4dcap_biomech.nodes.ik_node import generated_model_path
+    from sam4dcap_biomech.ik_stream import generated_model_path
 
     v = builder_version()
     assert len(v) == 10 and v == builder_version()

@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import opensim
-import pytest
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
 
-from ros_harness import Harness, markers_msg, node_log, start_node, stamp_key, stop_node
+from ros_harness import markers_msg, node_log, start_node, stamp_key, stop_node
 
 RATE_HZ = 60.0
 T0 = 7.0
-
-
-@pytest.fixture
-def ros():
-    harness = Harness("id_node_test")
-    yield harness
-    harness.close()
 
 
 def test_markers_ik_id_chain(ros, tmp_path, monkeypatch):
@@ -91,7 +83,8 @@ def test_kinematics_arriving_before_the_model_are_not_lost(ros, tmp_path):
     wait and are solved once the model loads."""
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, sec_to_stamp
+    from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+    from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS
 
     model = write_model(tmp_path / "subject.osim", height_m=1.75, mass_kg=70.0)
     model_name = opensim.Model(str(model)).getName()

@@ -12,23 +12,16 @@ from sensor_msgs.msg import JointState
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ik_node import KINEMATICS_TOPIC, joint_states_topic
-from sam4dcap_biomech.nodes.ros_common import DIAGNOSTICS_QOS, DIAGNOSTICS_TOPIC, RESULTS_QOS
+from sam4dcap_biomech.ros.node_plumbing import DIAGNOSTICS_QOS, RESULTS_QOS
+from sam4dcap_biomech.ros.topics import DIAGNOSTICS_TOPIC, KINEMATICS_TOPIC, joint_states_topic
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
 
-from ros_harness import Harness, markers_msg, node_log, start_node, stamp_key, stop_node
+from ros_harness import markers_msg, node_log, start_node, stamp_key, stop_node
 
 RATE_HZ = 30.0
 T0 = 50.0
 LOST = range(12, 22)        # the person out of view: the markers node sends NaN markers
-
-
-@pytest.fixture
-def ros():
-    harness = Harness("ik_gaps_test")
-    yield harness
-    harness.close()
 
 
 def test_person_lost_mid_stream(ros, tmp_path, monkeypatch):

@@ -17,13 +17,13 @@ from std_msgs.msg import String
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ik_node import KINEMATICS_TOPIC, MODEL_PATH_TOPIC, joint_states_topic
-from sam4dcap_biomech.nodes.ros_common import LATCHED_QOS, RESULTS_QOS
+from sam4dcap_biomech.ros.topics import KINEMATICS_TOPIC, MODEL_PATH_TOPIC, joint_states_topic
+from sam4dcap_biomech.ros.node_plumbing import LATCHED_QOS, RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates, static_trajectory
 from sam4dcap_msgs.msg import JointKinematics, VirtualMarkers
 from sam4dcap_msgs.srv import CalibrateSubject
 
-from ros_harness import Harness, markers_msg, node_log, start_node, stamp_key, stop_node
+from ros_harness import markers_msg, node_log, start_node, stamp_key, stop_node
 
 HEIGHT_M, MASS_KG = 1.75, 70.0
 RATE_HZ = 30.0
@@ -44,13 +44,6 @@ def gait(truth_model):
     coords = gait_trajectory(1.0, RATE_HZ, height_m=HEIGHT_M)
     markers = markers_from_coordinates(opensim.Model(str(truth_model)), coords, marker_names=BLAZEPOSE33)
     return coords, markers
-
-
-@pytest.fixture
-def ros():
-    harness = Harness("ik_node_test")
-    yield harness
-    harness.close()
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from sensor_msgs.msg import JointState
 
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
-from sam4dcap_biomech.nodes.ik_node import joint_states_topic
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS
+from sam4dcap_biomech.ros.topics import joint_states_topic
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_biomech.synthetic import gait_trajectory, markers_from_coordinates
 from sam4dcap_msgs.msg import VirtualMarkers
 from sam4dcap_msgs.srv import CalibrateSubject

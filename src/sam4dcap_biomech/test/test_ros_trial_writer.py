@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import opensim
-import pytest
 
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS, sec_to_stamp
+from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_msgs.msg import JointKinematics, JointKinetics, VirtualMarkers
 from sam4dcap_msgs.srv import StartTrial, StopTrial
 
-from ros_harness import Harness, markers_msg, node_log, start_node, stop_node
+from ros_harness import markers_msg, node_log, start_node, stop_node
 
 MARKERS = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 COORDS = ("pelvis_tx", "pelvis_ty", "hip_flexion_r", "knee_angle_r", "ankle_angle_r")
@@ -50,13 +50,6 @@ def kinetics_msg(t, tau):
                         generalized_force=[float(v) for v in tau], no_external_loads=True)
     msg.header.stamp = sec_to_stamp(t)
     return msg
-
-
-@pytest.fixture
-def ros():
-    harness = Harness("trial_writer_test")
-    yield harness
-    harness.close()
 
 
 def feed(ros, proc, t, markers, q, tau):

@@ -4,12 +4,8 @@ Used by `launch/sam4dcap.launch.py` (ros2 launch), by `graph_runner` (`sam4dcap 
 the recorder (which topics exist, their types and QoS) and by the docs/tests (RViz config,
 console scripts). ROS-free: plain data only.
 
-QoS (see `qos` of each topic; profiles in sam4dcap_biomech.nodes.ros_common):
-  image    live cameras: sensor data (best effort, newest wins); file/bag sources: reliable,
-           deep queue, and the source waits for downstream (no frame silently dropped).
-  results  reliable, keep-last 100: every marker/kinematics sample matters.
-  deep     reliable, keep-last 1000: small per-frame messages a stage may emit in bursts.
-  latched  reliable + transient-local depth 1: static transforms (late joiners get them).
+Topic and frame names and the QoS kinds of the topics (image | results | deep | latched) are
+defined in sam4dcap_biomech.ros.topics, the profiles in sam4dcap_biomech.ros.node_plumbing.
 
 Offline flow control ("frame acks"): every stage listed with `acks=True` publishes a
 std_msgs/Header on PROGRESS_TOPIC after it has consumed each input frame (stamp = the frame's
@@ -20,6 +16,7 @@ A stage that holds frames back (markers_node while its ground-plane window fills
 announces it with a Header whose frame_id is "<node>/held" (stamp = newest held frame): the
 source then does not count those frames as in flight to the nodes downstream of it (they
 cannot ack frames they have not been sent) until the final wait, which needs every ack.
+(The source's side of this protocol: frame_flow.FrameFlow.)
 """
 
 from __future__ import annotations
@@ -28,35 +25,38 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Topic names, defined here once (nodes import them). Nodes create their endpoints with the
-# relative form (ros_common.relative_topic), so in a namespace /cam2 these become
-# /cam2/camera/image_raw, ...; without one they are exactly these names.
-IMAGE_TOPIC = "/camera/image_raw"
-CAMERA_INFO_TOPIC = "/camera/camera_info"
-SEGMENTATION_TOPIC = "/sam4dcap/segmentation"
-MASK_TOPIC = "/sam4dcap/mask"
-KEYPOINTS_TOPIC = "/sam4dcap/keypoints"
-MESH_TOPIC = "/sam4dcap/mesh"
-MARKERS_TOPIC = "/sam4dcap/markers"
-TF_STATIC_TOPIC = "/tf_static"
-TF_TOPIC = "/tf"
-KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
-MODEL_PATH_TOPIC = "/sam4dcap/model_path"
-KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
-VISUALIZATION_TOPIC = "/sam4dcap/visualization"
-PROGRESS_TOPIC = "/sam4dcap/progress"
-READY_TOPIC = "/sam4dcap/ready"
-# A file/bag source has published its last frame (std_msgs/Header, stamp = that frame's capture
-# stamp, latched). Offline, markers_node then fixes the world frame from the frames it holds
-# when its ground-plane window never completed (a clip shorter than ground_window_s).
-END_OF_STREAM_TOPIC = "/sam4dcap/end_of_stream"
-# Node health (diagnostic_msgs/DiagnosticArray), published by every node.
-DIAGNOSTICS_TOPIC = "/diagnostics"
-# A user or GUI picks the subject (sam4dcap_msgs/Prompt: a positive point, else the box centre,
-# on a person in view); the body estimator re-targets its tracker on that person.
-PROMPT_TOPIC = "/sam4dcap/prompt"
-# REP-155: ids of every tracked person on each frame (sam4dcap_msgs/IdsList, hri_msgs/IdsList's fields).
-TRACKED_BODIES_TOPIC = "/humans/bodies/tracked"
+
+def _topics_beside_this_file() -> None:
+    """A system ROS Python runs the launch file without the project venv and loads this file from
+    the package's share folder; the stdlib-only topics.py is installed beside it (setup.py,
+    scripts/setup.sh) and stands in for sam4dcap_biomech.ros.topics."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("sam4dcap_biomech.ros.topics", Path(__file__).with_name("topics.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError("sam4dcap_biomech.ros.topics: not installed, and no topics.py beside graph.py")
+    for parent in ("sam4dcap_biomech", "sam4dcap_biomech.ros"):
+        sys.modules.setdefault(parent, types.ModuleType(parent)).__path__ = []
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+try:
+    import sam4dcap_biomech.ros.topics  # noqa: F401 - the project's ROS layer
+except ImportError:
+    _topics_beside_this_file()
+# Topic names and the QoS kinds are defined once in the shared ROS layer (stdlib only, like this
+# module); they are re-exported here so `graph.IMAGE_TOPIC` etc. name the same strings.
+from sam4dcap_biomech.ros.topics import (  # noqa: E402,F401 - after the fallback; re-exported
+    CAMERA_INFO_TOPIC, DIAGNOSTICS_TOPIC, END_OF_STREAM_TOPIC, IMAGE_TOPIC, KEYPOINTS_TOPIC, KINEMATICS_TOPIC,
+    KINETICS_TOPIC, MARKERS_TOPIC, MASK_TOPIC, MESH_TOPIC, MODEL_PATH_TOPIC, PROGRESS_TOPIC, PROMPT_TOPIC, QOS_KINDS,
+    READY_TOPIC, SEGMENTATION_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, TRACKED_BODIES_TOPIC, VISUALIZATION_TOPIC, body_id,
+    body_roi_topic, joint_states_topic)
+
 # Publisher of topics that come from outside the graph (a user, a GUI).
 EXTERNAL_PUBLISHER = "user / GUI"
 
@@ -65,26 +65,10 @@ EXTERNAL_PUBLISHER = "user / GUI"
 class Topic:
     name: str
     msgtype: str          # "pkg/msg/Name"
-    qos: str              # image | results | deep | latched
+    qos: str              # one of QOS_KINDS: image | results | deep | latched
     publisher: str        # node name
     description: str
     record: bool = True   # recorded by recorder_node topics=[all]
-
-
-def body_id(person_id: int) -> str:
-    """REP-155 body id of a tracked person. ROS 2 name tokens may not start with a digit, so
-    the numeric person_id gets a prefix: person 1 -> "body1"."""
-    return f"body{int(person_id)}"
-
-
-def joint_states_topic(person_id: int) -> str:
-    """REP-155 body joint states of one tracked person: /humans/bodies/body<id>/joint_states."""
-    return f"/humans/bodies/{body_id(person_id)}/joint_states"
-
-
-def body_roi_topic(person_id: int) -> str:
-    """REP-155 region of one tracked person in the image: /humans/bodies/body<id>/roi."""
-    return f"/humans/bodies/{body_id(person_id)}/roi"
 
 
 TOPICS: tuple[Topic, ...] = (
@@ -156,7 +140,8 @@ class NodeSpec:
 
     @property
     def startup_inputs(self) -> tuple[str, ...]:
-        return tuple(t for t in self.subscribes if t not in (PROGRESS_TOPIC, END_OF_STREAM_TOPIC, PROMPT_TOPIC))
+        return tuple(t for t in self.subscribes
+                     if t not in (PROGRESS_TOPIC, READY_TOPIC, END_OF_STREAM_TOPIC, PROMPT_TOPIC))
 
     @property
     def executable(self) -> str:
@@ -164,7 +149,7 @@ class NodeSpec:
 
 
 NODES: tuple[NodeSpec, ...] = (
-    NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC,),
+    NodeSpec("video_source_node", "sam4dcap_perception", (PROGRESS_TOPIC, READY_TOPIC),
              (IMAGE_TOPIC, CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC),
              description="file / camera / bag -> images"),
     NodeSpec("body_estimator_node", "sam4dcap_perception", (IMAGE_TOPIC, PROMPT_TOPIC),

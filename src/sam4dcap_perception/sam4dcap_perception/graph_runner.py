@@ -10,7 +10,7 @@ is stopped first, then the runner drains: it waits until every frame the source 
 been acked by every stage (bounded by `drain_timeout_s`), says how many got no result, and
 stops the rest; exit code 0. A node that dies (an error exit or a signal such as SIGKILL)
 stops the graph with exit code 1 and one line naming it. Nodes die with the runner: each
-asks Linux for SIGTERM when its parent dies (ros_common.run_node), so a SIGKILLed runner
+asks Linux for SIGTERM when its parent dies (node_plumbing.run_node), so a SIGKILLed runner
 leaves no orphans and the recorder still closes its bag.
 `namespace`: every node runs in that ROS namespace (`__ns`), so its topics are
 /<namespace>/camera/image_raw, ... and graphs in different namespaces share a ROS domain.
@@ -171,8 +171,10 @@ class DrainWatch:
         from sensor_msgs.msg import CameraInfo
         from std_msgs.msg import Header
 
-        from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, BackgroundNode, relative_topic,
-                                                       stamp_to_sec)
+        from sam4dcap_biomech.ros.msg_conversion import stamp_to_sec
+        from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS
+        from sam4dcap_biomech.ros.probe import BackgroundNode
+        from sam4dcap_biomech.ros.topics import HELD_SUFFIX, relative_topic
 
         self.bg = BackgroundNode("sam4dcap_graph_runner", namespace=namespace)
         self._to_s = stamp_to_sec

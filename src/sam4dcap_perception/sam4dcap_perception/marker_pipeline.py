@@ -25,6 +25,7 @@ from .observations import CameraIntrinsics
 from .video_source import open_source
 from .virtual_markers import MarkerResult, markers_from_observations, offline_marker_settings
 from .world_frame import load_extrinsics
+from .tracking import parse_person_choice
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         intrinsics = source.intrinsics_default(float(fov))
         log.debug("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
                  fov, intrinsics.fx, intrinsics.width, intrinsics.height)
+    choice = parse_person_choice(est_params.get("person", "auto"))
+    if choice.rule == "point" and choice.point_xy is not None and not (choice.point_xy[0] < source.width and choice.point_xy[1] < source.height):
+        source.close()
+        raise Sam4dcapError(f"--person {choice}: pixel outside the {source.width}x{source.height} image of {video}")
     estimator = create_estimator(est_params)
     observations = []
     try:
@@ -83,7 +88,8 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
         raise Sam4dcapError(f"{video}: no frames in the time window [{start_s}, {end_s or 'end'}] s")
     n_tracked = sum(1 for o in observations if o.tracked)
     if n_tracked == 0:
-        raise Sam4dcapError(f"{video}: no person found in any of {len(observations)} frames")
+        whom = "no person" if choice.rule == "auto" else f"person {choice} (--person) not"
+        raise Sam4dcapError(f"{video}: {whom} found in any of {len(observations)} frames")
     name = Path(str(video)).name
     result = markers_from_observations(
         observations, height_m=height_m, intrinsics=intrinsics, extrinsics=extrinsics, source=name,

@@ -78,5 +78,13 @@ class BodyObservation:
     # Mesh backends only.
     mesh_model: str | None = None              # "MHR" | "SMPL"
     mesh_vertices: np.ndarray | None = None    # (V, 3) metres, camera frame
-    camera_translation: np.ndarray | None = None  # (3,)
+    camera_translation: np.ndarray | None = None  # (3,) already applied to keypoints_3d
     extra: dict = field(default_factory=dict)
+
+    @property
+    def keypoints_3d_in_camera_frame(self) -> bool:
+        """True when keypoints_3d are camera-frame positions, False when hip-centred with camera
+        axes (BlazePose: the translation is fitted from 2D-3D later). The one rule: mesh
+        backends say so with extra["keypoints_3d_frame"] == "camera" and/or by carrying their
+        `camera_translation` (already applied to keypoints_3d)."""
+        return (self.extra or {}).get("keypoints_3d_frame") == "camera" or self.camera_translation is not None

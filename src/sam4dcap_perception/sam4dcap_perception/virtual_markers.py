@@ -118,11 +118,8 @@ class KeypointTrack:
 
 
 def _in_camera_frame(obs: BodyObservation) -> bool:
-    """True when keypoints_3d are already camera-frame positions (not hip-centred): mesh
-    backends say so with extra["keypoints_3d_frame"] == "camera" and/or by carrying their
-    `camera_translation` (already applied to keypoints_3d); the markers node passes absolute
-    keypoints from a topic the same way. BlazePose's are hip-centred: translation fit."""
-    return (obs.extra or {}).get("keypoints_3d_frame") == "camera" or obs.camera_translation is not None
+    """BodyObservation.keypoints_3d_in_camera_frame (BlazePose's are hip-centred: translation fit)."""
+    return obs.keypoints_3d_in_camera_frame
 
 
 def camera_points_of(body_points: np.ndarray, pixels: np.ndarray, visibility: np.ndarray,

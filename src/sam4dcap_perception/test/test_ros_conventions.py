@@ -49,7 +49,7 @@ def stream_stamps(video: Path, tmp: Path, n: int, **params) -> tuple[list[float]
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
 
-    from sam4dcap_biomech.nodes.ros_common import BackgroundNode
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_stamps_{os.getpid()}")
     got: list[tuple[float, float]] = []
@@ -86,7 +86,7 @@ def test_offline_runs_keep_container_time(demo_video, tmp_path):
     """Offline (the default for files) the results line up with the file's own times."""
     from sensor_msgs.msg import Image
 
-    from sam4dcap_biomech.nodes.ros_common import BackgroundNode
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_offline_{os.getpid()}")
     got = []
@@ -109,7 +109,7 @@ def test_realtime_bag_replay_is_restamped_in_ros_time(tmp_path):
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import CameraInfo
 
-    from sam4dcap_biomech.nodes.ros_common import sec_to_stamp
+    from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
     from sam4dcap_perception.nodes.image_conversion import numpy_to_image
 
     bag = tmp_path / "bag"
@@ -136,7 +136,8 @@ def test_ready_announcement_is_repeated(tmp_path):
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.nodes.ros_common import READY_REPEAT_S, BackgroundNode
+    from sam4dcap_biomech.ros.node_plumbing import READY_REPEAT_S
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_ready_{os.getpid()}")
     info_pub = probe.node.create_publisher(CameraInfo, graph.CAMERA_INFO_TOPIC, 10)

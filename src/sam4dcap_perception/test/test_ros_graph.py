@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,14 +38,103 @@ def graph_options(video, tmp: Path, *, ground_window_s: float | None = None, **k
     return GraphOptions(video=str(video), height_m=HEIGHT_M, mass_kg=MASS_KG, extra=extra, **kw)
 
 
+class EndpointWatch:
+    """A probe in the test process that polls, while the graph runs, every graph node's
+    publishers and subscriptions (topic, type) as the ROS graph reports them, and keeps the
+    union (lazily made endpoints appear late). It also offers a Prompt publisher, as a GUI
+    would, so the recorder subscribes to that topic too."""
+
+    # Endpoints every rclpy node has, not part of the sam4dcap graph.
+    STANDARD = {"/rosout", "/parameter_events"}
+
+    def __init__(self, period_s: float = 0.5):
+        from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
+        from sam4dcap_biomech.ros.probe import BackgroundNode
+        from sam4dcap_msgs.msg import Prompt
+
+        self.bg = BackgroundNode(f"endpoint_probe_{os.getpid()}")
+        self.prompt_pub = self.bg.node.create_publisher(Prompt, graph.PROMPT_TOPIC, RESULTS_QOS)
+        self.seen = {n: {"pub": set(), "sub": set()} for n in graph.NODE_NAMES}
+        self.qos: dict[tuple[str, str], set] = {}   # (topic, publishing node) -> {(reliability, durability)}
+        self._stop = threading.Event()
+        self._period_s = period_s
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        node = self.bg.node
+        while not self._stop.wait(self._period_s):
+            for name, got in self.seen.items():
+                for kind, query in (("pub", node.get_publisher_names_and_types_by_node),
+                                    ("sub", node.get_subscriber_names_and_types_by_node)):
+                    try:
+                        endpoints = query(name, "/")
+                    except Exception:  # noqa: BLE001 - that node is not (yet / any more) in the graph
+                        continue
+                    got[kind] |= {(topic, t) for topic, types in endpoints for t in types
+                                  if topic not in self.STANDARD}
+            for t in graph.TOPICS:
+                for info in node.get_publishers_info_by_topic(t.name):
+                    if info.node_name in self.seen:
+                        self.qos.setdefault((t.name, info.node_name), set()).add(
+                            (info.qos_profile.reliability, info.qos_profile.durability))
+
+    def close(self) -> "EndpointWatch":
+        self._stop.set()
+        self.thread.join(5)
+        self.bg.close()
+        return self
+
+
 @pytest.fixture(scope="module")
 def live_run(demo_video, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("graph_live")
-    run = GraphRun(graph_options(demo_video, tmp, record=str(tmp / "bag")), log_dir=tmp / "logs")
-    run.start()
-    rc = run.wait(timeout_s=300)
+    options = graph_options(demo_video, tmp, record=str(tmp / "bag"))
+    options.extra["id_node"] = {"enabled": True}   # every node with all its endpoints
+    run = GraphRun(options, log_dir=tmp / "logs")
+    watch = EndpointWatch()
+    try:
+        run.start()
+        rc = run.wait(timeout_s=300)
+    finally:
+        watch.close()
     assert rc == 0, "graph failed:\n" + "\n".join(f"--- {n}\n{p.tail(8)}" for n, p in run.procs.items())
-    return {"bag": tmp / "bag", "tmp": tmp, "run": run}
+    return {"bag": tmp / "bag", "tmp": tmp, "run": run, "endpoints": watch.seen, "qos": watch.qos}
+
+
+def test_running_nodes_publish_and_subscribe_what_graph_py_lists(live_run):
+    """Each node process, as the ROS graph saw it while the graph ran, has exactly the publishers
+    and subscriptions (topic and message type) graph.py lists for it (plus its health on
+    /diagnostics and its readiness announcement), nothing more and nothing less."""
+    seen = live_run["endpoints"]
+    started = set(live_run["run"].procs)
+    assert started == graph.NODE_NAMES
+
+    def typed(topics):
+        return {(t, graph.topic(t).msgtype) for t in topics}
+
+    for spec in graph.NODES:
+        publishes = set(spec.publishes) | {graph.DIAGNOSTICS_TOPIC}
+        if spec.announces_ready:
+            publishes.add(graph.READY_TOPIC)
+        assert seen[spec.name]["pub"] == typed(publishes), (
+            f"{spec.name} publishes: only running {sorted(seen[spec.name]['pub'] - typed(publishes))}, "
+            f"only in graph.py {sorted(typed(publishes) - seen[spec.name]['pub'])}")
+        assert seen[spec.name]["sub"] == typed(spec.subscribes), (
+            f"{spec.name} subscribes: only running {sorted(seen[spec.name]['sub'] - typed(spec.subscribes))}, "
+            f"only in graph.py {sorted(typed(spec.subscribes) - seen[spec.name]['sub'])}")
+
+
+def test_publishers_offer_the_qos_of_their_topics_kind(live_run):
+    """Each graph node's publisher offers the reliability and durability of its topic's QoS kind
+    in graph.py (an offline run: images reliable too); depth is not visible in discovery."""
+    from sam4dcap_biomech.ros.node_plumbing import qos_profile
+
+    seen = live_run["qos"]
+    assert {topic for topic, _ in seen} >= {t.name for t in graph.TOPICS if t.publisher != graph.EXTERNAL_PUBLISHER}
+    for (topic, node_name), offered in seen.items():
+        want = qos_profile(graph.topic(topic).qos, offline=True)
+        assert offered == {(want.reliability, want.durability)}, (topic, node_name, offered)
 
 
 def read_bag(bag: Path, topic: str):
@@ -230,7 +320,7 @@ def test_markers_node_is_causal_on_a_live_stream(live_run, tmp_path):
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import String
 
-    from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, LATCHED_QOS, RESULTS_QOS
+    from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, LATCHED_QOS, RESULTS_QOS
     from sam4dcap_msgs.msg import BodyKeypoints, VirtualMarkers
 
     from rclpy.serialization import deserialize_message
@@ -290,7 +380,8 @@ class TopicWatcher:
     """Receive times of messages on some topics, in this process (own rclpy context)."""
 
     def __init__(self, topics: dict[str, type]):
-        from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, RESULTS_QOS, BackgroundNode
+        from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, RESULTS_QOS
+        from sam4dcap_biomech.ros.probe import BackgroundNode
 
         self.bg = BackgroundNode("test_topic_watcher", spin_period_s=0.05)
         self.node = self.bg.node

@@ -49,7 +49,7 @@ def wait_in_graph(name: str, proc, timeout_s: float = 90.0) -> None:
     """Until the node answers its parameter service (constructed and spinning)."""
     from rcl_interfaces.srv import ListParameters
 
-    from sam4dcap_biomech.nodes.ros_common import BackgroundNode
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_{name}_{os.getpid()}")
     try:
@@ -131,7 +131,7 @@ def test_video_source_stops_cleanly_while_streaming(demo_video, tmp_path):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
 
-    from sam4dcap_biomech.nodes.ros_common import BackgroundNode
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_stream_{os.getpid()}")
     got = []
@@ -222,7 +222,8 @@ def wait_for_joint_states(tmp: Path, proc: subprocess.Popen, timeout_s: float = 
     """Until ik_node logged a solved frame... via the graph: a probe sees JointState."""
     from sensor_msgs.msg import JointState
 
-    from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS, BackgroundNode
+    from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
+    from sam4dcap_biomech.ros.probe import BackgroundNode
 
     probe = BackgroundNode(f"probe_js_{os.getpid()}")
     got = []

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam4dcap_biomech.nodes.ros_common import RESULTS_QOS, sec_to_stamp
+from sam4dcap_biomech.ros.msg_conversion import sec_to_stamp
+from sam4dcap_biomech.ros.node_plumbing import RESULTS_QOS
 from sam4dcap_perception import graph
 from sam4dcap_perception.nodes.image_conversion import numpy_to_image
 from sam4dcap_perception.video_source import open_source

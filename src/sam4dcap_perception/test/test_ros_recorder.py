@@ -18,7 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from sam4dcap_biomech.nodes.ros_common import DEEP_QOS, image_qos
+from sam4dcap_biomech.ros.node_plumbing import DEEP_QOS, image_qos
 from sam4dcap_msgs.msg import VirtualMarkers
 from sam4dcap_perception import bag_io
 from sam4dcap_perception.graph_runner import start_node

@@ -20,12 +20,9 @@ from pathlib import Path
 from rclpy.node import Node
 
 from ..errors import Sam4dcapError
-from .ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics, declare_parameters, relative_topic,
-                         run_node, stamp_to_sec)
-
-KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
-KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
-MODEL_PATH_TOPIC = "/sam4dcap/model_path"
+from ..ros.msg_conversion import stamp_to_sec
+from ..ros.node_plumbing import DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics, declare_parameters, run_node
+from ..ros.topics import KINEMATICS_TOPIC, KINETICS_TOPIC, MODEL_PATH_TOPIC, relative_topic
 
 
 class IDNode(Node):

@@ -21,11 +21,9 @@ from ..trial_recording import TrialRecording
 # start, not in the final write at shutdown, where it made the node miss launch's 5 s SIGINT
 # grace period (launch then escalates to SIGTERM, then SIGKILL).
 from .. import filters  # noqa: F401
-from .ros_common import DEEP_QOS, NodeDiagnostics, declare_parameters, relative_topic, run_node, stamp_to_sec
-
-MARKERS_TOPIC = "/sam4dcap/markers"
-KINEMATICS_TOPIC = "/sam4dcap/joint_kinematics"
-KINETICS_TOPIC = "/sam4dcap/joint_kinetics"
+from ..ros.msg_conversion import points_to_array, stamp_to_sec
+from ..ros.node_plumbing import DEEP_QOS, NodeDiagnostics, declare_parameters, run_node
+from ..ros.topics import KINEMATICS_TOPIC, KINETICS_TOPIC, MARKERS_TOPIC, relative_topic
 
 
 class TrialWriterNode(Node):
@@ -69,7 +67,7 @@ class TrialWriterNode(Node):
         if self.trial is None:
             return
         self._check_person(msg.person_id)
-        positions = np.array([[p.x, p.y, p.z] for p in msg.positions], dtype=float).reshape(-1, 3)
+        positions = points_to_array(msg.positions)
         self._add("markers", self.trial.add_markers, stamp_to_sec(msg.header.stamp), list(msg.names), positions,
                   marker_set=msg.marker_set)
 

@@ -25,39 +25,20 @@ import math
 import time
 
 import numpy as np
-from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sam4dcap_biomech.nodes.ros_common import (RESULTS_QOS, FrameAcks, NodeDiagnostics, announce_ready,
-                                               declare_parameters, relative_topic, run_node, sec_to_stamp,
-                                               stamp_to_sec,
-                                               subscribe_like_publisher)
+from sam4dcap_biomech.ros.msg_conversion import (array_to_points, floats_or_nan, keypoints_frame_id, sec_to_stamp,
+                                                 stamp_to_sec)
+from sam4dcap_biomech.ros.node_plumbing import (RESULTS_QOS, FrameAcks, NodeDiagnostics, announce_ready,
+                                                declare_parameters, run_node, subscribe_like_publisher)
+from sam4dcap_biomech.ros.topics import (IMAGE_TOPIC, KEYPOINTS_TOPIC, MASK_TOPIC, MESH_TOPIC, PROMPT_TOPIC,
+                                         SEGMENTATION_TOPIC, TRACKED_BODIES_TOPIC, body_id, body_roi_topic,
+                                         relative_topic)
 
-from .. import graph
-from ..graph import PROMPT_TOPIC, TRACKED_BODIES_TOPIC, body_id, body_roi_topic
 from ..observations import BodyObservation, Frame
 from ..tracking import BodyIds
 from .image_conversion import numpy_to_image, to_rgb8
-
-HIP_CENTRED_SUFFIX = "_hip_centred"
-
-
-def _points(a) -> list[Point]:
-    if a is None:
-        return []
-    a = np.asarray(a, float)
-    if a.ndim != 2:
-        return []
-    if a.shape[1] == 2:
-        a = np.concatenate([a, np.zeros((len(a), 1))], axis=1)
-    return [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in a]
-
-
-def _floats(a, n: int) -> list[float]:
-    if a is None:
-        return [math.nan] * n
-    return [float(v) for v in np.asarray(a, float).ravel()]
 
 
 def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, int]):
@@ -87,7 +68,7 @@ def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, in
         pr = obs.prompt
         seg.prompt = Prompt(stamp=sec_to_stamp(pr.time_s), source=str(pr.source), x_min=float(pr.box_xyxy[0]),
                             y_min=float(pr.box_xyxy[1]), x_max=float(pr.box_xyxy[2]), y_max=float(pr.box_xyxy[3]),
-                            points=_points(np.asarray(pr.points, float).reshape(-1, 2)),
+                            points=array_to_points(np.asarray(pr.points, float).reshape(-1, 2)),
                             point_labels=[int(v) for v in np.asarray(pr.labels).ravel()], score=float(pr.score))
 
     kp = BodyKeypoints()
@@ -96,17 +77,15 @@ def observation_to_msgs(obs: BodyObservation, header, image_shape: tuple[int, in
     kp.skeleton = str(obs.skeleton)
     kp.names = list(obs.names)
     n = len(obs.names)
+    # keypoints_3d go out as the estimator gave them: camera-frame positions (mesh backends, whose
+    # camera_translation is already applied) or hip-centred (BlazePose), said by the frame id.
     k3 = obs.keypoints_3d
-    if k3 is not None and obs.camera_translation is not None:
-        k3 = np.asarray(k3, float) + np.asarray(obs.camera_translation, float).reshape(1, 3)
-        kp.header.frame_id = header.frame_id
-    else:
-        kp.header.frame_id = header.frame_id + HIP_CENTRED_SUFFIX
+    kp.header.frame_id = keypoints_frame_id(header.frame_id, hip_centred=not obs.keypoints_3d_in_camera_frame)
     nan_pts = np.full((n, 3), np.nan)
-    kp.keypoints_2d = _points(obs.keypoints_2d if obs.keypoints_2d is not None else nan_pts)
-    kp.keypoints_3d = _points(k3 if k3 is not None else nan_pts)
-    kp.confidence = _floats(obs.confidence, n)
-    kp.visibility = _floats(obs.visibility, n)
+    kp.keypoints_2d = array_to_points(obs.keypoints_2d if obs.keypoints_2d is not None else nan_pts)
+    kp.keypoints_3d = array_to_points(k3 if k3 is not None else nan_pts)
+    kp.confidence = floats_or_nan(obs.confidence, n)
+    kp.visibility = floats_or_nan(obs.visibility, n)
 
     mesh = None
     if obs.mesh_vertices is not None:
@@ -134,10 +113,10 @@ class BodyEstimatorNode(Node):
 
         self.p = declare_parameters(self, "body_estimator_node")
         self.estimator = create_estimator(self.p)
-        self.seg_pub = self.create_publisher(PersonSegmentation, relative_topic(graph.SEGMENTATION_TOPIC), RESULTS_QOS)
-        self.kp_pub = self.create_publisher(BodyKeypoints, relative_topic(graph.KEYPOINTS_TOPIC), RESULTS_QOS)
-        self.mask_pub = self.create_publisher(Image, relative_topic(graph.MASK_TOPIC), RESULTS_QOS)
-        self.mesh_pub = self.create_publisher(BodyMesh, relative_topic(graph.MESH_TOPIC), RESULTS_QOS)
+        self.seg_pub = self.create_publisher(PersonSegmentation, relative_topic(SEGMENTATION_TOPIC), RESULTS_QOS)
+        self.kp_pub = self.create_publisher(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC), RESULTS_QOS)
+        self.mask_pub = self.create_publisher(Image, relative_topic(MASK_TOPIC), RESULTS_QOS)
+        self.mesh_pub = self.create_publisher(BodyMesh, relative_topic(MESH_TOPIC), RESULTS_QOS)
         from sam4dcap_msgs.msg import IdsList, Prompt
 
         self.tracked_pub = self.create_publisher(IdsList, relative_topic(TRACKED_BODIES_TOPIC), RESULTS_QOS)
@@ -149,7 +128,7 @@ class BodyEstimatorNode(Node):
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for images", tracking="none yet")
         self.frames = 0
         self.last_stamp_s = -math.inf
-        self._timer = subscribe_like_publisher(self, Image, graph.IMAGE_TOPIC, self._on_image,
+        self._timer = subscribe_like_publisher(self, Image, IMAGE_TOPIC, self._on_image,
                                                on_subscribed=lambda sub: setattr(
                                                    self, "_ready_pub", announce_ready(self, [sub.topic_name])))
         self.get_logger().info(f"body estimator {self.estimator.backend} ready")
@@ -168,7 +147,7 @@ class BodyEstimatorNode(Node):
             self.last_stamp_s = t
             rgb = to_rgb8(msg)
             t0 = time.perf_counter()
-            obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=graph.IMAGE_TOPIC))
+            obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=IMAGE_TOPIC))
             self.frames += 1
             seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2])
             self.seg_pub.publish(seg)

@@ -11,22 +11,20 @@ and CameraInfo are written, so a file source never outruns the recorder.
 
 from __future__ import annotations
 
-import re
 import time
 
 from rclpy.node import Node
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
-                                               announce_ready, declare_parameters, relative_topic, run_node,
-                                               subscribe_like_publisher)
+from sam4dcap_biomech.ros.msg_conversion import stamp_from_cdr
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, FrameAcks, NodeDiagnostics,
+                                                announce_ready, declare_parameters, run_node,
+                                                subscribe_like_publisher)
+from sam4dcap_biomech.ros.topics import (CAMERA_INFO_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC_RE, PROGRESS_TOPIC,
+                                         relative_topic)
 
 from .. import graph
 from ..bag_io import BagWriter, TopicQos
-
-_JOINT_STATES = re.compile(r"^/humans/bodies/[A-Za-z_][A-Za-z0-9_]*/joint_states$")
-_IMAGE_TOPIC = graph.IMAGE_TOPIC
-_INFO_TOPIC = graph.CAMERA_INFO_TOPIC
 
 
 def _import_type(msgtype: str):
@@ -36,15 +34,6 @@ def _import_type(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
-def stamp_from_cdr(cdr: bytes):
-    """header.stamp of a CDR message whose first field is std_msgs/Header (all image types)."""
-    from builtin_interfaces.msg import Time
-
-    sec = int.from_bytes(cdr[4:8], "little", signed=True)
-    nanosec = int.from_bytes(cdr[8:12], "little")
-    return Time(sec=sec, nanosec=nanosec)
-
-
 class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder_node")
@@ -52,11 +41,11 @@ class RecorderNode(Node):
         p = declare_parameters(self, "recorder_node")
         if not p["bag_dir"]:
             raise Sam4dcapError("parameter recorder_node.bag_dir is empty: give the bag folder to write")
-        known = {t.name: t for t in graph.TOPICS if t.name != graph.PROGRESS_TOPIC}
+        known = {t.name: t for t in graph.TOPICS if t.name != PROGRESS_TOPIC}
         wanted = list(p["topics"])
         if wanted == ["all"]:
             wanted = [name for name, t in known.items() if t.record]
-        unknown = [t for t in wanted if t not in known and not _JOINT_STATES.match(t)]
+        unknown = [t for t in wanted if t not in known and not JOINT_STATES_TOPIC_RE.match(t)]
         if unknown:
             raise Sam4dcapError(f"parameter recorder_node.topics: unknown topic(s) {', '.join(unknown)} "
                                 f"(known: all, {', '.join(known)})")
@@ -81,9 +70,9 @@ class RecorderNode(Node):
             return
         self._topics[t.name] = t
         cls = _import_type(t.msgtype)
-        is_image = t.name == _IMAGE_TOPIC
+        is_image = t.name == IMAGE_TOPIC
 
-        is_frame_part = t.name in (_IMAGE_TOPIC, _INFO_TOPIC)
+        is_frame_part = t.name in (IMAGE_TOPIC, CAMERA_INFO_TOPIC)
 
         def on_msg(cdr: bytes, topic=t.name):
             self.writer.write(topic, time.time_ns(), cdr)
@@ -113,7 +102,7 @@ class RecorderNode(Node):
         """Ack a frame once its image and (when recorded) its CameraInfo are both in the bag:
         the executor may serve the big images first, and the source must not finish (and the
         graph stop us) while CameraInfos are still queued."""
-        parts = tuple(t for t in (_IMAGE_TOPIC, _INFO_TOPIC) if t in self._topics)
+        parts = tuple(t for t in (IMAGE_TOPIC, CAMERA_INFO_TOPIC) if t in self._topics)
         key = (stamp.sec, stamp.nanosec)
         seen = self._frame_parts.setdefault(key, set())
         seen.add(topic)
@@ -134,7 +123,7 @@ class RecorderNode(Node):
             if ns and not full.startswith(ns + "/"):
                 continue
             name = full[len(ns):]
-            if _JOINT_STATES.match(name) and name not in self._subs and "sensor_msgs/msg/JointState" in types:
+            if JOINT_STATES_TOPIC_RE.match(name) and name not in self._subs and "sensor_msgs/msg/JointState" in types:
                 self._add(graph.Topic(name, "sensor_msgs/msg/JointState", "results", "ik_node", ""))
 
     def close(self) -> None:

@@ -17,6 +17,8 @@ Modes:
       as in flight to the nodes downstream of it, except in the final wait.
   A file or bag source announces its last frame on /sam4dcap/end_of_stream (latched Header,
   stamp = that frame's capture stamp), so a stage holding frames can finish them.
+  The protocol's state and wait are `frame_flow.FrameFlow` (ROS-free, unit-tested); this node
+  feeds it the acks and asks the ROS graph who is ready or restarted.
   realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
       at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
       skips frames.
@@ -24,7 +26,6 @@ Modes:
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from pathlib import Path
@@ -34,16 +35,17 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, HELD_SUFFIX, LATCHED_QOS, PROGRESS_TOPIC, READY_TOPIC,
-                                               NodeDiagnostics, declare_parameters, image_qos, relative_topic,
-                                               run_node, sec_to_stamp)
+from sam4dcap_biomech.ros.msg_conversion import ns_to_stamp, restamp_cdr, sec_to_stamp, stamp_from_cdr, stamp_to_ns
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, NodeDiagnostics, declare_parameters,
+                                                image_qos, run_node)
+from sam4dcap_biomech.ros.topics import (CAMERA_INFO_TOPIC, END_OF_STREAM_TOPIC, IMAGE_TOPIC,
+                                         PROGRESS_TOPIC, READY_TOPIC, relative_topic)
 
 from .. import graph
 from ..camera_calibration import load_camera_info_file
+from ..frame_flow import FrameFlow
 from .image_conversion import camera_info_from_intrinsics, numpy_to_image
 
-IMAGE_TOPIC = graph.IMAGE_TOPIC
-INFO_TOPIC = graph.CAMERA_INFO_TOPIC
 # A stage's ListParameters answer not back after this long: ask again (a lost response) [s].
 SPINNING_QUERY_RETRY_S = 2.0
 
@@ -51,10 +53,6 @@ SPINNING_QUERY_RETRY_S = 2.0
 def is_bag(source: str) -> bool:
     p = Path(source)
     return (p.is_dir() and ((p / "metadata.yaml").is_file() or any(p.glob("*.mcap")))) or p.suffix == ".mcap"
-
-
-def _stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class VideoSourceNode(Node):
@@ -91,16 +89,12 @@ class VideoSourceNode(Node):
         qos = image_qos(self.offline)
         self.image_pub = self.create_publisher(Image, relative_topic(IMAGE_TOPIC), qos)
         # CameraInfo is small: offline, a deep queue, so a reader busy with images never loses one.
-        self.info_pub = self.create_publisher(CameraInfo, relative_topic(INFO_TOPIC),
+        self.info_pub = self.create_publisher(CameraInfo, relative_topic(CAMERA_INFO_TOPIC),
                                              DEEP_QOS if self.offline else qos)
         # Offline: the source starts once these nodes are ready, then waits for their frame
         # acks. Realtime: it only waits for them to be ready (a camera's frames go out as captured).
         self.ack_nodes = [n.strip() for n in p["ack_nodes"].split(",") if n.strip()]
-        self._lock = threading.Condition()
-        self.acked_ns: dict[str, int] = {n: -1 for n in self.ack_nodes} if self.offline else {}
-        self.held_ns: dict[str, int] = {}    # stage -> newest frame it holds back (not yet passed on)
-        self.last_ack_wall: dict[str, float] = {}
-        self.published_ns: list[int] = []
+        self.flow = FrameFlow(self.ack_nodes, offline=self.offline)
         self.ready_nodes: dict[str, set[str]] = {}  # node -> its lazily subscribed topics
         self._spinning: set[str] = set()
         self._param_clients: dict = {}
@@ -117,7 +111,7 @@ class VideoSourceNode(Node):
         self.frames_published = 0
         self.diagnostics = NodeDiagnostics(self)
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for the pipeline", frames_published=0)
-        self.eos_pub = self.create_publisher(Header, relative_topic(graph.END_OF_STREAM_TOPIC), LATCHED_QOS) \
+        self.eos_pub = self.create_publisher(Header, relative_topic(END_OF_STREAM_TOPIC), LATCHED_QOS) \
             if not self.camera else None
         self._thread = threading.Thread(target=self._run_guarded, name="video_source", daemon=True)
         self._thread.start()
@@ -128,27 +122,7 @@ class VideoSourceNode(Node):
 
     # --- flow control ---------------------------------------------------------------------
     def _on_progress(self, msg: Header) -> None:
-        with self._lock:
-            if msg.frame_id.endswith(HELD_SUFFIX):
-                holder = msg.frame_id[:-len(HELD_SUFFIX)]
-                self.held_ns[holder] = max(self.held_ns.get(holder, -1), _stamp_ns(msg.stamp))
-                self._lock.notify_all()
-            elif msg.frame_id in self.acked_ns:
-                t = _stamp_ns(msg.stamp)
-                if t > self.acked_ns[msg.frame_id]:
-                    self.acked_ns[msg.frame_id] = t
-                self.last_ack_wall[msg.frame_id] = time.monotonic()
-                self._lock.notify_all()
-
-    def _pending(self, node_name: str, *, count_held: bool = False) -> int:
-        """Frames published but not yet acked by `node_name` (acks are watermarks: stamp <= t).
-        Frames held back upstream of it are not in flight to it unless `count_held`."""
-        done = self.acked_ns[node_name]
-        if not count_held:
-            for holder, held in self.held_ns.items():
-                if held > done and holder in graph.NODE_NAMES and graph.waits_on_held_frames(holder, node_name):
-                    done = held
-        return len(self.published_ns) - bisect.bisect_right(self.published_ns, done)
+        self.flow.on_progress(msg.frame_id, stamp_to_ns(msg.stamp))
 
     def _input_endpoints(self, node_name: str) -> set[bytes]:
         """GIDs of `node_name`'s subscriptions to its first input: a restarted node has new ones."""
@@ -168,47 +142,23 @@ class VideoSourceNode(Node):
     def _check_restarts(self, waiting: list[str]) -> None:
         """A stage killed and restarted lost the frames in flight to it: they will never be
         acked. Seen as new subscription endpoints of that node; its backlog is then written
-        off (reported) so the stream goes on."""
+        off (reported) so the stream goes on (called by FrameFlow.wait_for_acks)."""
         for n in waiting:
             gids = self._input_endpoints(n)
             known = self._endpoints.setdefault(n, gids)
             if gids - known:
-                lost = self._pending(n, count_held=True)
-                # Its consumers will never see those frames either.
-                for m in {n} | (graph.downstream_of(n) if n in {x.name for x in graph.NODES} else set()):
-                    if m in self.acked_ns:
-                        self.acked_ns[m] = max(self.acked_ns[m], self.published_ns[-1])
+                lost = self.flow.write_off(n)
                 self.get_logger().warning(f"{n} restarted: the {lost} frame(s) in flight to it are lost "
                                           "(to it and to the nodes downstream of it)")
             self._endpoints[n] = known | gids
 
     def _wait_for_acks(self, max_pending: int) -> None:
-        timeout = self.p["ack_timeout_s"]
-        count_held = max_pending == 0   # the final wait needs every frame acked
-        with self._lock:
-            last_check = 0.0
-            while True:
-                waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
-                if not waiting:
-                    return
-                now = time.monotonic()
-                if now - last_check > 0.25:
-                    last_check = now
-                    self._check_restarts(waiting)
-                    waiting = [n for n in self.acked_ns if self._pending(n, count_held=count_held) > max_pending]
-                    if not waiting:
-                        return
-                for n in waiting:
-                    since = self.last_ack_wall.get(n, self._started_wall)
-                    since = max(since, self._last_publish_wall)
-                    if now - since > timeout:
-                        self.get_logger().error(
-                            f"{n} acked no frame for {timeout:.1f} s with {self._pending(n)} pending: "
-                            "no longer waiting for it (its results may be incomplete)")
-                        del self.acked_ns[n]
-                if not self.context.ok() or self._stop.is_set():
-                    raise Sam4dcapError("shut down while waiting for downstream")
-                self._lock.wait(timeout=0.1)
+        def dropped(name: str, timeout_s: float, pending: int) -> None:
+            self.get_logger().error(f"{name} acked no frame for {timeout_s:.1f} s with {pending} pending: "
+                                    "no longer waiting for it (its results may be incomplete)")
+
+        self.flow.wait_for_acks(max_pending, self.p["ack_timeout_s"], check_restarts=self._check_restarts,
+                                stopped=lambda: not self.context.ok() or self._stop.is_set(), on_dropped=dropped)
 
     def _is_spinning(self, node_name: str) -> bool:
         """The node answers its parameter service: constructed and spinning."""
@@ -262,7 +212,7 @@ class VideoSourceNode(Node):
             if not self.ack_nodes and self.image_pub.get_subscription_count() == 0:
                 missing.append(f"a subscriber on {IMAGE_TOPIC}")
             # Our own publishers must have matched every announced reader of our topics.
-            for topic, pub in ((IMAGE_TOPIC, self.image_pub), (INFO_TOPIC, self.info_pub)):
+            for topic, pub in ((IMAGE_TOPIC, self.image_pub), (CAMERA_INFO_TOPIC, self.info_pub)):
                 expected = sum(topic in topics for n, topics in self.ready_nodes.items() if n in self.ack_nodes)
                 if pub.get_subscription_count() < expected:
                     missing.append(f"{expected - pub.get_subscription_count()} matched reader(s) on {topic}")
@@ -283,27 +233,29 @@ class VideoSourceNode(Node):
             from rclpy.serialization import deserialize_message
 
             from .. import bag_io
-            from .recorder_node import stamp_from_cdr
 
             infos = {}
-            for topic, _, _, raw in bag_io.read_messages(self.p["source"], [INFO_TOPIC, IMAGE_TOPIC],
+            for topic, _, _, raw in bag_io.read_messages(self.p["source"], [CAMERA_INFO_TOPIC, IMAGE_TOPIC],
                                                          deserialize=False):
-                if topic == INFO_TOPIC:
-                    infos[_stamp_ns(stamp_from_cdr(raw))] = bytes(raw)
+                if topic == CAMERA_INFO_TOPIC:
+                    infos[stamp_to_ns(stamp_from_cdr(raw))] = bytes(raw)
             start_ns = int(self.p["start_s"] * 1e9)
             ros_t0_ns = None
             end_ns = int(self.p["end_s"] * 1e9) if self.p["end_s"] else None
             first = None
             for topic, _, _, raw in bag_io.read_messages(self.p["source"], [IMAGE_TOPIC], deserialize=False):
                 stamp = stamp_from_cdr(raw)
-                t_ns = _stamp_ns(stamp)
+                t_ns = stamp_to_ns(stamp)
                 first = t_ns if first is None else first
                 if t_ns - first < start_ns or (end_ns is not None and t_ns - first > end_ns):
                     continue
                 info = infos.get(t_ns)
                 if self.ros_time_stamps:  # replayed in ROS time: start now, keep the offsets
                     ros_t0_ns = ros_t0_ns if ros_t0_ns is not None else self.get_clock().now().nanoseconds - t_ns
-                    stamp, raw, info = self._restamp_cdr(raw, info, ros_t0_ns + t_ns)
+                    stamp = ns_to_stamp(ros_t0_ns + t_ns)   # replayed with ROS-time stamps
+                    raw = restamp_cdr(raw, ros_t0_ns + t_ns)
+                    if isinstance(info, (bytes, bytearray)):
+                        info = restamp_cdr(info, ros_t0_ns + t_ns)
                 if info is None:
                     img = deserialize_message(bytes(raw), Image)
                     from ..observations import CameraIntrinsics
@@ -329,18 +281,6 @@ class VideoSourceNode(Node):
             info = camera_info_from_intrinsics(self.intrinsics, stamp=stamp, frame_id=self.p["frame_id"])
             yield stamp, img, info, frame.time_s
 
-    @staticmethod
-    def _restamp_cdr(raw: bytes, info, t_ns: int):
-        """An image (CDR bytes, header first) and its CameraInfo (CDR bytes or message) with
-        stamp t_ns: a bag replayed with ROS-time stamps."""
-        sec, nanosec = divmod(int(t_ns), 1_000_000_000)
-        head = sec.to_bytes(4, "little", signed=True) + nanosec.to_bytes(4, "little")
-        raw = bytes(raw[:4]) + head + bytes(raw[12:])
-        if isinstance(info, (bytes, bytearray)):
-            info = bytes(info[:4]) + head + bytes(info[12:])
-        stamp = sec_to_stamp(sec + nanosec * 1e-9)
-        return stamp, raw, info
-
     def _announce_end(self) -> None:
         """Once, after the last frame (the file's end, or a stop): stages holding frames
         (markers_node's ground-plane window) finish them, so the results of every published
@@ -356,8 +296,7 @@ class VideoSourceNode(Node):
         inside a publish when rclpy and the interpreter shut down (that aborted the process:
         "terminate called without an active exception")."""
         self._stop.set()
-        with self._lock:
-            self._lock.notify_all()
+        self.flow.wake()
         self._thread.join(5.0)
         if self._thread.is_alive():
             self.get_logger().warning("publishing thread still busy after 5 s")
@@ -389,11 +328,10 @@ class VideoSourceNode(Node):
                 self.context.try_shutdown()
 
     def _run(self) -> None:
-        self._started_wall = time.monotonic()
-        self._last_publish_wall = self._started_wall
+        self.flow.started = self.flow.last_publish = time.monotonic()
         if self.offline or self.ack_nodes:
             self._wait_for_pipeline()
-        self._endpoints = {n: self._input_endpoints(n) for n in self.acked_ns}
+        self._endpoints = {n: self._input_endpoints(n) for n in self.flow.acked_ns}
         t_start = time.monotonic()
         pace0 = None
         t_frame = time.monotonic()
@@ -410,9 +348,7 @@ class VideoSourceNode(Node):
                 if delay > 0 and self._stop.wait(delay):
                     self._announce_end()
                     return
-            with self._lock:
-                self.published_ns.append(_stamp_ns(stamp))
-                self._last_publish_wall = time.monotonic()
+            self.flow.published(stamp_to_ns(stamp))
             self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1

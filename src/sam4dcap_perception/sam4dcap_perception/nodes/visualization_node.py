@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from geometry_msgs.msg import Point
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.nodes.ros_common import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
-                                               declare_parameters, relative_topic, run_node)
-
-from .. import graph
+from sam4dcap_biomech.ros.msg_conversion import array_to_points, points_to_array, transform_stamped
+from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
+                                                declare_parameters, run_node)
+from sam4dcap_biomech.ros.topics import (KINEMATICS_TOPIC, MARKERS_TOPIC, MESH_TOPIC, MODEL_PATH_TOPIC, TF_TOPIC,
+                                         VISUALIZATION_TOPIC, body_id, relative_topic)
 
 SKELETON = (
     ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
@@ -85,8 +85,8 @@ def marker_array(names, positions: np.ndarray, header, *, diameter_m: float, sho
     spheres.scale.x = spheres.scale.y = spheres.scale.z = float(diameter_m)
     spheres.pose.orientation.w = 1.0
     spheres.color = _color(1.0, 0.5, 0.0)
-    spheres.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for n, p in pos.items()
-                      if n not in ("mid_hip", "mid_shoulder")]
+    spheres.points = array_to_points(np.array([p for n, p in pos.items() if n not in ("mid_hip", "mid_shoulder")],
+                                              float).reshape(-1, 3))
     out.markers.append(spheres)
 
     lines = Marker(header=header, ns="skeleton", id=0, type=Marker.LINE_LIST, action=Marker.ADD)
@@ -95,7 +95,7 @@ def marker_array(names, positions: np.ndarray, header, *, diameter_m: float, sho
     lines.color = _color(0.2, 0.8, 1.0)
     for a, b in SKELETON:
         if a in pos and b in pos:
-            lines.points += [Point(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in (pos[a], pos[b])]
+            lines.points += array_to_points(np.array([pos[a], pos[b]], float))
     out.markers.append(lines)
 
     if show_twin:
@@ -147,26 +147,16 @@ def mesh_marker(mesh_msg, faces: np.ndarray):
     m.pose.orientation.w = 1.0
     m.color = _color(0.7, 0.7, 0.75, 0.8)
     tri = v[faces.reshape(-1)]
-    m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in tri]
+    m.points = array_to_points(tri)
     return m
 
 
-def body_transforms(poses, header, body_id: str):
-    """TFMessage: one transform `header.frame_id` -> `<body_id>_<body>` per body pose."""
-    from geometry_msgs.msg import TransformStamped
+def body_transforms(poses, header, body: str):
+    """TFMessage: one transform `header.frame_id` -> `<body>_<OpenSim body>` per body pose."""
     from tf2_msgs.msg import TFMessage
 
-    out = []
-    for pose in poses:
-        tf = TransformStamped()
-        tf.header.stamp = header.stamp
-        tf.header.frame_id = header.frame_id
-        tf.child_frame_id = f"{body_id}_{pose.name}"
-        t, q = tf.transform.translation, tf.transform.rotation
-        t.x, t.y, t.z = (float(v) for v in pose.position_m)
-        q.x, q.y, q.z, q.w = (float(v) for v in pose.quaternion_xyzw)
-        out.append(tf)
-    return TFMessage(transforms=out)
+    return TFMessage(transforms=[transform_stamped(header.frame_id, f"{body}_{pose.name}", header.stamp,
+                                                   pose.position_m, pose.quaternion_xyzw) for pose in poses])
 
 
 class VisualizationNode(Node):
@@ -183,16 +173,16 @@ class VisualizationNode(Node):
         from sam4dcap_msgs.msg import JointKinematics
 
         self.p = declare_parameters(self, "visualization_node", runtime=("show_twin", "marker_diameter_m"))
-        self.pub = self.create_publisher(MarkerArray, relative_topic(graph.VISUALIZATION_TOPIC), RESULTS_QOS)
-        self.tf_pub = self.create_publisher(TFMessage, relative_topic(graph.TF_TOPIC), RESULTS_QOS)
+        self.pub = self.create_publisher(MarkerArray, relative_topic(VISUALIZATION_TOPIC), RESULTS_QOS)
+        self.tf_pub = self.create_publisher(TFMessage, relative_topic(TF_TOPIC), RESULTS_QOS)
         self.faces: dict[str, np.ndarray] = {}
-        self.create_subscription(VirtualMarkers, relative_topic(graph.MARKERS_TOPIC), self._on_markers, DEEP_QOS)
-        self.create_subscription(BodyMesh, relative_topic(graph.MESH_TOPIC), self._on_mesh, RESULTS_QOS)
+        self.create_subscription(VirtualMarkers, relative_topic(MARKERS_TOPIC), self._on_markers, DEEP_QOS)
+        self.create_subscription(BodyMesh, relative_topic(MESH_TOPIC), self._on_mesh, RESULTS_QOS)
         self.poser = None
         self.poser_path = ""
         # The model and kinematics pose the twin (show_twin) and the per-body TF frames.
-        self.create_subscription(String, relative_topic(graph.MODEL_PATH_TOPIC), self._on_model_path, LATCHED_QOS)
-        self.create_subscription(JointKinematics, relative_topic(graph.KINEMATICS_TOPIC), self._on_kinematics,
+        self.create_subscription(String, relative_topic(MODEL_PATH_TOPIC), self._on_model_path, LATCHED_QOS)
+        self.create_subscription(JointKinematics, relative_topic(KINEMATICS_TOPIC), self._on_kinematics,
                                  DEEP_QOS)
 
     def _on_model_path(self, msg) -> None:
@@ -220,12 +210,12 @@ class VisualizationNode(Node):
             return
         header = msg.header
         header.frame_id = self.p["world_frame"] or "world"
-        self.tf_pub.publish(body_transforms(poses, header, graph.body_id(msg.person_id)))
+        self.tf_pub.publish(body_transforms(poses, header, body_id(msg.person_id)))
         if self.p["show_twin"]:
             self.pub.publish(MarkerArray(markers=twin_markers(poses, header)))
 
     def _on_markers(self, msg) -> None:
-        pos = np.array([[p.x, p.y, p.z] for p in msg.positions], float).reshape(-1, 3)
+        pos = points_to_array(msg.positions)
         header = msg.header
         if self.p["world_frame"] and header.frame_id != self.p["world_frame"]:
             self.get_logger().warning(f"markers in {header.frame_id!r}, expected {self.p['world_frame']!r}",

@@ -1,5 +1,6 @@
-"""What every sam4dcap node shares: QoS profiles (named once), parameters declared from
-config/sam4dcap.yaml, and capture-stamp conversion. Imports rclpy: nodes only."""
+"""What every sam4dcap node shares: QoS profiles (named once, per QoS kind of topics.py),
+parameters declared from config/sam4dcap.yaml, `run_node`, frame acks, readiness and
+`NodeDiagnostics`. Imports rclpy: nodes only (names: topics.py; conversions: msg_conversion.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 from ..config import ParamSpec, load_config
 from ..errors import Sam4dcapError
+from .shm_recovery import release_stale_shm_ports
+from .topics import DIAGNOSTICS_TOPIC, HELD_SUFFIX, PROGRESS_TOPIC, READY_TOPIC, relative_topic
 
 # Images and raw detections: newest wins, late samples are useless (REP-2003 sensor data).
 # Offline (file) sources use RESULTS for images too, so no frame is dropped.
@@ -24,17 +27,6 @@ RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-# Frames (REP-103/105): `world` is z up for ROS consumers (RViz, tf2, robots); the markers,
-# kinematics and the IK model live in OpenSim's y-up frame, published as its named child
-# `opensim_world` (a fixed rotation of +90 deg about x: OpenSim x forward, y up, z right ->
-# ROS x forward, y left, z up). The camera's optical frame (x right, y down, z forward) is a
-# child of opensim_world; each body of the IK model is `<body id>_<OpenSim body>`, e.g.
-# body1_pelvis, a child of opensim_world.
-WORLD_FRAME = "world"
-OPENSIM_WORLD_FRAME = "opensim_world"
-OPENSIM_WORLD_IN_WORLD_XYZW = (0.7071067811865476, 0.0, 0.0, 0.7071067811865476)
 
 
 def image_qos(offline: bool) -> QoSProfile:
@@ -122,28 +114,31 @@ def declare_parameters(node: Node, section: str, overrides: Mapping[str, Any] | 
     return values
 
 
-def relative_topic(name: str) -> str:
-    """The relative form of a topic of the graph ("/sam4dcap/markers" -> "sam4dcap/markers"):
-    nodes create every publisher/subscription with it, so a node started in a namespace
-    (`__ns:=/cam2`, launch `namespace:=cam2`, `sam4dcap graph --namespace cam2`) talks on
-    /cam2/sam4dcap/markers and two graphs share a ROS domain without seeing each other. TF
-    too ("tf", "tf_static"), as Nav2 does for namespaced robots; without a namespace the names
-    are the usual absolute ones."""
-    return name.lstrip("/")
+class CoreReport:
+    """The `report(level, text, throttle_key=None)` callable a ROS-free core class logs through
+    (ik_stream.IKStream, marker_stream.MarkerStream): the node's logger, with lines that may
+    repeat every frame (those with a `throttle_key`) at most every `period_s` per key."""
 
+    def __init__(self, node: Node, period_s: float = 5.0):
+        self._logger = node.get_logger()
+        self._period_s = period_s
+        self._last: dict[str, float] = {}
 
-def stamp_to_sec(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
+    def __call__(self, level: str, text: str, throttle_key: str | None = None) -> None:
+        import time
 
-
-def sec_to_stamp(t: float):
-    from builtin_interfaces.msg import Time
-
-    sec = int(t // 1)
-    nanosec = int(round((t - sec) * 1e9))
-    if nanosec >= 1_000_000_000:
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
-    return Time(sec=sec, nanosec=nanosec)
+        if throttle_key is not None:
+            now = time.monotonic()
+            if now - self._last.get(throttle_key, -float("inf")) < self._period_s:
+                return
+            self._last[throttle_key] = now
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        if level == "info":
+            self._logger.info(text)
+        elif level == "warning":
+            self._logger.warning(text)
+        else:
+            self._logger.error(text)
 
 
 # Signals that stop a node cleanly: Ctrl-C, `kill`/launch's SIGTERM, a closed terminal or SSH
@@ -242,7 +237,6 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), on_signal)
     # A restart after a crash: take over the dead process's shared-memory ports (shm_recovery.py).
-    from .shm_recovery import release_stale_shm_ports
     release_stale_shm_ports()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
@@ -325,10 +319,6 @@ def _end_process(code: int) -> None:
 
 # --- Offline flow control and publisher-matched subscriptions (see sam4dcap_perception.graph) ---
 
-# Frame acks: each pipeline stage publishes std_msgs/Header(stamp=capture stamp of the input it
-# consumed, frame_id=its node name) after every input, output or not. File/bag sources wait for
-# them so no frame is dropped (sam4dcap_perception.graph.PROGRESS_TOPIC is the same name).
-PROGRESS_TOPIC = "/sam4dcap/progress"
 # Reliable and deep: small per-frame messages a stage may emit in bursts (markers after the
 # ground-plane window, frame acks).
 DEEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
@@ -337,6 +327,17 @@ DEEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
 
 LIVE_IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def qos_profile(kind: str, *, offline: bool = True) -> QoSProfile:
+    """The profile of a QoS kind of topics.py (image | results | deep | latched); `offline`
+    only matters for images (file/bag source: reliable and deep; camera: sensor data)."""
+    profiles = {"results": RESULTS_QOS, "deep": DEEP_QOS, "latched": LATCHED_QOS}
+    if kind == "image":
+        return image_qos(offline)
+    if kind not in profiles:
+        raise ValueError(f"unknown QoS kind {kind!r} (one of image, results, deep, latched)")
+    return profiles[kind]
 
 
 class FrameAcks:
@@ -356,10 +357,6 @@ class FrameAcks:
         """This node holds the frames up to `stamp` back (acked, not yet passed on): a source
         must not count them as in flight to the nodes downstream of it."""
         self._pub.publish(self._header(stamp=stamp, frame_id=self._name + HELD_SUFFIX))
-
-
-# frame_id suffix of a "frames held back" notice on PROGRESS_TOPIC (FrameAcks.hold).
-HELD_SUFFIX = "/held"
 
 
 def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw: bool = False,
@@ -399,9 +396,6 @@ def subscribe_like_publisher(node: Node, msg_type, topic: str, callback, *, raw:
     return timer
 
 
-# Readiness: a node whose input subscriptions are made lazily (subscribe_like_publisher)
-# announces its name here once they all exist; file sources wait for it.
-READY_TOPIC = "/sam4dcap/ready"
 # The announcement is repeated this often: latched QoS alone lost it twice in ~100 starts (a
 # late-matched reader), and the source then waited for startup_timeout_s for nothing [s].
 READY_REPEAT_S = 1.0
@@ -422,45 +416,6 @@ def announce_ready(node: Node, topics=()):
     return pub
 
 
-class BackgroundNode:
-    """A node in its own rclpy context, spun by a daemon thread: the probe that tests and
-    benchmarks use to watch a running graph from their own process. Add subscriptions to
-    `.node` at any time; `close()` stops the thread and shuts the context down."""
-
-    def __init__(self, name: str, *, spin_period_s: float = 0.02, namespace: str = ""):
-        import threading
-
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-
-        self.ctx = rclpy.Context()
-        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt of the host program.
-        rclpy.init(context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node(name, context=self.ctx, namespace=namespace or None)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._period_s = spin_period_s
-        self._stop = False
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop:
-            self.executor.spin_once(timeout_sec=self._period_s)
-
-    def close(self) -> None:
-        import rclpy
-
-        self._stop = True
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-
-
-# Node health (REP-107 style aggregators and rqt_runtime_monitor read this topic).
-DIAGNOSTICS_TOPIC = "/diagnostics"
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 

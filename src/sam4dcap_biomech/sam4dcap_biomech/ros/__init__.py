@@ -1,0 +1,1 @@
+"""The ROS layer both packages share (topic names, QoS, node plumbing, message conversion)."""
