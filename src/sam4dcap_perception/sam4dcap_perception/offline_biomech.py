@@ -39,13 +39,24 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     reference both go through here, so they use the same model, scaling and IK.
     fit_views: the camera views (camera_fit.CameraView) for the camera fit, built on demand from
     the files fit_inputs; without them IK is marker IK whatever opts.fit says."""
-    out = runner.out_dir
-    arts: dict[str, Path] = {}
     mass_kg = opts.mass_kg
     if mass_kg is None:
         mass_kg = float(load_config().params("ik_node")["subject_mass_kg"])
         log.warning("no --mass given: using ik_node.subject_mass_kg = %g kg from the config", mass_kg)
 
+    arts: dict[str, Path] = {"model": _model_stage(runner, stem, opts, marker_set=marker_set, mass_kg=mass_kg)}
+    arts["scaled_model"] = _scale_stage(runner, arts["model"], markers_trc, stem, opts, marker_set=marker_set,
+                                        mass_kg=mass_kg)
+    arts.update(_ik_stage(runner, arts["scaled_model"], markers_trc, stem, opts, fit_views=fit_views,
+                          fit_inputs=fit_inputs))
+    if opts.inverse_dynamics:
+        arts["id_sto"] = _id_stage(runner, arts["scaled_model"], arts["ik_mot"], stem)
+    return arts
+
+
+def _model_stage(runner: StageRunner, stem: str, opts: ProcessOptions, *, marker_set: str, mass_kg: float) -> Path:
+    """Stage "model": the user's model (+ marker set), or the generated one for this subject."""
+    out = runner.out_dir
     # Model: the user's, or the project's generated full-body model for this subject.
     generic = out / f"{stem}_model.osim"
     if opts.model:
@@ -66,8 +77,13 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                    params={"height_m": opts.height_m, "mass_kg": mass_kg, "marker_set": marker_set,
                            "builder": builder_version()},
                    outputs=[generic])
-    arts["model"] = generic
+    return generic
 
+
+def _scale_stage(runner: StageRunner, generic: Path, markers_trc: Path, stem: str, opts: ProcessOptions, *,
+                 marker_set: str, mass_kg: float) -> Path:
+    """Stage "scale": from a still window, else from the trial, else the model as given."""
+    out = runner.out_dir
     scaled = out / f"{stem}_scaled.osim"
 
     def scale():
@@ -106,8 +122,14 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
                params={"height_m": opts.height_m, "mass_kg": mass_kg, "marker_set": marker_set,
                        "static_window": opts.static_window, "trial_calibration": _trial_params()},
                outputs=[scaled])
-    arts["scaled_model"] = scaled
+    return scaled
 
+
+def _ik_stage(runner: StageRunner, scaled: Path, markers_trc: Path, stem: str, opts: ProcessOptions, *,
+              fit_views: Callable[[], list] | None, fit_inputs: Mapping[str, Path] | None) -> dict[str, Path]:
+    """Stage "ik": the camera fit on the 2D keypoints when there are views, else marker IK."""
+    out = runner.out_dir
+    arts: dict[str, Path] = {}
     ik_mot = out / f"{stem}_ik.mot"
     ik_err = out / f"{stem}_ik_marker_errors.sto"
     ik_conf = out / f"{stem}_ik_confidence.sto"
@@ -146,35 +168,38 @@ def biomech_stages(runner: StageRunner, markers_trc: Path, stem: str, opts: Proc
     arts["ik_marker_errors"] = ik_err
     if fit == "camera":
         arts["ik_confidence"] = ik_conf
-
-    if opts.inverse_dynamics:
-        id_sto = out / f"{stem}_id.sto"
-
-        def inverse_dynamics():
-            coords = read_mot(ik_mot)
-            solved = np.isfinite(coords.values).all(axis=1)
-            if solved.all():
-                run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
-                return
-            # Gaps: each solved run of at least 4 frames on its own, NaN rows elsewhere (one time grid).
-            forces = None
-            for a, b in true_runs(solved):
-                if b - a < 4:
-                    continue
-                res = run_id(scaled, coords.frames(slice(a, b)), log_file=out / f"{stem}_id_opensim.log")
-                if forces is None:
-                    forces = TimeSeries(time=coords.time, names=res.forces.names,
-                                        values=np.full((coords.n_frames, len(res.forces.names)), np.nan),
-                                        unit=res.forces.unit, meta=res.forces.meta,
-                                        channel_units=res.forces.channel_units)
-                forces.values[a:b] = res.forces.select(forces.names).values
-            if forces is None:
-                raise Sam4dcapError("inverse dynamics: no run of 4 or more solved frames in the trial")
-            write_sto(id_sto, forces)
-        runner.run("id", inverse_dynamics, inputs={"model": scaled, "coordinates": ik_mot}, params={},
-                   outputs=[id_sto])
-        arts["id_sto"] = id_sto
     return arts
+
+
+def _id_stage(runner: StageRunner, scaled: Path, ik_mot: Path, stem: str) -> Path:
+    """Stage "id": inverse dynamics of the IK coordinates (each solved run of 4+ frames)."""
+    out = runner.out_dir
+    id_sto = out / f"{stem}_id.sto"
+
+    def inverse_dynamics():
+        coords = read_mot(ik_mot)
+        solved = np.isfinite(coords.values).all(axis=1)
+        if solved.all():
+            run_id(scaled, ik_mot, out_sto=id_sto, log_file=out / f"{stem}_id_opensim.log")
+            return
+        # Gaps: each solved run of at least 4 frames on its own, NaN rows elsewhere (one time grid).
+        forces = None
+        for a, b in true_runs(solved):
+            if b - a < 4:
+                continue
+            res = run_id(scaled, coords.frames(slice(a, b)), log_file=out / f"{stem}_id_opensim.log")
+            if forces is None:
+                forces = TimeSeries(time=coords.time, names=res.forces.names,
+                                    values=np.full((coords.n_frames, len(res.forces.names)), np.nan),
+                                    unit=res.forces.unit, meta=res.forces.meta,
+                                    channel_units=res.forces.channel_units)
+            forces.values[a:b] = res.forces.select(forces.names).values
+        if forces is None:
+            raise Sam4dcapError("inverse dynamics: no run of 4 or more solved frames in the trial")
+        write_sto(id_sto, forces)
+    runner.run("id", inverse_dynamics, inputs={"model": scaled, "coordinates": ik_mot}, params={},
+               outputs=[id_sto])
+    return id_sto
 
 
 def _trial_params() -> dict:
