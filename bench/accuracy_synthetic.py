@@ -8,7 +8,7 @@ noise (5 mm RMS per axis, 70 % as slow drift) and 2 % dropouts (gaps up to 0.2 s
 (InverseKinematicsTool) runs on the raw markers, and on markers gap-filled and low-passed at
 6 Hz, and on the noise-free markers (the bias of the IK priors). Per-coordinate MAE / RMSE against
 the known joint angles, for both marker sets; blazepose33 with its default IK priors
-(inverse_kinematics.MARKER_SET_PRIORS) and without them (regularize=False).
+(ik_problem.MARKER_SET_PRIORS) and without them (regularize=False).
 Target: <= 2 deg lower-limb with 5 mm noise (for a marker set that observes every dof).
 Writes bench/results/accuracy_synthetic.md; the last stdout line is the summary (figure last).
 """

@@ -93,10 +93,10 @@ def measure(restarts: int, sig_name: str) -> dict:
             n_states, n_paths = len(arrivals), len(paths)
             started, started_wall = time.monotonic(), time.time()
             proc = start_node("ik_node", {"model_path": str(model)}, log_path=tmp / f"ik{k}.log")
-            if not ros.spin_until(lambda: len(paths) > n_paths, 60.0, procs=[proc]):
+            if not ros.spin_until(lambda: len(paths) > n_paths, 60.0, procs=[proc]):   # noqa: B023 (called in this iteration)
                 raise RuntimeError("ik_node not discovered within 60 s")
             up = time.monotonic()
-            if not ros.spin_until(lambda: len(arrivals) > n_states, 60.0, procs=[proc]):
+            if not ros.spin_until(lambda: len(arrivals) > n_states, 60.0, procs=[proc]):   # noqa: B023 (called in this iteration)
                 raise RuntimeError("no JointState within 60 s")
             first = arrivals[n_states]
             ros.spin_until(lambda: False, 2.0)  # mid-stream; also shows a later stall, if any

@@ -147,8 +147,8 @@ def main() -> int:
         for acc in (setup_acc, setup_acc / 10):
             tool_s, tool, stream_s, stream = _best_of_interleaved(
                 5,
-                lambda: run_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "tool.mot"),
-                lambda: run_streaming_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "stream.mot"))
+                lambda: run_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "tool.mot"),   # noqa: B023 (called in this iteration)
+                lambda: run_streaming_ik(model, markers, setup_xml=setup, accuracy=acc, out_mot=tmp / "stream.mot"))   # noqa: B023 (called in this iteration)
             n = tool.coordinates.n_frames
             assert stream.coordinates.n_frames == n, (stream.coordinates.n_frames, n)
             d_tool, worst, rms = _max_rot_diff_deg(tool.coordinates, stream.coordinates)

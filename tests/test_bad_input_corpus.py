@@ -36,7 +36,7 @@ from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.inverse_kinematics import run_ik
 from sam4dcap_biomech.storage import read_mot, write_mot
 from sam4dcap_biomech.timeseries import TimeSeries
-from sam4dcap_biomech.trc import read_trc, write_trc
+from sam4dcap_biomech.trc import write_trc
 from sam4dcap_perception.bag_io import BagWriter, bag_topics
 from sam4dcap_perception.cli import main
 from sam4dcap_perception.video_source import open_source

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import Sam4dcapError
+from .settings import check_height_m, check_mass_kg
 
 # de Leva 1996 Table 4: (length_mm, mass_%, com_% from the proximal end, r_sag_%, r_trans_%, r_long_%)
 # Proximal ends: head VERT (vertex), upper trunk CERV, middle trunk XYPH, lower trunk OMPH,
@@ -131,10 +132,8 @@ class BodyLayout:
 
 
 def validate_subject(height_m: float, mass_kg: float, sex: str = "male") -> None:
-    if not np.isfinite(height_m) or not 0.5 <= height_m <= 2.5:
-        raise Sam4dcapError(f"height {height_m!r} m is outside 0.5..2.5 m: give the standing height in metres")
-    if not np.isfinite(mass_kg) or not 10.0 <= mass_kg <= 300.0:
-        raise Sam4dcapError(f"mass {mass_kg!r} kg is outside 10..300 kg: give the body mass in kilograms")
+    check_height_m(height_m)
+    check_mass_kg(mass_kg)
     if sex not in SEXES:
         raise Sam4dcapError(f"unknown sex {sex!r}: use one of {', '.join(SEXES)}")
 
@@ -152,7 +151,7 @@ def _combine(parts: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[float, 
     for m, c, i in parts:
         d = c - com
         inertia += i + m * (np.dot(d, d) * np.eye(3) - np.outer(d, d))
-    return mass, com, inertia
+    return float(mass), np.asarray(com, float), inertia
 
 
 def body_layout(height_m: float, mass_kg: float, sex: str = "male") -> BodyLayout:
@@ -256,8 +255,8 @@ def body_layout(height_m: float, mass_kg: float, sex: str = "male") -> BodyLayou
     seg("pelvis", frac("lower_trunk"), com, _inertia(frac("lower_trunk"), L["lower_trunk"], rs, rl, rt))
     # torso = upper trunk (CERV -> XYPH) + middle trunk (XYPH -> OMPH)
     parts = []
-    for name, a, b in (("upper_trunk", P["c7"], P["xyphion"]), ("middle_trunk", P["xyphion"], P["omphalion"])):
-        c, _ = along(name, a, b)
+    for name, top, bottom in (("upper_trunk", P["c7"], P["xyphion"]), ("middle_trunk", P["xyphion"], P["omphalion"])):
+        c, _ = along(name, top, bottom)
         _, _, rs, rt, rl = table[name][1:]
         parts.append((frac(name), c, _inertia(frac(name), L[name], rs, rl, rt)))
     m, c, i = _combine(parts)

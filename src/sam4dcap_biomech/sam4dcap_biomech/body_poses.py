@@ -82,9 +82,9 @@ def rotation_to_quaternion_xyzw(rotation: np.ndarray) -> np.ndarray:
     else:
         s = math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
         q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s, (r[1, 0] - r[0, 1]) / s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+    quat = np.array(q)
+    quat /= np.linalg.norm(quat)
+    return -quat if quat[3] < 0 else quat
 
 
 def _axes_with_z_along(direction: np.ndarray) -> np.ndarray:

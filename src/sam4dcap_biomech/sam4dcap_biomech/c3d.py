@@ -21,12 +21,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MissingDependencyError, Sam4dcapError
+from .filters import sampling_rate_hz
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -47,8 +51,6 @@ def _ezc3d():
 
 def write_c3d(path, markers: TimeSeries, *, analogs: TimeSeries | None = None) -> Path:
     """Write markers (any length unit; stored in mm) and optional analogs as a C3D file."""
-    from .filters import sampling_rate_hz
-
     _ezc3d()
     path = Path(path)
     if not markers.is_points:
@@ -117,9 +119,6 @@ def _child_env() -> dict:
 
 
 def _write_in_subprocess(payload: dict, path: Path) -> None:
-    import subprocess
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="sam4dcap-c3d-") as tmp:
         npz = Path(tmp) / "payload.npz"
         np.savez(npz, **payload)
@@ -133,8 +132,6 @@ def _write_in_subprocess(payload: dict, path: Path) -> None:
 def check_c3d_layout(path: Path) -> None:
     """Refuse a file whose C3D header/parameter section points past its end (cut short, corrupt):
     ezc3d reads such files forever instead of failing."""
-    import struct
-
     try:
         with path.open("rb") as f:
             head = f.read(512)
@@ -178,9 +175,6 @@ def read_c3d(path) -> TimeSeries:
     ezc3d crashes (SIGSEGV) or loops forever on some corrupt parameter sections, so the file is
     read in a fresh interpreter (like `write_c3d`): a crash or a hang becomes one clear error.
     """
-    import subprocess
-    import tempfile
-
     path = Path(path)
     _ezc3d()
     if not path.is_file():
@@ -252,9 +246,9 @@ def _markers_of(path: Path, c3d) -> TimeSeries:
         raise Sam4dcapError(f"{path}: C3D point rate {rate} Hz is not a positive number")
     points = np.asarray(c3d["data"]["points"], float)
     if np.isinf(points[:3]).any() or (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any():
-        frame = int(np.flatnonzero((~np.isfinite(points[:3]) & ~np.isnan(points[:3])).any(axis=(0, 1))
+        bad = int(np.flatnonzero((~np.isfinite(points[:3]) & ~np.isnan(points[:3])).any(axis=(0, 1))
                                    | (np.abs(np.nan_to_num(points[:3])) > _MAX_ABS_FILE_VALUE).any(axis=(0, 1)))[0])
-        raise Sam4dcapError(f"{path}: point frame {frame + 1} holds a non-finite or absurd coordinate "
+        raise Sam4dcapError(f"{path}: point frame {bad + 1} holds a non-finite or absurd coordinate "
                             "(corrupt file?)")
     if points.shape[1] != len(labels):
         raise Sam4dcapError(f"{path}: marker count mismatch: {len(labels)} POINT:LABELS but "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 from scipy import signal
@@ -290,6 +291,7 @@ class CausalLowpass:
             self._active = np.zeros(n, bool)
         elif x.shape != self._shape:
             raise Sam4dcapError(f"CausalLowpass sample shape changed from {self._shape} to {x.shape}")
+        assert self._active is not None and self._state is not None   # set with the shape
         miss = np.isnan(x).any(axis=1) if x.ndim == 2 else np.isnan(x)
         if x.ndim == 2:
             miss = np.repeat(miss, 3)
@@ -311,6 +313,7 @@ class CausalLowpass:
         return y.reshape(x.shape)
 
     def _init_steady(self, channels: np.ndarray, x: np.ndarray) -> None:
+        assert self._state is not None
         value = x[channels]
         for s, (b0, b1, b2, _, a1, a2) in enumerate(self.sos):
             out = value * (b0 + b1 + b2) / (1.0 + a1 + a2)
@@ -392,8 +395,6 @@ def fill_gaps(series: TimeSeries, *, max_gap_frames: int, method: str = "cubic")
 # --- angles ----------------------------------------------------------------------------------
 def rotational_channels(series: TimeSeries) -> list[str]:
     """Channels holding angles: unit rad/deg, excluding translations (length channel_units or *_t[xyz])."""
-    import re
-
     names = []
     for name in series.names:
         unit = series.unit_of(name)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import Sam4dcapError
+from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .settings import IDSettings
+from .storage import read_mot, write_mot, write_sto
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,6 @@ class IDResult:
 
 
 def _coordinates(coordinates) -> TimeSeries:
-    from .storage import read_mot
-
     if isinstance(coordinates, TimeSeries):
         if coordinates.is_points:
             raise Sam4dcapError("coordinates must be a scalar TimeSeries (N, K), not points")
@@ -86,10 +89,6 @@ def check_coordinates_plausible(coords: TimeSeries, model, state) -> None:
 
 def external_loads_time_range(xml_path) -> tuple[Path, float, float]:
     """(data file, first, last time) of an OpenSim ExternalLoads XML's force data file."""
-    import xml.etree.ElementTree as ET
-
-    from .storage import read_mot
-
     xml_path = Path(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -150,27 +149,23 @@ def _mark_no_loads(path: Path) -> None:
 
 def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_hz: float | None = None,
            out_sto=None, start_s: float | None = None, end_s: float | None = None,
-           log_file=None) -> IDResult:
+           log_file=None, settings: IDSettings | None = None) -> IDResult:
     """Inverse dynamics of a coordinate trial (TimeSeries rad/m, or .mot path).
 
-    lowpass_cutoff_hz: None = config id_node.lowpass_cutoff_hz; <= 0 = no filtering.
+    lowpass_cutoff_hz: None = settings.lowpass_cutoff_hz (settings None = the config's,
+    `IDSettings.from_config()`); <= 0 = no filtering.
     Returns generalized forces (`<coordinate>_moment` N*m / `<coordinate>_force` N).
     """
     import opensim
 
-    from .config import load_config
-    from .opensim_logging import opensim_log
-    from .storage import read_mot, write_mot, write_sto
-    from .streaming_ik import _load_model
-
-    params = load_config().params("id_node")
-    cutoff = params["lowpass_cutoff_hz"] if lowpass_cutoff_hz is None else float(lowpass_cutoff_hz)
+    settings = settings if settings is not None else IDSettings.from_config()
+    cutoff = settings.lowpass_cutoff_hz if lowpass_cutoff_hz is None else float(lowpass_cutoff_hz)
     coords = _coordinates(coordinates)
     if external_loads_xml in ("", None):
         external_loads_xml = None
     elif not Path(external_loads_xml).is_file():
         raise Sam4dcapError(f"external loads file not found: {external_loads_xml}")
-    model = _load_model(model_path)
+    model = load_model(model_path)
     cs = model.getCoordinateSet()
     state = model.initSystem()
     model_coords = [cs.get(i).getName() for i in range(cs.getSize())]
@@ -199,8 +194,8 @@ def run_id(model_path, coordinates, *, external_loads_xml=None, lowpass_cutoff_h
                             f"{coords.rate_hz:.1f} Hz coordinates")
 
     out_sto = Path(out_sto) if out_sto is not None else None
-    with tempfile.TemporaryDirectory(prefix="sam4dcap_id_") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sam4dcap_id_") as tmp_name:
+        tmp = Path(tmp_name)
         results_dir = out_sto.parent if out_sto is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
         sto_name = out_sto.name if out_sto is not None else "inverse_dynamics.sto"

@@ -35,87 +35,19 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import load_config
 from .errors import Sam4dcapError
 from .filters import true_runs
-from .markersets import BLAZEPOSE33, OPENCAP43
-from .streaming_ik import CoordinateTask, _load_model, canonical_coordinates, unobserved_coordinates
+from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
+                         ik_regularization, unobserved_coordinates)
+from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .settings import IKSettings
+from .storage import read_mot, write_mot, write_sto
+from .streaming_ik import StreamingIK, solve_trial
 from .timeseries import TimeSeries
+from .trc import markers_in_mm_suspected, read_trc, write_trc
 
 log = logging.getLogger(__name__)
-
-# Relative IK weights of the project's marker sets. Joint-centre-like keypoints (hips, knees,
-# ankles) and foot points carry the lower-limb pose; face and hand points are noisy and only
-# orient head/hands, so they barely pull.
-_BLAZEPOSE_WEIGHTS = {
-    "nose": 0.2, "left_eye_inner": 0.05, "left_eye": 0.05, "left_eye_outer": 0.05,
-    "right_eye_inner": 0.05, "right_eye": 0.05, "right_eye_outer": 0.05,
-    "left_ear": 0.2, "right_ear": 0.2, "mouth_left": 0.05, "mouth_right": 0.05,
-    "left_shoulder": 2.0, "right_shoulder": 2.0, "left_elbow": 1.0, "right_elbow": 1.0,
-    "left_wrist": 1.0, "right_wrist": 1.0, "left_pinky": 0.2, "right_pinky": 0.2,
-    "left_index": 0.2, "right_index": 0.2, "left_thumb": 0.2, "right_thumb": 0.2,
-    "left_hip": 5.0, "right_hip": 5.0, "left_knee": 5.0, "right_knee": 5.0,
-    "left_ankle": 5.0, "right_ankle": 5.0, "left_heel": 3.0, "right_heel": 3.0,
-    "left_foot_index": 3.0, "right_foot_index": 3.0,
-}
-# OpenCap's markers are all skin landmarks of similar quality: equal weights. Measured on synthetic
-# trials with 5 mm soft-tissue-like noise (bench/accuracy_synthetic.py), equal weights beat
-# up-weighting the joint markers (hip rotation 2.2 vs 3.1 deg RMS): the thigh and shank
-# clusters are what make segment axial rotation observable.
-_OPENCAP_WEIGHTS = {name: 1.0 for name in OPENCAP43}
-assert set(_BLAZEPOSE_WEIGHTS) == set(BLAZEPOSE33)
-MARKER_SET_WEIGHTS: dict[str, dict[str, float]] = {"blazepose33": _BLAZEPOSE_WEIGHTS,
-                                                   "opencap43": _OPENCAP_WEIGHTS}
-
-# Weak coordinate priors per marker set (IKCoordinateTask weights toward a value; the markers goal
-# is sum w_i r_i^2 / sum w_i in m^2, so 2e-4 rad^-2 makes 1 deg of prior deviation cost as much as
-# 0.25 mm of weighted RMS marker error). BlazePose puts only the two hip keypoints on the pelvis, on
-# its tilt axis: pelvis tilt, hip flexion and lumbar extension form a near null space, and with
-# straight knees femoral rotation is barely seen. Measured (synthetic gait/squat/drop jump, 5 mm
-# noise, bench/accuracy_synthetic.py and test_ik): lumbar -> 0 at 2e-4 cuts hip-flexion RMSE
-# from 6-8 to 2.4-4 deg (noise-free bias = the trial's lumbar angle carried into pelvis tilt and
-# hip flexion: 1.9 / 4.0 / 2.6 deg for lumbar RMS 3 / 6 / 4 deg; 2e-5 keeps most of the noise,
-# 2e-3 and up the full bias); hip rotation -> 0 at 2e-4 cuts its RMSE from 6-15 to ~3 deg (noise-
-# free bias 1.8 deg in gait, whose hip rotation is +-5 deg). Likewise humeral rotation trades
-# against pronation with nearly straight elbows (the hand keypoints are close to the forearm axis):
-# arm_rot -> 0 at 2e-4 cuts its RMSE from 5-12 to 1-3.6 deg and keeps the streaming solver out of
-# that flat valley (it crawled there, up to 50 iterations a frame). OpenCap's markers observe
-# every lower-limb dof: no prior.
-_BLAZEPOSE_PRIORS = {name: CoordinateTask(2e-4, 0.0) for name in (
-    "lumbar_extension", "lumbar_bending", "lumbar_rotation", "hip_rotation_r", "hip_rotation_l",
-    "arm_rot_r", "arm_rot_l")}
-MARKER_SET_PRIORS: dict[str, dict[str, CoordinateTask]] = {"blazepose33": _BLAZEPOSE_PRIORS, "opencap43": {}}
-# Weight of the task holding an unobserved coordinate at its default: it is alone in its
-# (zero) Jacobian column, so any positive weight holds it exactly without touching the rest.
-UNOBSERVED_HOLD_WEIGHT = 1.0
-
-
-def marker_set_of(names) -> str | None:
-    """Which project marker set a list of names is (most of its names present), if any."""
-    names = set(names)
-    best, best_share = None, 0.0
-    for key, weights in MARKER_SET_WEIGHTS.items():
-        share = len(names & set(weights)) / len(weights)
-        if share > best_share:
-            best, best_share = key, share
-    return best if best_share >= 0.5 else None
-
-
-def ik_regularization(marker_names, coordinate_names, *, unobserved=(), locked=()) -> dict[str, CoordinateTask]:
-    """Regularising coordinate tasks for IK with these (weighted) markers on a model.
-
-    The priors of the project marker set the names are (`MARKER_SET_PRIORS`, for coordinates the
-    model has and does not lock), plus a hold at the default value for each `unobserved`
-    coordinate (`streaming_ik.unobserved_coordinates`). Used by run_ik and StreamingIK alike.
-    """
-    coordinate_names = set(coordinate_names)
-    key = marker_set_of(marker_names)
-    tasks = {name: task for name, task in MARKER_SET_PRIORS.get(key, {}).items()
-             if name in coordinate_names and name not in set(locked)}
-    for name in unobserved:
-        tasks[name] = CoordinateTask(UNOBSERVED_HOLD_WEIGHT, None)
-    return tasks
-
 
 @dataclass(frozen=True)
 class IKSetup:
@@ -152,7 +84,7 @@ def read_ik_setup(path) -> IKSetup:
     weights: dict[str, float] = {}
     for task in tool.iter("IKMarkerTask"):
         if _text(task, "apply", "true").lower() == "true":
-            weights[task.get("name")] = float(_text(task, "weight", "1"))
+            weights[task.get("name", "")] = float(_text(task, "weight", "1"))
     tasks: dict[str, CoordinateTask] = {}
     for task in tool.iter("IKCoordinateTask"):
         if _text(task, "apply", "true").lower() != "true":
@@ -162,7 +94,7 @@ def read_ik_setup(path) -> IKSetup:
             raise Sam4dcapError(f"{path}: coordinate task {task.get('name')} takes its value from a coordinate "
                                 "file, which sam4dcap does not support; use default_value or manual_value")
         value = float(_text(task, "value", "0")) if kind == "manual_value" else None
-        tasks[task.get("name")] = CoordinateTask(float(_text(task, "weight", "1")), value)
+        tasks[task.get("name", "")] = CoordinateTask(float(_text(task, "weight", "1")), value)
 
     def resolve(text):
         return None if not text or text == "Unassigned" else (path.parent / text).resolve()
@@ -194,8 +126,6 @@ class IKResult:
 
 def load_markers(markers) -> TimeSeries:
     """A marker TimeSeries (metres) from a TimeSeries or a TRC path; checks units."""
-    from .trc import markers_in_mm_suspected, read_trc
-
     if isinstance(markers, TimeSeries):
         if not markers.is_points:
             raise Sam4dcapError("markers must be a point TimeSeries (N, K, 3)")
@@ -226,7 +156,7 @@ def resolve_weights(marker_names, *, setup: IKSetup | None, marker_weights: Mapp
         weights = {k: float(v) for k, v in marker_weights.items()}
         origin = "the given marker weights"
     else:
-        key = marker_set_of(names)
+        key = closest_marker_set(names)
         if key is not None:
             weights = dict(MARKER_SET_WEIGHTS[key])
             origin = f"the {key} marker-set weights"
@@ -291,8 +221,6 @@ def describe_intervals(time: np.ndarray, mask: np.ndarray, *, most: int = 4) -> 
 
 
 def _write_tool_trc(markers: TimeSeries, folder: Path) -> Path:
-    from .trc import write_trc
-
     # Metres, so OpenSim applies no unit conversion; NaN samples are read as missing markers.
     return write_trc(folder / "markers.trc", markers, units="m")
 
@@ -315,12 +243,11 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
     worst_frame = int(np.argmax(rms))
     if rms[worst_frame] <= max_rms_m:
         return
-    from .streaming_ik import StreamingIK
 
     names = [n for n in markers.names if n in weights]
     ik = StreamingIK(model_path, names, marker_weights=weights, min_markers=3)
     frame = ik.solve(float(markers.time[worst_frame]), markers.select(names).values[worst_frame])
-    worst = sorted(frame.marker_errors_m.items(), key=lambda kv: -kv[1])[:4]
+    worst = sorted(frame.marker_errors_m.items(), key=lambda kv: -kv[1])[:4] if frame is not None else []
     raise Sam4dcapError(
         f"the model does not fit the markers: marker RMS error {rms[worst_frame] * 1000:.0f} mm at "
         f"t={markers.time[worst_frame]:.3f} s (limit {max_rms_m * 1000:.0f} mm); worst markers: "
@@ -328,10 +255,11 @@ def _fit_check(model_path, markers: TimeSeries, weights, rms: np.ndarray, *, max
         + ". Check marker names/placement and units, or scale the model to the subject first")
 
 
-def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | None, params) -> dict:
+def _coordinate_tasks(model, weights, setup: IKSetup | None, regularize: bool | None,
+                      settings: IKSettings) -> dict:
     """The coordinate tasks of the problem: regularisation (see ik_regularization), then the setup's."""
     if regularize is None:
-        regularize = params["regularize_unobserved"] and setup is None
+        regularize = settings.regularize_unobserved and setup is None
     tasks: dict[str, CoordinateTask] = {}
     if regularize:
         cs = model.getCoordinateSet()
@@ -350,12 +278,12 @@ def _model_marker_names(model) -> tuple[str, ...]:
 
 
 def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max_marker_rms_m,
-                start_s, end_s, params):
+                start_s, end_s, settings: IKSettings):
     """What batch and streaming IK share: setup, accuracy, marker window, model, weights."""
     setup = read_ik_setup(setup_xml) if setup_xml is not None else None
     if accuracy is None:
-        accuracy = setup.accuracy if setup is not None and setup.accuracy else params["accuracy"]
-    max_marker_rms_m = params["max_marker_rms_m"] if max_marker_rms_m is None else max_marker_rms_m
+        accuracy = setup.accuracy if setup is not None and setup.accuracy else settings.accuracy
+    max_marker_rms_m = settings.max_marker_rms_m if max_marker_rms_m is None else max_marker_rms_m
     series = load_markers(markers)
     if setup is not None and setup.time_range is not None and start_s is None and end_s is None:
         start_s, end_s = setup.time_range
@@ -365,67 +293,50 @@ def _ik_problem(model_path, markers, *, setup_xml, marker_weights, accuracy, max
                                    None if end_s is None else end_s + 5e-4)
         if series.n_frames == 0:
             raise Sam4dcapError(f"no marker frames in the time range {start_s}..{end_s} s")
-    accuracy = load_config().specs("ik_node")["accuracy"].validate(accuracy, node="ik_node")
-    model = _load_model(model_path)
+    accuracy = IKSettings.check_accuracy(accuracy)
+    model = load_model(model_path)
     weights = resolve_weights(series.names, setup=setup, marker_weights=marker_weights,
                               model_marker_names=list(_model_marker_names(model)),
-                              min_markers=params["min_markers"])
+                              min_markers=settings.min_markers)
     return setup, accuracy, max_marker_rms_m, series, model, weights
 
 def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
            accuracy: float | None = None, start_s: float | None = None, end_s: float | None = None,
            log_file=None, max_marker_rms_m: float | None = None, regularize: bool | None = None,
-           warn_gaps: bool = True) -> IKResult:
+           warn_gaps: bool = True, settings: IKSettings | None = None) -> IKResult:
     """Batch IK of a trial with OpenSim's InverseKinematicsTool.
 
     model_path: .osim (or opensim.Model); markers: TimeSeries (metres) or TRC path.
     Time range: start_s/end_s, else the setup's time_range, else the whole trial.
     Returns coordinates (rad/m) and per-frame marker RMS/max errors; writes out_mot (degrees)
     and, beside it, `<stem>_marker_errors.sto` and `<stem>_opensim.log`.
-    regularize: add ik_regularization's tasks; None = config ik_node.regularize_unobserved when
-    there is no setup_xml (a setup defines the whole problem), else off. The tasks used are in
-    `result.extra["coordinate_tasks"]`. Frames with fewer than ik_node.min_markers markers are
+    settings: the solver settings (None = the config's, `IKSettings.from_config()`); the
+    arguments above override them. regularize: add ik_regularization's tasks; None =
+    settings.regularize_unobserved when there is no setup_xml (a setup defines the whole
+    problem), else off. The tasks used are in
+    `result.extra["coordinate_tasks"]`. Frames with fewer than settings.min_markers markers are
     not solved: NaN rows (`result.extra["solved_frames"]` is False there), see `solvable_frames`.
     """
-    from .config import load_config
-
-    params = load_config().params("ik_node")
+    settings = settings if settings is not None else IKSettings.from_config()
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
-        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
-    min_markers = min(params["min_markers"], len(weights))
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, settings=settings)
+    min_markers = min(settings.min_markers, len(weights))
     solvable = solvable_frames(series, weights, min_markers=min_markers, warn=warn_gaps)
     units = _coordinate_units(model)
-    coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, params)
+    coordinate_tasks = _coordinate_tasks(model, weights, setup, regularize, settings)
     clamped = _unclamp(model)
 
-    with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sam4dcap_ik_") as tmp_name:
+        tmp = Path(tmp_name)
         out_mot = Path(out_mot) if out_mot is not None else None
         results_dir = out_mot.parent if out_mot is not None else tmp
         results_dir.mkdir(parents=True, exist_ok=True)
         stem = out_mot.stem if out_mot is not None else "ik"
         log_path = Path(log_file) if log_file is not None else (
             results_dir / f"{stem}_opensim.log" if out_mot is not None else None)
-        # The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved
-        # on its own (a fresh copy of the model each) and the rows land on the trial's time grid.
-        coords = labels = None
-        errors = None
-        for k, (a, b) in enumerate(true_runs(solvable)):
-            segment_model = model if k == 0 else _load_model(model_path)
-            if k:
-                _unclamp(segment_model)
-            seg_coords, seg_errors, labels = _run_tool(segment_model, series.frames(slice(a, b)), weights,
-                                                       coordinate_tasks, setup, accuracy, tmp / f"segment{k}",
-                                                       log_path, units)
-            if coords is None:
-                values = np.full((series.n_frames, len(seg_coords.names)), np.nan)
-                coords = TimeSeries(time=series.time, names=seg_coords.names, values=values, unit="rad",
-                                    meta={"source": str(out_mot) if out_mot else "ik"},
-                                    channel_units={n: "m" for n in seg_coords.names if units.get(n) == "m"})
-                errors = np.full((series.n_frames, len(labels)), np.nan)
-            coords.values[a:b] = seg_coords.select(coords.names).values
-            errors[a:b] = seg_errors
+        coords, errors, labels = _solve_runs(model, model_path, series, solvable, weights, coordinate_tasks, setup,
+                                             accuracy, tmp, log_path, units, source=str(out_mot) if out_mot else "ik")
         coords, errors, resolved = _keep_to_ranges(model_path, series, coords, errors, labels, clamped, weights=weights,
                                                    coordinate_tasks=coordinate_tasks, accuracy=accuracy,
                                                    min_markers=min_markers,
@@ -436,8 +347,6 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
         mx = errors[:, labels.index("marker_error_max")]
         err_file = None
         if out_mot is not None:
-            from .storage import write_mot, write_sto
-
             err_file = results_dir / f"{stem}_marker_errors.sto"
             write_mot(out_mot, coords, name=stem)
             write_sto(err_file, TimeSeries(time=series.time, names=tuple(labels), values=errors, unit="m"))
@@ -448,13 +357,34 @@ def run_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=
                            "clamped_ranges": clamped, "resolved_frames": resolved, "solved_frames": solvable})
 
 
+def _solve_runs(model, model_path, series: TimeSeries, solvable: np.ndarray, weights, coordinate_tasks, setup,
+                accuracy, tmp: Path, log_path, units: Mapping[str, str], *, source: str):
+    """(coordinates, error rows, error labels) on the trial's time grid, NaN where not solvable.
+
+    The InverseKinematicsTool cannot take NaN frames: each run of solvable frames is solved on
+    its own (a fresh, unclamped copy of the model each after the first)."""
+    segments = []
+    for k, (a, b) in enumerate(true_runs(solvable)):
+        segment_model = model if k == 0 else load_model(model_path)
+        if k:
+            _unclamp(segment_model)
+        segments.append((a, b, *_run_tool(segment_model, series.frames(slice(a, b)), weights, coordinate_tasks,
+                                          setup, accuracy, tmp / f"segment{k}", log_path, units)))
+    names, labels = segments[0][2].names, segments[0][4]   # solvable_frames refused a trial without one
+    coords = TimeSeries(time=series.time, names=names, values=np.full((series.n_frames, len(names)), np.nan),
+                        unit="rad", meta={"source": source},
+                        channel_units={n: "m" for n in names if units.get(n) == "m"})
+    errors = np.full((series.n_frames, len(labels)), np.nan)
+    for a, b, seg_coords, seg_errors, _ in segments:
+        coords.values[a:b] = seg_coords.select(names).values
+        errors[a:b] = seg_errors
+    return coords, errors, labels
+
+
 def _run_tool(model, series: TimeSeries, weights, coordinate_tasks, setup, accuracy, folder: Path, log_path,
               units: Mapping[str, str]):
     """InverseKinematicsTool on `series` (every frame solvable): (coordinates, error rows, error labels)."""
     import opensim
-
-    from .opensim_logging import opensim_log
-    from .storage import read_mot
 
     folder.mkdir(parents=True, exist_ok=True)
     # The tool writes <results dir>/<name>_ik_marker_errors.sto, but cuts its name at a dot
@@ -538,8 +468,6 @@ def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: 
     inside the ranges is the unclamped one, so the other frames keep the tool's solution.
     Returns (coordinates, marker-error rows, indices of the re-solved frames).
     """
-    from .streaming_ik import StreamingIK
-
     names = [n for n in clamped if n in coords.names]
     if not names:
         return coords, errors, np.zeros(0, int)
@@ -577,21 +505,17 @@ def _keep_to_ranges(model_path, series: TimeSeries, coords: TimeSeries, errors: 
 def run_streaming_ik(model_path, markers, *, out_mot=None, setup_xml=None, marker_weights=None,
                      accuracy: float | None = None, start_s: float | None = None,
                      end_s: float | None = None, max_marker_rms_m: float | None = None,
-                     regularize: bool | None = None) -> IKResult:
+                     regularize: bool | None = None, settings: IKSettings | None = None) -> IKResult:
     """The same problem as run_ik, solved frame by frame by StreamingIK (warm start)."""
-    from .config import load_config
-    from .storage import write_mot, write_sto
-    from .streaming_ik import StreamingIK, solve_trial
-
-    params = load_config().params("ik_node")
+    settings = settings if settings is not None else IKSettings.from_config()
     setup, accuracy, max_marker_rms_m, series, model, weights = _ik_problem(
         model_path, markers, setup_xml=setup_xml, marker_weights=marker_weights, accuracy=accuracy,
-        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, params=params)
-    min_markers = min(params["min_markers"], len(weights))
+        max_marker_rms_m=max_marker_rms_m, start_s=start_s, end_s=end_s, settings=settings)
+    min_markers = min(settings.min_markers, len(weights))
     solvable = solvable_frames(series, weights, min_markers=min_markers)
     names = [n for n in series.names if n in weights]
     if regularize is None:
-        regularize = params["regularize_unobserved"] and setup is None
+        regularize = settings.regularize_unobserved and setup is None
     ik = StreamingIK(model, names, marker_weights=weights,
                      coordinate_tasks=setup.coordinate_tasks if setup is not None else None,
                      accuracy=accuracy, min_markers=min_markers, regularize=regularize,

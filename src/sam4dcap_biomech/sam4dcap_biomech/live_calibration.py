@@ -28,11 +28,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from .errors import Sam4dcapError
+from .scaling import scale_model
+from .settings import check_height_m, check_mass_kg
+from .static_window import find_static_window
 from .timeseries import TimeSeries
 from .trial_calibration import TrialCalibrationSettings, measured_marker_names, scale_model_from_trial
 
@@ -65,7 +68,7 @@ class CalibrationOutcome:
     height_m: float
     mass_kg: float
     seconds: float
-    solver: object = None               # built by make_solver for model_path
+    solver: Any = None                  # built by make_solver for model_path
     details: dict = field(default_factory=dict)
 
     def message(self) -> str:
@@ -161,9 +164,8 @@ class LiveCalibrator:
     def request(self, height_m: float, mass_kg: float, window_s: float = 0.0) -> cf.Future:
         """Calibrate from the buffer as it is now (background). The future gives a
         CalibrationOutcome or raises Sam4dcapError."""
-        for name, value, lo, hi in (("height_m", height_m, 0.5, 2.5), ("mass_kg", mass_kg, 10.0, 300.0)):
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise Sam4dcapError(f"{name}={value!r} out of range [{lo}, {hi}]")
+        check_height_m(height_m, name="height_m")
+        check_mass_kg(mass_kg, name="mass_kg")
         if not (math.isfinite(window_s) and window_s >= 0):
             raise Sam4dcapError(f"window_s={window_s!r} must be >= 0 (0 = detect the stillest window)")
         with self._lock:
@@ -200,9 +202,6 @@ class LiveCalibrator:
 
     def _calibrate(self, markers: TimeSeries, confidence: np.ndarray, height_m: float, mass_kg: float,
                    window_s: float, automatic: bool) -> CalibrationOutcome:
-        from .scaling import scale_model
-        from .static_window import find_static_window
-
         t0 = time.perf_counter()
         s = self.settings
         out_dir = Path(s.output_dir).expanduser().resolve()
@@ -227,7 +226,7 @@ class LiveCalibrator:
             out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
             result = scale_model(str(s.base_model), markers, height_m=height_m, mass_kg=mass_kg, out_path=out_path,
                                  marker_set=s.marker_set, window=(start_s, end_s))
-            method, used = "static window", tuple(float(v) for v in result.window)
+            method, used = "static window", (float(result.window[0]), float(result.window[1]))
             details = {}
         else:
             out_path = out_dir / f"subject_trial_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"

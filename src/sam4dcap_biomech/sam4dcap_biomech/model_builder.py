@@ -33,14 +33,17 @@ mark the top of the head and the foot soles; `standing_height_m` and the synthet
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from .anthropometry import BodyLayout, body_layout, validate_subject
-from .errors import Sam4dcapError
+from .errors import MissingDependencyError, Sam4dcapError
 from .model_markers import MARKER_SET_ALIASES, marker_positions
+from .opensim_logging import stdout_to
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def _mirror(axis):
     return (-x, -y, z)
 
 
-def _joint_table() -> list[tuple[str, str, str, list[tuple[str, tuple, tuple[float, float]]]]]:
+def _joint_table() -> list[tuple[str, str, str, list[tuple[str, tuple, tuple[int, int]]]]]:
     """(joint, parent body, child body, [(coordinate, axis, (min_deg, max_deg)), ...]).
 
     Ranges: the normal adult active ranges of motion (AAOS / Greene & Heckman 1994, Soucie et al.
@@ -77,7 +80,7 @@ def _joint_table() -> list[tuple[str, str, str, list[tuple[str, tuple, tuple[flo
     for s in ("r", "l"):
         right = s == "r"
 
-        def m(axis):
+        def m(axis, right=right):
             return axis if right else _mirror(axis)
         joints += [
             (f"hip_{s}", "pelvis", f"femur_{s}", [(f"hip_flexion_{s}", Z, (-30, 120)),
@@ -124,9 +127,25 @@ def _opensim():
     try:
         import opensim
     except ImportError as exc:  # pragma: no cover - opensim is a base dependency
-        from .errors import MissingDependencyError
         raise MissingDependencyError("the opensim package is needed to build models: pip install opensim") from exc
     return opensim
+
+
+def load_model(model):
+    """An OpenSim model of its own: a copy of an opensim.Model, or read from a .osim path (one
+    clear error when the file is missing or unreadable)."""
+    import opensim
+
+    if isinstance(model, opensim.Model):
+        return opensim.Model(model)  # own copy: initSystem() mutates the model
+    path = Path(model)
+    if not path.is_file():
+        raise Sam4dcapError(f"model file not found: {path}")
+    try:
+        with stdout_to(None):   # "Loaded model ..." and missing-geometry chatter
+            return opensim.Model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError with its own text
+        raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
 
 
 def _orthonormal_completion(axes: list[tuple]) -> list[np.ndarray]:
@@ -143,7 +162,7 @@ def _orthonormal_completion(axes: list[tuple]) -> list[np.ndarray]:
     return out
 
 
-def _spatial_transform(osim, rotations: list[tuple[str, tuple]], translations: list[tuple[str, tuple]] = ()):
+def _spatial_transform(osim, rotations: list[tuple[str, tuple]], translations: Sequence[tuple[str, tuple]] = ()):
     st = osim.SpatialTransform()
     axes = _orthonormal_completion([axis for _, axis in rotations])
     for i in range(3):
@@ -241,8 +260,6 @@ def builder_version() -> str:
     """Short hash of the code that generates models (this module, anthropometry, marker
     placement): caches of generated models are keyed by it, so a changed builder never serves
     a stale model."""
-    import hashlib
-
     here = Path(__file__).resolve().parent
     digest = hashlib.sha1()
     for name in ("model_builder.py", "anthropometry.py", "model_markers.py", "markersets.py"):
@@ -288,7 +305,8 @@ def build_model(*, height_m: float, mass_kg: float, markers: str = "blazepose33"
     zero = osim.Vec3(0, 0, 0)
     pelvis_joint = osim.CustomJoint("ground_pelvis", model.getGround(), zero, zero, bodies["pelvis"], zero, zero, st)
     model.addJoint(pelvis_joint)
-    joints = [(pelvis_joint, [(c, PELVIS_RANGES[c]) for c in PELVIS_COORDINATES])]
+    joints: list[tuple[Any, list[tuple[str, tuple[float, float]]]]] = [
+        (pelvis_joint, [(c, PELVIS_RANGES[c]) for c in PELVIS_COORDINATES])]
     for joint_name, parent, child, coords in JOINTS:
         location = lay.origins[child] - lay.origins[parent]
         st = _spatial_transform(osim, [(c, axis) for c, axis, _ in coords])
@@ -297,10 +315,10 @@ def build_model(*, height_m: float, mass_kg: float, markers: str = "blazepose33"
         model.addJoint(joint)
         joints.append((joint, [(c, (lo * _D, hi * _D)) for c, _, (lo, hi) in coords]))
     defaults = {"pelvis_ty": float(lay.origins["pelvis"][1])}
-    for joint, coords in joints:
+    for joint, ranges in joints:
         for k in range(joint.numCoordinates()):
             coord = joint.upd_coordinates(k)
-            lo, hi = dict(coords)[coord.getName()]
+            lo, hi = dict(ranges)[coord.getName()]
             coord.setRangeMin(lo)
             coord.setRangeMax(hi)
             coord.setDefaultValue(defaults.get(coord.getName(), 0.0))
@@ -342,7 +360,7 @@ def write_model(path, *, height_m: float, mass_kg: float, markers: str = "blazep
     return path
 
 
-def _find_frames(model, names: set[str]) -> dict[str, object]:
+def _find_frames(model, names: set[str]) -> dict[str, Any]:
     found = {}
     for frame in model.getFrameList():
         if frame.getName() in names:
@@ -391,7 +409,7 @@ def add_marker_set(model, xml_path) -> None:
     if marker_set.getSize() == 0:
         raise Sam4dcapError(f"marker set {xml_path} holds no markers: check it is an OpenSim <MarkerSet> file")
     bodies = {model.getBodySet().get(i).getName() for i in range(model.getBodySet().getSize())}
-    missing = {}
+    missing: dict[str, list[str]] = {}
     for i in range(marker_set.getSize()):
         body = _marker_body_name(marker_set.get(i))
         if not body:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Sam4dcapError
+from .ik_problem import MARKER_SET_WEIGHTS, closest_marker_set
+from .inverse_kinematics import load_markers
+from .model_builder import load_model
+from .opensim_logging import opensim_log
+from .settings import check_height_m, check_mass_kg
+from .static_window import find_static_window
+from .streaming_ik import StreamingIK
 from .timeseries import TimeSeries
+from .trc import write_trc
 
 log = logging.getLogger(__name__)
 
 
-def _lr(fmt_r: str, fmt_l: str, body: str) -> list[tuple[tuple[str, str], str]]:
+def _lr(fmt_r: str, fmt_l: str, body: str) -> list[tuple[str, str]]:
     return [(fmt_r, body.format(s="r")), (fmt_l, body.format(s="l"))]
 
 
@@ -132,14 +141,12 @@ def unusable_setup_measurements(setup_xml, usable_markers) -> list[tuple[str, li
         pairs = [p for p in pairs if len(p) == 2]
         if pairs and not any(a in have and b in have for a, b in pairs):
             missing = sorted({m for p in pairs for m in p} - have)
-            bodies = [b.get("name") for b in meas.iter("BodyScale")]
+            bodies = [b.get("name") or "?" for b in meas.iter("BodyScale")]
             out.append((meas.get("name") or "?", missing, bodies))
     return out
 
 
 def _static_frame_mean(markers: TimeSeries, window) -> np.ndarray:
-    import warnings
-
     part = markers.slice_time(window[0] - 5e-4, window[1] + 5e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN marker -> NaN mean, by design
@@ -179,22 +186,54 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     """
     import opensim
 
-    from .inverse_kinematics import MARKER_SET_WEIGHTS, load_markers, marker_set_of
-    from .opensim_logging import opensim_log
-    from .static_window import find_static_window
-    from .streaming_ik import StreamingIK, _load_model
-    from .trc import write_trc
-
-    if not (0.5 <= float(height_m) <= 2.5):
-        raise Sam4dcapError(f"height {height_m} m is outside 0.5-2.5 m (give metres, e.g. 1.75)")
-    if not (10.0 <= float(mass_kg) <= 300.0):
-        raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
+    check_height_m(height_m)
+    check_mass_kg(mass_kg)
+    if setup_xml is not None and not Path(setup_xml).is_file():
+        raise Sam4dcapError(f"scale setup file not found: {setup_xml}")
     model_path = Path(model_path)
-    model = _load_model(model_path)
+    model = load_model(model_path)
     markers = load_markers(static_markers)
     out_path, stem, log_path, scale_file = _output_files(out_path, log_file)
     trc_path = out_path.parent / f"{stem}_static_markers.trc"
+    window = _static_window(markers, window, setup_xml)
+    model_markers, marker_set_file = _model_marker_names(model, setup_xml)
+    with_data, on_model = _usable_static_markers(markers, window, model_markers, setup_xml)
+    write_trc(trc_path, markers, units="m")
 
+    if setup_xml is not None:
+        tool = opensim.ScaleTool(str(setup_xml))
+        weights = _setup_marker_weights(setup_xml)
+    else:
+        key = marker_set if marker_set in MEASUREMENTS else (closest_marker_set(markers.names) or marker_set)
+        weights = dict(marker_weights) if marker_weights else dict(MARKER_SET_WEIGHTS.get(key, {}))
+        model_bodies = {model.getBodySet().get(i).getName() for i in range(model.getBodySet().getSize())}
+        tool = _measurement_tool(opensim, stem, key, with_data, model_markers, model_bodies, on_model, weights)
+    scaled_only = out_path.parent / f"{stem}_scaled_only.osim"
+    _run_scale_tool(opensim, tool, model_path=model_path, marker_set_file=marker_set_file, trc_path=trc_path,
+                    window=window, height_m=height_m, mass_kg=mass_kg, scaled_only=scaled_only,
+                    scale_file=scale_file, out_path=out_path, log_path=log_path)
+    factors = read_scale_factors(scale_file) if scale_file.is_file() else {}
+
+    # Marker fit of the scaled model in the static pose before marker placement (placement then
+    # moves the model's markers onto the subject's, so after it the static fit is exact).
+    frame = _static_fit(scaled_only if scaled_only.is_file() else out_path, markers, window, on_model, weights)
+    result = ScaleResult(scaled_model=out_path, window=window, marker_rms_m=frame.marker_rms_m,
+                         marker_max_m=frame.marker_max_m, max_error_marker=frame.max_error_marker,
+                         scale_factors=factors, log_file=log_path,
+                         extra={"scale_file": scale_file, "static_trc": trc_path,
+                                "marker_errors_m": frame.marker_errors_m})
+    scaled_only.unlink(missing_ok=True)
+    log.info("scaled %s -> %s (window %.2f-%.2f s, static marker RMS before placement %.1f mm, max %.1f mm at %s)",
+             model_path.name, out_path, *window, frame.marker_rms_m * 1000, frame.marker_max_m * 1000,
+             frame.max_error_marker)
+    if math.isfinite(frame.marker_rms_m) and frame.marker_rms_m > 0.05:
+        log.warning("static marker RMS error %.0f mm after scaling: check marker names/placement",
+                    frame.marker_rms_m * 1000)
+    return result
+
+
+def _static_window(markers: TimeSeries, window, setup_xml) -> tuple[float, float]:
+    """The static pose's window: given, else the setup's time range, else the stillest window."""
     if window is None and setup_xml is not None:
         tr = ET.parse(setup_xml).getroot().findtext(".//ModelScaler/time_range")
         if tr and len(tr.split()) == 2:
@@ -205,19 +244,26 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     if window[1] < window[0] or window[1] < markers.time[0] - 1e-3 or window[0] > markers.time[-1] + 1e-3:
         raise Sam4dcapError(f"static window {window[0]}-{window[1]} s is outside the trial "
                             f"({markers.time[0]:.3f}-{markers.time[-1]:.3f} s)")
+    return window
 
+
+def _model_marker_names(model, setup_xml) -> tuple[list[str], str]:
+    """(the model's markers plus the setup's extra marker set, that marker set file or "Unassigned")."""
     ms = model.getMarkerSet()
     model_markers = [ms.get(i).getName() for i in range(ms.getSize())]
     marker_set_file = "Unassigned"
     if setup_xml is not None:
-        if not Path(setup_xml).is_file():
-            raise Sam4dcapError(f"scale setup file not found: {setup_xml}")
         # The setup's extra marker set (e.g. gait2354_Scale_MarkerSet.xml), relative to the setup.
         text = (ET.parse(setup_xml).getroot().findtext(".//GenericModelMaker/marker_set_file") or "").strip()
         if text and text != "Unassigned":
             marker_set_file = str((Path(setup_xml).parent / text).resolve())
-            model_markers += [m.get("name") for m in ET.parse(marker_set_file).getroot().iter("Marker")]
-    model_bodies = {model.getBodySet().get(i).getName() for i in range(model.getBodySet().getSize())}
+            model_markers += [m.get("name") or "" for m in ET.parse(marker_set_file).getroot().iter("Marker")]
+    return model_markers, marker_set_file
+
+
+def _usable_static_markers(markers: TimeSeries, window, model_markers, setup_xml) -> tuple[list[str], list[str]]:
+    """(markers with data in the window, markers on the model); refuses a window or setup they
+    cannot scale."""
     window_pose = _static_frame_mean(markers, window)
     with_data = [n for n in markers.names if np.isfinite(window_pose[markers.index(n)]).all()]
     if not with_data:
@@ -227,7 +273,7 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
     if no_data:
         log.warning("static trial markers without data in the window %.2f-%.2f s (not used for scaling): %s",
                     *window, ", ".join(no_data))
-    if setup_xml is not None and Path(setup_xml).is_file():
+    if setup_xml is not None:
         unusable = unusable_setup_measurements(setup_xml, [n for n in with_data if n in model_markers])
         if unusable:
             raise Sam4dcapError("cannot scale " + "; ".join(
@@ -239,48 +285,58 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
         raise Sam4dcapError(f"only {len(on_model)} static-trial markers are on the model "
                             f"(trial: {', '.join(markers.names[:8])}, ...; model: {', '.join(model_markers[:8])}, ...);"
                             " the markers are misnamed or the model has another marker set")
-    write_trc(trc_path, markers, units="m")
+    return with_data, on_model
 
-    if setup_xml is not None:
-        tool = opensim.ScaleTool(str(setup_xml))
-        weights = None
-    else:
-        tool = opensim.ScaleTool()
-        tool.setName(stem)
-        key = marker_set if marker_set in MEASUREMENTS else marker_set_of(markers.names)
-        mset, used = _measurement_set(opensim, key, with_data, model_markers, model_bodies)
-        scaler = tool.getModelScaler()
-        scaler.setApply(True)
-        order = opensim.ArrayStr()
-        order.append("measurements")
-        scaler.setScalingOrder(order)
-        scaler.setMeasurementSet(mset)
-        weights = dict(marker_weights) if marker_weights else dict(MARKER_SET_WEIGHTS.get(key, {}))
-        placer = tool.getMarkerPlacer()
-        placer.setApply(True)
-        placer.setMoveModelMarkers(True)
-        tasks = placer.getIKTaskSet()
-        for name in on_model:
-            w = float(weights.get(name, 1.0))
-            if w <= 0:
-                continue
-            task = opensim.IKMarkerTask()
-            task.setName(name)
-            task.setWeight(w)
-            task.setApply(True)
-            tasks.cloneAndAppend(task)
+
+def _setup_marker_weights(setup_xml) -> dict[str, float]:
+    """The setup's MarkerPlacer task weights (IKMarkerTask elements of the scale setup)."""
+    root = ET.parse(setup_xml).getroot()
+    return {t.get("name") or "": float(t.findtext("weight") or 1) for t in root.iter("IKMarkerTask")
+            if (t.findtext("apply") or "true").strip() == "true"}
+
+
+def _measurement_tool(osim, stem: str, marker_set: str, with_data, model_markers, model_bodies, on_model,
+                      weights: dict[str, float]):
+    """A ScaleTool scaling by the marker set's measurements and placing the weighted markers."""
+    tool = osim.ScaleTool()
+    tool.setName(stem)
+    mset, _ = _measurement_set(osim, marker_set, with_data, model_markers, model_bodies)
+    scaler = tool.getModelScaler()
+    scaler.setApply(True)
+    order = osim.ArrayStr()
+    order.append("measurements")
+    scaler.setScalingOrder(order)
+    scaler.setMeasurementSet(mset)
+    placer = tool.getMarkerPlacer()
+    placer.setApply(True)
+    placer.setMoveModelMarkers(True)
+    tasks = placer.getIKTaskSet()
+    for name in on_model:
+        w = float(weights.get(name, 1.0))
+        if w <= 0:
+            continue
+        task = osim.IKMarkerTask()
+        task.setName(name)
+        task.setWeight(w)
+        task.setApply(True)
+        tasks.cloneAndAppend(task)
+    return tool
+
+
+def _run_scale_tool(osim, tool, *, model_path: Path, marker_set_file: str, trc_path: Path, window, height_m: float,
+                    mass_kg: float, scaled_only: Path, scale_file: Path, out_path: Path, log_path: Path) -> None:
+    """Point the tool at the subject, the static trial and the output files; run it."""
     tool.setSubjectMass(float(mass_kg))
     tool.setSubjectHeight(float(height_m) * 1000.0)
     tool.getGenericModelMaker().setModelFileName(str(model_path.resolve()))
     tool.getGenericModelMaker().setMarkerSetFileName(marker_set_file)
-    time_range = opensim.ArrayDouble()
+    time_range = osim.ArrayDouble()
     time_range.append(window[0])
     time_range.append(window[1])
     scaler = tool.getModelScaler()
     scaler.setMarkerFileName(str(trc_path.resolve()))
     scaler.setTimeRange(time_range)
     scaler.setPreserveMassDist(True)
-    scaled_only = out_path.parent / f"{stem}_scaled_only.osim"
     scaler.setOutputModelFileName(str(scaled_only.resolve()))
     scaler.setOutputScaleFileName(str(scale_file.resolve()))
     placer = tool.getMarkerPlacer()
@@ -297,32 +353,17 @@ def scale_model(model_path, static_markers, *, height_m: float, mass_kg: float, 
             raise Sam4dcapError(f"OpenSim scaling failed: {str(exc).splitlines()[0]} (log: {log_path})") from None
     if not ok or not out_path.is_file():
         raise Sam4dcapError(f"OpenSim scaling failed (see {log_path})")
-    factors = read_scale_factors(scale_file) if scale_file.is_file() else {}
 
-    # Marker fit of the scaled model in the static pose before marker placement (placement then
-    # moves the model's markers onto the subject's, so after it the static fit is exact).
+
+def _static_fit(model_path: Path, markers: TimeSeries, window, on_model, weights: dict[str, float]):
+    """IK of the model on the static window's mean pose (its marker errors)."""
     mean_pose = _static_frame_mean(markers, window)
-    if weights is None:
-        # The setup's MarkerPlacer task weights (IKMarkerTask elements of the scale setup).
-        root = ET.parse(setup_xml).getroot()
-        weights = {t.get("name"): float(t.findtext("weight") or 1) for t in root.iter("IKMarkerTask")
-                   if (t.findtext("apply") or "true").strip() == "true"}
     names = [n for n in on_model if weights.get(n, 1.0) > 0 and np.all(np.isfinite(mean_pose[markers.index(n)]))]
-    ik = StreamingIK(scaled_only if scaled_only.is_file() else out_path, names, marker_weights={n: weights.get(n, 1.0) for n in names}, min_markers=3)
+    ik = StreamingIK(model_path, names, marker_weights={n: weights.get(n, 1.0) for n in names}, min_markers=3)
     frame = ik.solve(float(np.mean(window)), np.array([mean_pose[markers.index(n)] for n in names]))
-    result = ScaleResult(scaled_model=out_path, window=window, marker_rms_m=frame.marker_rms_m,
-                         marker_max_m=frame.marker_max_m, max_error_marker=frame.max_error_marker,
-                         scale_factors=factors, log_file=log_path,
-                         extra={"scale_file": scale_file, "static_trc": trc_path,
-                                "marker_errors_m": frame.marker_errors_m})
-    scaled_only.unlink(missing_ok=True)
-    log.info("scaled %s -> %s (window %.2f-%.2f s, static marker RMS before placement %.1f mm, max %.1f mm at %s)",
-             model_path.name, out_path, *window, frame.marker_rms_m * 1000, frame.marker_max_m * 1000,
-             frame.max_error_marker)
-    if math.isfinite(frame.marker_rms_m) and frame.marker_rms_m > 0.05:
-        log.warning("static marker RMS error %.0f mm after scaling: check marker names/placement",
-                    frame.marker_rms_m * 1000)
-    return result
+    if frame is None:
+        raise Sam4dcapError(f"the static pose has {len(names)} usable markers on the model; the fit needs 3")
+    return frame
 
 
 def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: float, out_path,
@@ -333,10 +374,7 @@ def scale_model_manual(model_path, body_factors: dict[str, float], *, mass_kg: f
     their size."""
     import opensim
 
-    from .opensim_logging import opensim_log
-
-    if not (10.0 <= float(mass_kg) <= 300.0):
-        raise Sam4dcapError(f"mass {mass_kg} kg is outside 10-300 kg")
+    check_mass_kg(mass_kg)
     bad = {b: f for b, f in body_factors.items() if not (math.isfinite(f) and 0.3 <= f <= 3.0)}
     if bad:
         raise Sam4dcapError(f"scale factors outside 0.3-3: {bad}")

@@ -15,6 +15,8 @@ import logging
 import numpy as np
 
 from .errors import Sam4dcapError
+from .filters import butterworth_zero_phase
+from .settings import StaticWindowSettings
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,6 @@ _SMOOTH_CUTOFF_HZ = 2.0
 
 def marker_speed(markers: TimeSeries) -> np.ndarray:
     """Per-frame median marker speed [m/s] of low-passed positions; NaN where no marker is present."""
-    from .filters import butterworth_zero_phase
-
     series = markers if markers.unit == "m" else markers.to_unit("m")
     rate = series.rate_hz
     smoothed = series
@@ -44,16 +44,16 @@ def marker_speed(markers: TimeSeries) -> np.ndarray:
 
 
 def find_static_window(markers: TimeSeries, *, min_duration_s: float | None = None,
-                       max_speed_m_s: float | None = None) -> tuple[float, float]:
+                       max_speed_m_s: float | None = None,
+                       settings: StaticWindowSettings | None = None) -> tuple[float, float]:
     """(start_s, end_s) of the stillest window of at least `min_duration_s`.
 
-    Defaults come from config ik_node.static_min_duration_s / static_max_speed_m_s.
+    Defaults come from `settings` (None = the config's: ik_node.static_min_duration_s /
+    static_max_speed_m_s).
     """
-    from .config import load_config
-
-    params = load_config().params("ik_node")
-    min_duration_s = float(params["static_min_duration_s"] if min_duration_s is None else min_duration_s)
-    max_speed_m_s = float(params["static_max_speed_m_s"] if max_speed_m_s is None else max_speed_m_s)
+    settings = settings if settings is not None else StaticWindowSettings.from_config()
+    min_duration_s = float(settings.min_duration_s if min_duration_s is None else min_duration_s)
+    max_speed_m_s = float(settings.max_speed_m_s if max_speed_m_s is None else max_speed_m_s)
     if not markers.is_points:
         raise Sam4dcapError("static window detection needs marker positions (a point TimeSeries)")
     if markers.n_frames < 3:

@@ -92,13 +92,27 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
     ("coordinates", "forces" or "marker_errors"), source.
     """
     path = Path(path)
+    lines = _read_lines(path)
+    end, header, name = _mot_header(path, lines)
+    label_idx, labels = _mot_labels(path, lines, end, header)
+    time, values = _mot_rows(path, lines, label_idx, labels, header)
+    meta = {"name": name, "in_degrees": header.get("inDegrees", "no").strip().lower() == "yes",
+            "header": header, "source": str(path)}
+    return _mot_series(path, time, labels[1:], values, meta, translational)
+
+
+def _read_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise Sam4dcapError(f"motion/storage file not found: {path}") from None
     except OSError as e:
         raise Sam4dcapError(f"cannot read motion/storage file {path}: {e.strerror or e}") from None
-    lines = text.splitlines()
+    return text.splitlines()
+
+
+def _mot_header(path: Path, lines: list[str]) -> tuple[int, dict[str, str], str]:
+    """(index of the endheader line, key=value lines, the name on the first line)."""
     end = next((i for i, ln in enumerate(lines) if ln.strip().lower() == "endheader"), None)
     if end is None:
         raise _fail(path, "malformed header: no 'endheader' line (an OpenSim .mot/.sto header ends with"
@@ -112,6 +126,11 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
             header[key.strip()] = value.strip()
         elif i == 0:
             name = s
+    return end, header, name
+
+
+def _mot_labels(path: Path, lines: list[str], end: int, header: dict[str, str]) -> tuple[int, list[str]]:
+    """(index of the column-label line, the labels, "time" first), checked against the header."""
     label_idx = next((i for i in range(end + 1, len(lines)) if lines[i].strip()), None)
     if label_idx is None:
         raise _fail(path, "no column-label line after 'endheader'")
@@ -135,7 +154,13 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
         if n_cols_header != len(labels):
             raise _fail(path, f"column count mismatch: header nColumns={n_cols_header} but line {label_idx + 1}"
                               f" has {len(labels)} labels (time included)")
+    return label_idx, labels
 
+
+def _mot_rows(path: Path, lines: list[str], label_idx: int, labels: list[str],
+              header: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(time, values) of the data rows: every cell a finite number of plausible size or NaN,
+    time present and strictly increasing."""
     rows = []
     for line_no, ln in enumerate(lines[label_idx + 1:], start=label_idx + 2):
         if not ln.strip():
@@ -166,9 +191,12 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
         raise _fail(path, "every value is missing (NaN-only file); nothing to use")
     if "nRows" in header and header["nRows"].isdigit() and int(header["nRows"]) != len(rows):
         log.warning("%s: header nRows=%s but %d data rows; using the rows", path, header["nRows"], len(rows))
+    return time, values
 
-    in_degrees = header.get("inDegrees", "no").strip().lower() == "yes"
-    meta = {"name": name, "in_degrees": in_degrees, "header": header, "source": str(path)}
+
+def _mot_series(path: Path, time: np.ndarray, names: list[str], values: np.ndarray, meta: dict,
+                translational) -> TimeSeries:
+    """The series of the file's kind: forces, IK marker errors or coordinates (degrees -> rad)."""
     if any(_FORCE_LIKE.search(n) for n in names):
         channel_units = {n: u for n in names if (u := _force_channel_unit(n)) and u != "N"}
         meta["kind"] = "forces"
@@ -182,7 +210,7 @@ def read_mot(path, *, translational: set[str] | frozenset[str] | None = None) ->
     unknown = trans - set(names)
     if unknown:
         raise _fail(path, f"translational channels not in the file: {', '.join(sorted(unknown))}")
-    if in_degrees:
+    if meta["in_degrees"]:
         rot = np.array([n not in trans for n in names])
         values = values.copy()
         values[:, rot] *= math.pi / 180.0

@@ -18,12 +18,13 @@ import collections
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import Sam4dcapError
+from .model_builder import load_model
+from .settings import IDSettings
 from .streaming_ik import state_index
 
 log = logging.getLogger(__name__)
@@ -46,39 +47,23 @@ class IDFrame:
     no_external_loads: bool = True
 
 
-def _load_model(model):
-    import opensim
-
-    if isinstance(model, opensim.Model):
-        return opensim.Model(model)
-    path = Path(model)
-    if not path.is_file():
-        raise Sam4dcapError(f"model file not found: {path}")
-    try:
-        return opensim.Model(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenSim's RuntimeError text
-        raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
-
-
 class StreamingID:
     """Frame-by-frame inverse dynamics (no external loads) with a fixed output delay."""
 
     def __init__(self, model, *, lowpass_cutoff_hz: float | None = None, delay_s: float | None = None,
-                 window_s: float = 1.0):
+                 window_s: float = 1.0, settings: IDSettings | None = None):
         import opensim
 
-        from .config import load_config
-
-        params = load_config().params("id_node")
-        self.lowpass_cutoff_hz = float(params["lowpass_cutoff_hz"] if lowpass_cutoff_hz is None else lowpass_cutoff_hz)
-        self.delay_s = float(params["delay_s"] if delay_s is None else delay_s)
+        settings = settings if settings is not None else IDSettings.from_config()
+        self.lowpass_cutoff_hz = float(settings.lowpass_cutoff_hz if lowpass_cutoff_hz is None else lowpass_cutoff_hz)
+        self.delay_s = float(settings.delay_s if delay_s is None else delay_s)
         if not self.lowpass_cutoff_hz > 0:
             raise Sam4dcapError(f"lowpass_cutoff_hz={self.lowpass_cutoff_hz} must be > 0 (velocities and "
                                 "accelerations of unfiltered IK are noise)")
         if self.delay_s < 0:
             raise Sam4dcapError(f"delay_s={self.delay_s} must be >= 0")
         self.window_s = max(float(window_s), 2 * self.delay_s)
-        self.model = _load_model(model)
+        self.model = load_model(model)
         # Muscles would apply their default activation's force: excluded as the ID tool does.
         forces = self.model.updForceSet()
         for i in range(forces.getSize()):

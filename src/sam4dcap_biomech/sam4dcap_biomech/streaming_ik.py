@@ -25,7 +25,7 @@ Models with kinematic constraints (coordinate couplers, ...) are solved with Ope
 on every frame (slower, same results): the Gauss-Newton path handles unconstrained trees only.
 
 Regularisation (config ik_node.regularize_unobserved, default on): the marker set's weak
-coordinate priors (inverse_kinematics.MARKER_SET_PRIORS) and a task holding every free coordinate
+coordinate priors (ik_problem.MARKER_SET_PRIORS) and a task holding every free coordinate
 that moves none of the markers (`unobserved_coordinates`, e.g. mtp with BlazePose) at its default
 value, the same tasks `run_ik` gives the InverseKinematicsTool. A coordinate no present marker
 moves is reported with q_std = inf and confidence 0 (held at its default, or at its previous value
@@ -38,12 +38,15 @@ import logging
 import math
 import time as _time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from .errors import Sam4dcapError
+from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
+                         ik_regularization, unobserved_coordinates, wrap_angle)
+from .model_builder import load_model
+from .settings import IKSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,49 +71,6 @@ def state_index(state, coord, kind: str) -> int:
     return int(changed[0])
 
 
-# The free joint of OpenSim's gait models (and of the project's model): pelvis_tilt (z),
-# pelvis_list (x), pelvis_rotation (y), body-fixed. One orientation has two such triplets,
-# (tilt, list, rotation) and (tilt + pi, pi - list, rotation + pi).
-FREE_JOINT_ROTATIONS = ("pelvis_tilt", "pelvis_list", "pelvis_rotation")
-
-
-def wrap_angle(angle):
-    """Angles (rad) into [-pi, pi)."""
-    return (np.asarray(angle, float) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def canonical_coordinates(names: Sequence[str], q: np.ndarray, *, unbounded_rotations: np.ndarray) -> np.ndarray:
-    """The canonical form of coordinates (..., n) (rad / m) describing the same pose.
-
-    Rotational coordinates with no range to keep to (`unbounded_rotations`, (n,) bool: the free
-    joint's) are wrapped into [-pi, pi): no 360 deg turns piling up. The free joint's triplet
-    (`FREE_JOINT_ROTATIONS`, when all three are unbounded) takes the form with the middle angle
-    (pelvis_list) within [-pi/2, pi/2], so an upright pelvis never reads tilt ~164 deg.
-    NaN stays NaN.
-    """
-    q = np.array(q, float, copy=True)
-    names = list(names)
-    free = np.asarray(unbounded_rotations, bool)
-    if all(n in names for n in FREE_JOINT_ROTATIONS):
-        i, j, k = (names.index(n) for n in FREE_JOINT_ROTATIONS)
-        if free[[i, j, k]].all():
-            middle = wrap_angle(q[..., j])
-            flip = np.abs(middle) > np.pi / 2
-            q[..., i] = np.where(flip, q[..., i] + np.pi, q[..., i])
-            q[..., j] = np.where(flip, np.pi - middle, middle)
-            q[..., k] = np.where(flip, q[..., k] + np.pi, q[..., k])
-    q[..., free] = wrap_angle(q[..., free])
-    return q
-
-
-@dataclass(frozen=True)
-class CoordinateTask:
-    """Pull one coordinate toward a value (OpenSim IKCoordinateTask); value None = model default."""
-
-    weight: float
-    value: float | None = None
-
-
 @dataclass(frozen=True)
 class IKFrame:
     """One solved frame. q and qdot in the model's units (rad for rotations, m for translations)."""
@@ -133,78 +93,18 @@ class IKFrame:
         return dict(zip(self.coordinate_names, self.q.tolist()))
 
 
-def unobserved_coordinates(model, marker_names: Sequence[str], *, state=None,
-                           tolerance_m: float = 1e-9) -> tuple[str, ...]:
-    """Free coordinates that move none of the named model markers: zero marker-Jacobian column.
-
-    Each free coordinate is nudged by 0.01 (rad or m) at the default pose and at a second, bent
-    pose (every free coordinate a quarter of its range from the default); a coordinate that
-    moves no marker by more than tolerance_m at either is unobserved: IK cannot tell its value.
-    model: path or opensim.Model (copied), or an initialised model with its `state` (restored).
-    """
-    own = state is None
-    if own:
-        model = _load_model(model)
-        state = model.initSystem()
-    import opensim
-
-    q_saved = state.getQ().to_numpy().copy()
-    marker_set = model.getMarkerSet()
-    markers = [marker_set.get(n) for n in marker_names if marker_set.contains(n)]
-    cs = model.getCoordinateSet()
-    coords = [cs.get(i) for i in range(cs.getSize()) if not cs.get(i).getLocked(state)]
-
-    def positions():
-        model.realizePosition(state)
-        return np.array([m.getLocationInGround(state).to_numpy() for m in markers])
-
-    moved = np.zeros(len(coords), bool)
-    for bent in (False, True):
-        for c in coords:
-            lo, hi, q0 = c.getRangeMin(), c.getRangeMax(), c.getDefaultValue()
-            c.setValue(state, q0 + 0.25 * (hi - lo) if bent and np.isfinite(hi - lo) and hi > lo else q0, False)
-        base = positions()
-        for k, c in enumerate(coords):
-            if moved[k]:
-                continue
-            q = c.getValue(state)
-            c.setValue(state, q + 0.01, False)
-            moved[k] = bool(np.max(np.abs(positions() - base), initial=0.0) > tolerance_m)
-            c.setValue(state, q, False)
-    if not own:
-        state.setQ(opensim.Vector.createFromMat(q_saved))
-        model.realizePosition(state)
-    return tuple(c.getName() for c, m in zip(coords, moved) if not m)
-
-
-def _load_model(model):
-    import opensim
-
-    from .opensim_logging import stdout_to
-
-    if isinstance(model, opensim.Model):
-        return opensim.Model(model)  # own copy: initSystem() mutates the model
-    path = Path(model)
-    if not path.is_file():
-        raise Sam4dcapError(f"model file not found: {path}")
-    try:
-        with stdout_to(None):   # "Loaded model ..." and missing-geometry chatter
-            return opensim.Model(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenSim raises RuntimeError with its own text
-        raise Sam4dcapError(f"cannot read OpenSim model {path}: {str(exc).splitlines()[0]}") from None
-
-
 class StreamingIK:
     """Frame-by-frame IK with warm start; the engine of `sam4dcap ik --streaming` and the ik_node.
 
     marker_names: the order of the rows of `positions` given to `solve()`. Names the model does
     not carry are ignored (like the InverseKinematicsTool; listed in `ignored_markers`); too few
     usable markers is an error naming both sides. marker_weights None = the project's
-    marker-set weights (inverse_kinematics.MARKER_SET_WEIGHTS) when the names are a project set,
+    marker-set weights (ik_problem.MARKER_SET_WEIGHTS) when the names are a project set,
     else equal weights; names missing from given weights, or weight 0, are ignored.
     coordinate_tasks: OpenSim IKCoordinateTask equivalents; they override, per coordinate, the
-    regularisation tasks added when `regularize` (None = config ik_node.regularize_unobserved):
-    see `inverse_kinematics.ik_regularization`. The tasks in effect are `coordinate_tasks`.
+    regularisation tasks added when `regularize` (None = settings.regularize_unobserved; settings
+    None = the config's, `IKSettings.from_config()`; accuracy/min_markers override them):
+    see `ik_problem.ik_regularization`. The tasks in effect are `coordinate_tasks`.
     """
 
     def __init__(self, model, marker_names: Sequence[str], *,
@@ -214,18 +114,17 @@ class StreamingIK:
                  min_markers: int | None = None,
                  constraint_weight: float = math.inf,
                  max_iterations: int = 60,
-                 regularize: bool | None = None):
+                 regularize: bool | None = None,
+                 settings: IKSettings | None = None):
         import opensim
 
-        from .config import load_config
-
-        params = load_config().params("ik_node")
-        self.accuracy = float(params["accuracy"] if accuracy is None else accuracy)
-        self.min_markers = int(params["min_markers"] if min_markers is None else min_markers)
+        settings = settings if settings is not None else IKSettings.from_config()
+        self.accuracy = float(settings.accuracy if accuracy is None else accuracy)
+        self.min_markers = int(settings.min_markers if min_markers is None else min_markers)
         self.constraint_weight = float(constraint_weight)
         self.max_iterations = int(max_iterations)
 
-        self.model = _load_model(model)
+        self.model = load_model(model)
         self.state = self.model.initSystem()
         self.matter = self.model.getMatterSubsystem()
         model_markers = self.model.getMarkerSet()
@@ -238,9 +137,7 @@ class StreamingIK:
         self.marker_names = tuple(names)
         if marker_weights is None:
             # The project's marker-set weights when the names are one of its sets, else equal.
-            from .inverse_kinematics import MARKER_SET_WEIGHTS, marker_set_of
-
-            key = marker_set_of(names)
+            key = closest_marker_set(names)
             marker_weights = MARKER_SET_WEIGHTS[key] if key else {n: 1.0 for n in names}
         weights = np.array([0.0 if n not in have else float(marker_weights.get(n, 0.0)) for n in names])
         if np.any(weights < 0) or not np.all(np.isfinite(weights)):
@@ -286,11 +183,9 @@ class StreamingIK:
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
         tracked_names = [names[i] for i in self._tracked]
         self.unobserved_coordinates = unobserved_coordinates(self.model, tracked_names, state=self.state)
-        regularize = bool(params["regularize_unobserved"] if regularize is None else regularize)
+        regularize = bool(settings.regularize_unobserved if regularize is None else regularize)
         tasks = {}
         if regularize:
-            from .inverse_kinematics import ik_regularization
-
             tasks = ik_regularization(tracked_names, self.coordinate_names,
                                       unobserved=self.unobserved_coordinates,
                                       locked=[n for n, lk in zip(self.coordinate_names, self._locked) if lk])

@@ -19,7 +19,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from .anthropometry import body_layout
 from .errors import Sam4dcapError
-from .model_builder import COORDINATE_NAMES, TRANSLATIONAL_COORDINATES
+from .model_builder import COORDINATE_NAMES, SOLE_FRAMES, TRANSLATIONAL_COORDINATES, build_model
 from .timeseries import TimeSeries
 
 _D = np.pi / 180.0
@@ -100,8 +100,6 @@ def _lowest_foot_y(lay, q) -> np.ndarray:
 
 def lowest_sole_y(model, coordinates: TimeSeries) -> np.ndarray:
     """(N,) height of the lowest foot-sole frame (`model_builder.SOLE_FRAMES`) per frame."""
-    from .model_builder import SOLE_FRAMES
-
     state = model.initSystem()
     frames = [model.getComponent(f.getAbsolutePathString()) for f in model.getFrameList()
               if f.getName() in SOLE_FRAMES]
@@ -120,8 +118,6 @@ def lowest_sole_y(model, coordinates: TimeSeries) -> np.ndarray:
 def _touch_floor(q: dict[str, np.ndarray], *, height_m: float, sex: str) -> None:
     """Shift pelvis_ty so that the lowest sole point of the full 3D model is on the floor in every
     frame (pelvis_ty translates along ground y, so one forward-kinematics pass is exact)."""
-    from .model_builder import build_model
-
     model = build_model(height_m=height_m, mass_kg=70.0, markers="none", sex=sex)
     time = np.arange(len(q["pelvis_ty"]), dtype=float)
     q["pelvis_ty"] = q["pelvis_ty"] - lowest_sole_y(model, _series(time, q, "tmp"))

@@ -10,7 +10,7 @@ new objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class TimeSeries:
     unit: str = "m"
     frame: str = ""
     # Free-form metadata (e.g. {"marker_set": "blazepose33", "source": "cam01.mp4"}).
-    meta: Mapping[str, object] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
     # Per-channel units when they differ (coordinates: "rad" for rotations, "m" for translations).
     channel_units: Mapping[str, str] = field(default_factory=dict)
 
@@ -136,7 +136,7 @@ class TimeSeries:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, time: Sequence[float], channels: Mapping[str, np.ndarray], **kw) -> "TimeSeries":
+    def from_dict(cls, time: Sequence[float] | np.ndarray, channels: Mapping[str, np.ndarray], **kw) -> "TimeSeries":
         names = list(channels)
         values = np.stack([np.asarray(channels[n], float) for n in names], axis=1)
         return cls(time=np.asarray(time, float), names=tuple(names), values=values, **kw)

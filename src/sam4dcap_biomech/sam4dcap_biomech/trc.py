@@ -21,6 +21,7 @@ header (mm-sized distances labelled m, or the reverse) is refused with the fix n
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Sam4dcapError
+from .filters import sampling_rate_hz
 from .timeseries import TimeSeries
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,6 @@ def require_markers(series: TimeSeries, expected, *, source: str = "") -> None:
 
     Case-insensitive matches and close spellings are suggested ("R.ASIS" for "r.ASIS").
     """
-    import difflib
-
     have = list(series.names)
     missing = [n for n in expected if n not in have]
     if not missing:
@@ -237,8 +237,6 @@ def _fmt(x: float, digits: int) -> str:
 
 def _rate_for_header(series: TimeSeries) -> float:
     if series.n_frames >= 2:
-        from .filters import sampling_rate_hz  # nominal DataRate when the stamps agree with it
-
         return float(sampling_rate_hz(series))
     return float(series.meta.get("data_rate_hz") or 1.0)
 

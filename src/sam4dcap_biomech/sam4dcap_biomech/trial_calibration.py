@@ -202,11 +202,11 @@ def scale_model_from_trial(model_path, markers, *, height_m: float, mass_kg: flo
     from .inverse_kinematics import load_markers
     from .model_builder import standing_height_m
     from .scaling import scale_model_manual
-    from .streaming_ik import _load_model
+    from .model_builder import load_model
 
     model_path = Path(model_path)
     series = load_markers(markers)
-    generic = _load_model(model_path)
+    generic = load_model(model_path)
     # The model may be sized for another height (a live recalibration with a new height).
     expected = float(height_m) / standing_height_m(generic)
     segments, n_used = estimate_segment_ratios(series, generic, marker_set=marker_set, confidence=confidence,
@@ -218,11 +218,11 @@ def scale_model_from_trial(model_path, markers, *, height_m: float, mass_kg: flo
     out_path = Path(out_path)
     # First pass with the bounded ratios, then one uniform correction to the given height.
     first = scale_model_manual(model_path, body_ratio, mass_kg=mass_kg, out_path=out_path, log_file=log_file)
-    stature = standing_height_m(_load_model(first.scaled_model))
+    stature = standing_height_m(load_model(first.scaled_model))
     correction = float(height_m) / stature if stature > 0 else 1.0
     factors = {b: r * correction for b, r in body_ratio.items()}
     result = scale_model_manual(model_path, factors, mass_kg=mass_kg, out_path=out_path, log_file=log_file)
-    final_h = standing_height_m(_load_model(result.scaled_model))
+    final_h = standing_height_m(load_model(result.scaled_model))
     bounded = tuple(k for k, s in segments.items() if s.ratio != s.raw_ratio)
     calib = TrialCalibration(segments={k: _with_factor(s, s.ratio * correction) for k, s in segments.items()},
                              body_factors=factors, frames_used=n_used, frames_total=series.n_frames,

@@ -4,7 +4,7 @@ honoured; bad input gives one clear error each.
 
 BlazePose's 33 keypoints leave pelvis tilt / hip flexion / lumbar extension in a near null space
 (only the two hip keypoints ride on the pelvis) and femoral rotation barely observed, so its IK
-carries weak priors by default (inverse_kinematics.MARKER_SET_PRIORS): they trade noise for a
+carries weak priors by default (ik_problem.MARKER_SET_PRIORS): they trade noise for a
 bias, and the blazepose33 thresholds below are measured, not the 2.5 deg of a full marker set."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 
 from sam4dcap_biomech import model_builder, synthetic
 from sam4dcap_biomech.errors import Sam4dcapError
-from sam4dcap_biomech.inverse_kinematics import UNOBSERVED_HOLD_WEIGHT, read_ik_setup, run_ik, run_streaming_ik
+from sam4dcap_biomech.ik_problem import UNOBSERVED_HOLD_WEIGHT
+from sam4dcap_biomech.inverse_kinematics import read_ik_setup, run_ik, run_streaming_ik
 from sam4dcap_biomech.scaling import scale_model
 from sam4dcap_biomech.storage import read_mot
 from sam4dcap_biomech.timeseries import TimeSeries

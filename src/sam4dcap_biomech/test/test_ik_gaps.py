@@ -12,11 +12,12 @@ import opensim
 import pytest
 
 from sam4dcap_biomech import synthetic
+from sam4dcap_biomech.ik_problem import FREE_JOINT_ROTATIONS, canonical_coordinates
 from sam4dcap_biomech.inverse_kinematics import run_ik, run_streaming_ik
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.model_builder import write_model
 from sam4dcap_biomech.storage import read_mot
-from sam4dcap_biomech.streaming_ik import FREE_JOINT_ROTATIONS, StreamingIK, canonical_coordinates
+from sam4dcap_biomech.streaming_ik import StreamingIK
 from sam4dcap_biomech.timeseries import TimeSeries
 from sam4dcap_biomech.trc import write_trc
 from sam4dcap_perception.cli import main

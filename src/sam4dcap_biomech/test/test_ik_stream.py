@@ -62,7 +62,8 @@ def test_markers_are_matched_by_name_not_by_order(trial, tmp_path):
     straight = step(stream2, 0.0, markers.values[0])
     assert shuffled.state == VALID
     np.testing.assert_allclose(shuffled.frame.q, straight.frame.q, atol=1e-6)
-    stream.close(); stream2.close()
+    stream.close()
+    stream2.close()
 
 
 def test_gates_other_body_malformed_lost_untrusted(trial, tmp_path):

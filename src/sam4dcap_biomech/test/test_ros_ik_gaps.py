@@ -42,7 +42,7 @@ def test_person_lost_mid_stream(ros, tmp_path, monkeypatch):
         for i in range(n):
             positions = np.full_like(markers.values[i], np.nan) if i in LOST else markers.values[i]
             pub.publish(markers_msg(T0 + markers.time[i], BLAZEPOSE33, positions))
-            ros.spin_until(lambda: len(kinematics) > i, 10.0, procs=[proc])   # one frame at a time
+            ros.spin_until(lambda: len(kinematics) > i, 10.0, procs=[proc])   # noqa: B023 (called in this iteration); one frame at a time
         assert ros.spin_until(lambda: len(kinematics) >= n, 30.0, procs=[proc]), node_log(proc)[-2000:]
         ros.spin_until(lambda: False, 1.2)      # a periodic health message after the last frame
         assert proc.poll() is None

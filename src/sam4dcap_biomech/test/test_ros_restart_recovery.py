@@ -15,7 +15,6 @@ import mmap
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import opensim

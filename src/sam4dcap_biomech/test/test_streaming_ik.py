@@ -8,8 +8,9 @@ import pytest
 
 from sam4dcap_biomech import model_builder, synthetic
 from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.ik_problem import CoordinateTask, unobserved_coordinates
 from sam4dcap_biomech.inverse_kinematics import run_ik, run_streaming_ik
-from sam4dcap_biomech.streaming_ik import CoordinateTask, StreamingIK, solve_trial, unobserved_coordinates
+from sam4dcap_biomech.streaming_ik import StreamingIK, solve_trial
 
 LOWER = ["pelvis_tilt", "pelvis_list", "pelvis_rotation", "hip_flexion_r", "hip_adduction_r",
          "hip_rotation_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "hip_adduction_l",

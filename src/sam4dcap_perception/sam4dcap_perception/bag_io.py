@@ -23,9 +23,11 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from sam4dcap_biomech.errors import Sam4dcapError
+
+from .observations import CameraIntrinsics, Frame
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ class BagWriter:
             self._writer.open()
         except OSError as exc:  # read-only, no permission, full disk, parent is a file
             raise Sam4dcapError(f"cannot create bag folder {self.path}: {exc.strerror or exc}") from None
-        self._connections: dict[str, object] = {}
+        self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.closed = False
 
@@ -123,7 +125,7 @@ class BagWriter:
         with self._lock:
             if self.closed:
                 return
-            storage = self._writer.storage
+            storage: Any = self._writer.storage
             # rosbags has no public flush: its mcap storage writes a chunk when it passes 1 MB.
             # Closing the pending chunk early keeps the file a valid (summary-less) mcap stream.
             if getattr(storage, "chunk", None) is not None and storage.chunk.bio.tell() > 0:
@@ -219,8 +221,8 @@ def recover_bag(path: str | os.PathLike) -> Path:
             writer.write(conns[m.channel_id], m.log_time, m.data)
     writer.close()
     src.unlink()
-    for f in tmp.iterdir():
-        f.replace(bag / f.name)
+    for part in tmp.iterdir():
+        part.replace(bag / part.name)
     shutil.rmtree(tmp_root)
     log.warning("recovered bag %s: %d messages on %d topics", bag, len(messages), len(conns))
     return bag
@@ -250,7 +252,7 @@ def bag_topics(path: str | os.PathLike) -> dict[str, TopicInfo]:
 
 
 def read_messages(path: str | os.PathLike, topics: Iterable[str] | None = None, *,
-                  deserialize: bool = True) -> Iterator[tuple[str, str, int, object]]:
+                  deserialize: bool = True) -> Iterator[tuple[str, str, int, Any]]:
     """(topic, msgtype, log_time_ns, message) in log-time order.
 
     Messages are rosbags dataclasses (numeric arrays as numpy) when `deserialize`, else the
@@ -303,8 +305,6 @@ def bag_frames(path: str | os.PathLike, *, topic: str = "/camera/image_raw", sta
                end_s: float | None = None):
     """The images of a recorded bag as `observations.Frame`s (RGB), timed by their capture stamps
     (header.stamp, seconds as recorded). `start_s`/`end_s` are relative to the first image."""
-    from .observations import Frame
-
     first = None
     index = 0
     for _, _, _, msg in read_messages(path, [topic]):
@@ -321,8 +321,6 @@ def bag_frames(path: str | os.PathLike, *, topic: str = "/camera/image_raw", sta
 
 def bag_intrinsics(path: str | os.PathLike, *, topic: str = "/camera/camera_info"):
     """CameraIntrinsics of the first CameraInfo in the bag, or None when it has none."""
-    from .observations import CameraIntrinsics
-
     topics = bag_topics(path)
     if topic not in topics or topics[topic].count == 0:
         return None

@@ -65,7 +65,7 @@ from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 
 from .observations import BodyObservation, Frame
-from .person_detector import PersonDetection, PersonDetector, _import_mediapipe
+from .person_detector import PersonDetection, PersonDetector, import_mediapipe
 from .tracking import (PeopleTracker, PromptTracker, appearance_distance, appearance_feature, choose_track,
                        core_box, overlap_fraction, parse_person_choice, track_at)
 from .video_source import as_rgb8
@@ -217,7 +217,7 @@ class BlazePoseEstimator:
 
     # --- MediaPipe plumbing -------------------------------------------------------------
     def _new_landmark_graph(self) -> None:
-        text_format, calculator_pb2, SolutionBase = _import_mediapipe()
+        text_format, calculator_pb2, SolutionBase = import_mediapipe()
         if self._graph is not None:
             self._graph.close()
         config = text_format.Parse(_LANDMARK_GRAPH, calculator_pb2.CalculatorGraphConfig())

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 
+from .blazepose import BlazePoseEstimator
+from .mesh_sam3d import Sam3dBodyEstimator
 from .observations import BodyObservation, Frame
+from .segmentation_sam3 import Sam3Segmenter
 
 
 class BodyEstimator(Protocol):
@@ -58,17 +62,12 @@ class _WithSam3Masks:
 def create_estimator(params: dict | None = None) -> BodyEstimator:
     """The configured body estimator. `params`: `load_config().params("body_estimator_node")`
     or a subset of overrides (missing values come from the config file)."""
-    from sam4dcap_biomech.config import load_config
-
     p = load_config().params("body_estimator_node", params or {})
     backend = p["backend"]
+    est: BodyEstimator
     if backend == "blazepose":
-        from .blazepose import BlazePoseEstimator
-
         est = BlazePoseEstimator(p)
     elif backend == "sam3d":
-        from .mesh_sam3d import Sam3dBodyEstimator
-
         if str(p["person"]).strip().lower() not in ("", "auto"):
             # SAM 3D Body follows its auto-prompted person only; a choice must not be ignored.
             raise Sam4dcapError(f"body_estimator_node.person={p['person']!r} needs backend=blazepose "
@@ -78,8 +77,6 @@ def create_estimator(params: dict | None = None) -> BodyEstimator:
     else:  # pragma: no cover - the config's choices= refuse it first
         raise Sam4dcapError(f"body_estimator_node.backend={backend!r}: choose blazepose or sam3d")
     if p["segmentation_backend"] == "sam3":
-        from .segmentation_sam3 import Sam3Segmenter
-
         try:
             seg = Sam3Segmenter(p)
         except Exception:

@@ -19,7 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from sam4dcap_biomech.errors import Sam4dcapError
+from sam4dcap_biomech.storage import read_mot
 from sam4dcap_biomech.timeseries import TimeSeries
+from sam4dcap_biomech.trc import read_trc
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,6 @@ class Comparison:
 def load_series(path: str | Path) -> TimeSeries:
     """A result or reference file: .mot/.sto coordinates or .trc markers. A `sam4dcap process`
     output folder stands for its IK motion."""
-    from sam4dcap_biomech.storage import read_mot
-    from sam4dcap_biomech.trc import read_trc
-
     path = Path(path)
     if path.is_dir():
         motions = sorted(path.glob("*_ik.mot")) or sorted(path.glob("*.mot"))

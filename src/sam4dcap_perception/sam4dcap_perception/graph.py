@@ -21,6 +21,7 @@ cannot ack frames they have not been sent) until the final wait, which needs eve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,8 +239,6 @@ class GraphOptions:
 def normalize_namespace(namespace: str) -> str:
     """"cam2", "/cam2", "/cam2/" -> "/cam2"; "" -> "" (no namespace). Refuses names ROS
     would refuse (each token: letters, digits, underscores, not starting with a digit)."""
-    import re
-
     tokens = [t for t in (namespace or "").strip().strip("/").split("/") if t]
     for t in tokens:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t):

@@ -19,7 +19,10 @@ from pathlib import Path
 from sam4dcap_biomech.config import Config, load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 
+from .body_estimator import create_estimator
+from .camera_calibration import load_camera_info_file
 from .observations import CameraIntrinsics
+from .video_source import open_source
 from .virtual_markers import MarkerResult, markers_from_observations, offline_marker_settings
 from .world_frame import load_extrinsics
 from .tracking import parse_person_choice
@@ -42,9 +45,6 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
                      estimator_overrides: dict | None = None) -> MarkerResult:
     """Run the body estimator over `video` (file, image folder, camera:N) and place its
     keypoints as markers in the world frame. Raises `Sam4dcapError` when no person is found."""
-    from .body_estimator import create_estimator
-    from .video_source import open_source
-
     cfg = _config(config)
     marker_params = cfg.params("markers_node", {"subject_height_m": height_m})
     est_params = cfg.params("body_estimator_node", {"backend": backend, **(estimator_overrides or {})})
@@ -60,15 +60,13 @@ def video_to_markers(video, *, height_m: float, backend: str = "blazepose", star
     source = open_source(video, start_s=start_s, end_s=end_s,
                          image_folder_fps=source_params["image_folder_fps"] or None)
     if intrinsics is None and source_params["camera_info_file"]:
-        from .camera_calibration import load_camera_info_file
-
         intrinsics = load_camera_info_file(source_params["camera_info_file"], source.width, source.height)
     if intrinsics is None:
         intrinsics = source.intrinsics_default(float(fov))
         log.debug("intrinsics: %.0f deg horizontal field of view -> f = %.0f px (%dx%d)",
                  fov, intrinsics.fx, intrinsics.width, intrinsics.height)
     choice = parse_person_choice(est_params.get("person", "auto"))
-    if choice.rule == "point" and not (choice.point_xy[0] < source.width and choice.point_xy[1] < source.height):
+    if choice.rule == "point" and choice.point_xy is not None and not (choice.point_xy[0] < source.width and choice.point_xy[1] < source.height):
         source.close()
         raise Sam4dcapError(f"--person {choice}: pixel outside the {source.width}x{source.height} image of {video}")
     estimator = create_estimator(est_params)

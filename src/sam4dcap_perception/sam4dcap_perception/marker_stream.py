@@ -119,10 +119,10 @@ class MarkerStream:
         if self.offline and not was_ready:
             # Offline: hold the window's frames until the world frame is known.
             self._held.append(_Held(stamp, int(stamp_ns), obs, int(person_id), names))
-            if self.ready:
+            if self.ready and self.estimator is not None:
                 return Step(self._release_held(self.estimator.take_backlog() + ([mf] if mf is not None else [])))
             return Step(hold=True)
-        if self.ready and not was_ready:
+        if self.ready and not was_ready and self.estimator is not None:
             self.estimator.take_backlog()   # live: those stamps already went out as NaN
         return Step([Output(stamp, int(person_id), mf if mf is not None else self.nan_frame(obs.time_s, names))])
 

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sam4dcap_biomech.errors import MissingDependencyError
+from sam4dcap_biomech.errors import MissingDependencyError, Sam4dcapError
 from sam4dcap_biomech.markersets import OPENCAP43
 
 from .mhr_markers import N_MHR_VERTICES, SmplMapping, opencap_markers_from_smpl_vertices
 from .observations import BodyObservation, Frame
+from .person_detector import PersonDetector
 from .segmentation_sam3 import require_checkpoint, require_package, require_torch_device
 from .tracking import PromptTracker
 from .video_source import as_rgb8
@@ -62,13 +63,11 @@ class Sam3dBodyEstimator:
 
         from sam_3d_body import SAM3DBodyEstimator, load_sam_3d_body
 
-        from .person_detector import PersonDetector
-
         model, cfg = load_sam_3d_body(str(self.checkpoint), device=self.device, mhr_path=str(self.mhr_model))
         self.estimator = SAM3DBodyEstimator(sam_3d_body_model=model, model_cfg=cfg)
         self.faces = np.asarray(self.estimator.faces)
         self.mapping = SmplMapping(mapping_path, faces=self.faces)
-        self.detector = PersonDetector(min_score=float(params["min_detection_confidence"]))
+        self.detector: PersonDetector | None = PersonDetector(min_score=float(params["min_detection_confidence"]))
         self.tracker = PromptTracker(person_id=int(params["person_id"]),
                                      prompt_min_score=float(params["prompt_min_score"]),
                                      max_jump=float(params["track_max_jump"]),
@@ -77,6 +76,8 @@ class Sam3dBodyEstimator:
     def process(self, frame: Frame) -> BodyObservation:
         image = as_rgb8(frame.image, name=f"frame {frame.index}")
         h, w = image.shape[:2]
+        if self.detector is None:
+            raise Sam4dcapError("the sam3d estimator is closed")
         det = self.tracker.select(self.detector.detect(image), frame.time_s)
         if det is None:
             self.tracker.mark_lost()
@@ -119,7 +120,8 @@ class Sam3dBodyEstimator:
             backend=self.backend, extra={"reason": reason})
 
     def close(self) -> None:
-        if getattr(self, "detector", None) is not None:
-            self.detector.close()
+        detector = getattr(self, "detector", None)
+        if detector is not None:
+            detector.close()
             self.detector = None
         self.estimator = None

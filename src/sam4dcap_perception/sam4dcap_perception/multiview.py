@@ -620,7 +620,7 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
                                   progress=progress).save(path)
         runner.run(f"keypoints_{cam.name}", detect, inputs={"video": video},
                    params={"backend": backend, "start_s": start_s, "end_s": end_s,
-                           "config": op._config_snapshot(("body_estimator_node",))},
+                           "config": op.config_snapshot(("body_estimator_node",))},
                    outputs=[path])
         kp_paths.append(path)
 
@@ -657,9 +657,9 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
                        params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s,
                                "synchronise": synchronise, "max_offset_s": max_offset_s},
                        outputs=[trc_path, calib_trc_path, reproj_path])
-    from sam4dcap_biomech.inverse_kinematics import marker_set_of
+    from sam4dcap_biomech.ik_problem import closest_marker_set
 
-    marker_set = marker_set_of(read_trc(trc_path).names)
+    marker_set = closest_marker_set(read_trc(trc_path).names)
     if marker_set is None:
         raise Sam4dcapError(f"{trc_path}: triangulated keypoints match no project marker set")
 

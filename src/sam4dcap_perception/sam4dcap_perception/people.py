@@ -66,7 +66,8 @@ def list_people(video, *, start_s: float = 0.0, end_s: float | None = None, conf
     tracks = sorted(tracker.tracks.values(), key=lambda t: t.track_id)
     if scale != 1.0:
         for t in tracks:
-            t.box = tuple(v / scale for v in t.box)
+            x0, y0, x1, y1 = t.box
+            t.box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
     log.info("%s: %d people in %d frames (%.1f s)", video, len(tracks), n, time.perf_counter() - t0)
     return tracks, n
 

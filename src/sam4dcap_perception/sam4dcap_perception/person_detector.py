@@ -53,7 +53,7 @@ class PersonDetection:
         return (0.5 * (x0 + x1), 0.5 * (y0 + y1))
 
 
-def _import_mediapipe():
+def import_mediapipe():
     try:
         from google.protobuf import text_format
         from mediapipe.framework import calculator_pb2
@@ -73,7 +73,7 @@ class PersonDetector:
     `min_score` is the detector's own threshold (the auto-prompt applies its own on top)."""
 
     def __init__(self, *, min_score: float = 0.5):
-        text_format, calculator_pb2, SolutionBase = _import_mediapipe()
+        text_format, calculator_pb2, SolutionBase = import_mediapipe()
         if not 0.0 <= min_score <= 1.0:
             raise Sam4dcapError(f"person detector min_score={min_score} must be in [0, 1]")
         config = text_format.Parse(_DETECTION_GRAPH, calculator_pb2.CalculatorGraphConfig())

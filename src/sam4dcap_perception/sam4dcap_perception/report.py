@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sam4dcap_biomech.filters import true_runs
+from sam4dcap_biomech.filters import jitter, true_runs
 from sam4dcap_biomech.timeseries import TimeSeries
 
 # Sagittal joint angles plotted like the paper's figures (left and right on one axis).
@@ -44,8 +44,6 @@ def coordinate_summary(coordinates: TimeSeries) -> dict[str, dict]:
     Rotations in degrees, translations in metres; jitter is the mean absolute second difference
     (unit per frame^2, `filters.jitter`), a measure of frame-to-frame noise.
     """
-    from sam4dcap_biomech.filters import jitter
-
     deg = _in_degrees(coordinates)
     jit = jitter(deg)
     out = {}
@@ -351,15 +349,15 @@ def gap_summary(time: np.ndarray, status: Sequence[str], solved: np.ndarray, *, 
     """Frames without a usable person, for summary.json: counts per status ("tracked",
     "bridged", "lost"), IK-unsolved frames, and the intervals [start_s, end_s] of unusable frames
     (lost or not solved; NaN rows in the outputs)."""
-    status = np.asarray(status)
-    unusable = (status == "lost") | ~np.asarray(solved, bool)
+    status_arr = np.asarray(status, dtype=str)
+    unusable = (status_arr == "lost") | ~np.asarray(solved, bool)
     intervals = [[float(time[a]), float(time[b - 1])] for a, b in true_runs(unusable)]
     n = len(status)
     return {
         "frames": n,
-        "tracked_frames": int((status == "tracked").sum()),
-        "bridged_frames": int((status == "bridged").sum()),
-        "lost_frames": int((status == "lost").sum()),
+        "tracked_frames": int((status_arr == "tracked").sum()),
+        "bridged_frames": int((status_arr == "bridged").sum()),
+        "lost_frames": int((status_arr == "lost").sum()),
         "unsolved_frames": int(unusable.sum()),
         "unsolved_fraction": float(unusable.mean()) if n else 0.0,
         "unsolved_intervals_s": intervals,

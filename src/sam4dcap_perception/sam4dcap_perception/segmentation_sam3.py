@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class Sam3Segmenter:
         model = build_sam3_image_model(checkpoint_path=str(self.checkpoint), load_from_HF=False,
                                        device=self.device, eval_mode=True)
         self.processor = Sam3Processor(model)
-        self._video_predictor = None
+        self._video_predictor: Any = None
 
     # --- live stream ------------------------------------------------------------------------
     def segment(self, frame: Frame, prompt: Prompt | None, *, tracked: bool = True,

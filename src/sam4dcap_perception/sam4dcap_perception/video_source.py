@@ -378,7 +378,7 @@ class CameraSource(VideoSource):
         if not cap.isOpened():
             raise Sam4dcapError(f"camera:{device} cannot be opened (is /dev/video{device} present "
                                 "and not in use?)")
-        self._cap = cap
+        self._cap: cv2.VideoCapture | None = cap
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.wall_time_at_start: float | None = None
         super().__init__(f"camera:{device}", w, h, None, start_s=start_s, end_s=end_s)

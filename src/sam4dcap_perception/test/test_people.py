@@ -250,7 +250,7 @@ def test_people_tracker_keeps_ids_by_colour_when_two_people_meet_and_turn_back()
         dets = [_Det(a)] if meeting else [_Det(a), _Det(b)]
         people = tracker.update(dets, img, i, i / 30.0)
         seen = {t.track_id: t for t in people if t.visible}
-        near = lambda x: min(seen.values(), key=lambda t: abs(t.detection.hip_center_xy[0] - x)).track_id  # noqa: E731
+        near = lambda x: min(seen.values(), key=lambda t: abs(t.detection.hip_center_xy[0] - x)).track_id  # noqa: E731, B023
         ids_a.append(near(a))
         if not meeting:
             ids_b.append(near(b))

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sam4dcap_perception import bag_io, graph
 from sam4dcap_perception.graph_runner import start_node, stop_node

@@ -48,7 +48,7 @@ def run(pose2sim_multi, tmp_path_factory):
                                           points=[Point(x=430.0, y=950.0)], point_labels=[1]))
                 h.spin_until(lambda: False, 1.0, procs=[proc])
             image_pub.publish(numpy_to_image(f.image, "rgb8", stamp=sec_to_stamp(f.time_s), frame_id="camera"))
-            assert h.spin_until(lambda: len(keypoints) > i, 60.0, procs=[proc]), f"no keypoints for frame {i}"
+            assert h.spin_until(lambda: len(keypoints) > i, 60.0, procs=[proc]), f"no keypoints for frame {i}"   # noqa: B023 (called in this iteration)
         h.spin_until(lambda: len(tracked) >= N_FRAMES and len(rois) >= N_FRAMES, 10.0, procs=[proc])
         yield {"keypoints": list(keypoints), "tracked": list(tracked), "rois": list(rois), "log": log}
     finally:

@@ -32,14 +32,15 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from sam4dcap_biomech.config import load_config
-    from sam4dcap_biomech.inverse_kinematics import load_markers, marker_set_of
+    from sam4dcap_biomech.ik_problem import closest_marker_set
+    from sam4dcap_biomech.inverse_kinematics import load_markers
     from sam4dcap_biomech.scaling import scale_model
     from sam4dcap_biomech.static_window import find_static_window
 
     if not str(args.out).lower().endswith(".osim"):
         raise Sam4dcapError(f"--out {args.out} must end in .osim")
     markers = load_markers(args.static)
-    marker_set = args.marker_set or marker_set_of(markers.names) or load_config().params("ik_node")["marker_set"]
+    marker_set = args.marker_set or closest_marker_set(markers.names) or load_config().params("ik_node")["marker_set"]
     window = tuple(args.window) if args.window else None
     if window is None and args.setup is None:
         window = find_static_window(markers, min_duration_s=args.min_still_s, max_speed_m_s=args.max_speed)

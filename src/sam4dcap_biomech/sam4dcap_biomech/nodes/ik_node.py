@@ -10,7 +10,7 @@
   cannot be assembled to, or a fit worse than `max_marker_rms_m`, nothing goes out on joint_states
   and JointKinematics carries state LOST / UNTRUSTED with NaN positions (no stale or invented
   values downstream); the next solve after such a frame starts cold (fresh OpenSim assembly).
-  Free-joint angles are canonical (wrapped, one Euler form: streaming_ik.canonical_coordinates),
+  Free-joint angles are canonical (wrapped, one Euler form: ik_problem.canonical_coordinates),
   clamped coordinates stay in their ranges. Health (tracking state, marker RMS, solve time) on
   /diagnostics.
 - Latches the path of the model in use on /sam4dcap/model_path (std_msgs/String): consumers that

@@ -53,9 +53,24 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from sam4dcap_biomech.errors import Sam4dcapError
     from sam4dcap_perception.compare import compare_series, load_series
-    from sam4dcap_perception import report as rp
+
+    result_path, reference_path, out = _paths(args)
+    result = load_series(result_path)
+    reference, mv, same_view, fixed_lag = _reference(args, result, result_path, reference_path, out)
+    comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
+                                rigid=args.rigid, allow_resample=not args.no_resample,
+                                align_channels=args.align_on.split(",") if args.align_on else None,
+                                fixed_lag_s=fixed_lag)
+    comparison.sources.update(result=str(result_path), reference=str(reference_path))
+    _write_report(out, args, comparison, mv, same_view, fixed_lag, result_path, reference_path)
+    _print_summary(comparison, same_view, fixed_lag, out)
+    return 0
+
+
+def _paths(args) -> tuple[Path, Path, Path]:
+    """(result, reference, output folder, created), or one clear error."""
+    from sam4dcap_biomech.errors import Sam4dcapError
 
     result_path, reference_path = Path(args.result), Path(args.reference)
     if not result_path.exists():
@@ -67,33 +82,42 @@ def _run(args) -> int:
     base = result_path if result_path.is_dir() else result_path.parent
     out = Path(args.out) if args.out else base / f"compare_{reference_path.stem or 'reference'}"
     out.mkdir(parents=True, exist_ok=True)
+    return result_path, reference_path, out
 
-    result = load_series(result_path)
-    mv = None
-    same_view = fixed_lag = None
-    if reference_path.is_dir() and not any(reference_path.glob("*.mot")) and not any(reference_path.glob("*.trc")):
-        from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
 
-        calib, videos = find_multiview_trial(reference_path)
-        height, mass = _subject(args, result_path)
-        mv = multiview_reference(videos, calib, out_dir=out / "multiview_reference", height_m=height,
-                                 mass_kg=mass, progress=not args.quiet and sys.stderr.isatty(),
-                                 max_error_px=args.max_reproj_error, force=args.force, fit=args.fit)
-        reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
-        same_view = _result_view(mv, result_path)
-        if same_view is not None and not args.no_align:
-            # The result was made from one of the reference's videos: same clock, known lag.
-            fixed_lag = mv.lag_for_view_s(same_view)
-            log.info("result video is view %s of the reference: lag %+.4f s from the views' offsets, no search",
-                     same_view, fixed_lag)
-    else:
-        reference = load_series(reference_path)
+def _reference(args, result, result_path: Path, reference_path: Path, out: Path):
+    """(reference series, multi-view reference or None, the result's view of it, fixed lag or None).
 
-    comparison = compare_series(result, reference, max_lag_s=args.max_lag, align_time=not args.no_align,
-                                rigid=args.rigid, allow_resample=not args.no_resample,
-                                align_channels=args.align_on.split(",") if args.align_on else None,
-                                fixed_lag_s=fixed_lag)
-    comparison.sources.update(result=str(result_path), reference=str(reference_path))
+    A folder of calibrated videos (no .mot/.trc in it) becomes a multi-view reference, built with
+    the same model, scaling and IK as the result."""
+    from sam4dcap_perception.compare import load_series
+
+    if not (reference_path.is_dir() and not any(reference_path.glob("*.mot"))
+            and not any(reference_path.glob("*.trc"))):
+        return load_series(reference_path), None, None, None
+    from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
+
+    calib, videos = find_multiview_trial(reference_path)
+    height, mass = _subject(args, result_path)
+    mv = multiview_reference(videos, calib, out_dir=out / "multiview_reference", height_m=height,
+                             mass_kg=mass, progress=not args.quiet and sys.stderr.isatty(),
+                             max_error_px=args.max_reproj_error, force=args.force, fit=args.fit)
+    reference = load_series(mv.markers_trc if result.is_points else mv.coordinates_mot)
+    same_view = _result_view(mv, result_path)
+    fixed_lag = None
+    if same_view is not None and not args.no_align:
+        # The result was made from one of the reference's videos: same clock, known lag.
+        fixed_lag = mv.lag_for_view_s(same_view)
+        log.info("result video is view %s of the reference: lag %+.4f s from the views' offsets, no search",
+                 same_view, fixed_lag)
+    return reference, mv, same_view, fixed_lag
+
+
+def _write_report(out: Path, args, comparison, mv, same_view, fixed_lag, result_path: Path,
+                  reference_path: Path) -> None:
+    """comparison.json, the overlay and lag plots, comparison.html."""
+    from sam4dcap_perception import report as rp
+
     data = comparison.as_dict()
     if mv is not None:
         data["multiview_reference"] = {"out_dir": str(mv.out_dir), "cameras": mv.cameras,
@@ -114,6 +138,8 @@ def _run(args) -> int:
                      f"{r['observations_used']} / {r['observations']}"] for v, r in mv.reprojection.items()])
     page.save(out / "comparison.html")
 
+
+def _print_summary(comparison, same_view, fixed_lag, out: Path) -> None:
     how = (f"same clock as view {same_view}" if fixed_lag is not None else
            f"window +-{comparison.max_lag_s:g} s, mean r {comparison.alignment_score:.3f}")
     print(f"time alignment: reference lag {comparison.lag_s:+.4f} s ({how}); overlap {comparison.result.n_frames} frames")
@@ -122,7 +148,6 @@ def _run(args) -> int:
         r = f"{m.correlation:8.3f}" if m.correlation == m.correlation else f"{'-':>8}"
         print(f"{m.name:<28}{m.unit:>5}{m.rmse:10.4g}{m.mae:10.4g}{m.max_abs_error:10.4g}{r}")
     print(f"report: {out / 'comparison.html'}")
-    return 0
 
 
 def _result_view(mv, result_path: Path) -> str | None:

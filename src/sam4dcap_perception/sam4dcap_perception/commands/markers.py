@@ -76,6 +76,7 @@ def estimator_overrides(args) -> dict:
 
 def run(args) -> int:
     from sam4dcap_biomech.errors import Sam4dcapError
+    from sam4dcap_biomech.settings import check_height_m
     from sam4dcap_biomech.trc import write_trc
 
     from ..marker_pipeline import video_to_markers
@@ -89,8 +90,7 @@ def run(args) -> int:
     for flag, value in (("--height", args.height), ("--out", args.out)):
         if value is None:
             raise Sam4dcapError(f"missing {flag} (required unless --list-people)")
-    if not (0.5 <= args.height <= 2.5):
-        raise Sam4dcapError(f"--height {args.height} m is not a human standing height (0.5 .. 2.5 m)")
+    check_height_m(args.height, name="--height")
     out = Path(args.out)
     if out.suffix.lower() != ".trc":
         raise Sam4dcapError(f"--out {out}: the output must be a .trc file")
