@@ -118,6 +118,16 @@ def main() -> int:
     marker_params = load_config().params("markers_node", {"subject_height_m": 1.70})
     markers = {v: StreamingMarkerEstimator(marker_params, intr) for v in variants}
     tracked = {v: 0 for v in variants}
+
+    def image_out(rgb, header):            # what the source's publish costs
+        return serialize_message(numpy_to_image(rgb, "rgb8", stamp=header.stamp, frame_id=header.frame_id))
+
+    def image_in(wire):                    # what the body node's take costs
+        return to_rgb8(deserialize_message(wire, Image))
+
+    def results_out(obs, header, shape, with_segmentation):
+        return [serialize_message(m) for m in observation_to_msgs(obs, header, shape, segmentation=with_segmentation)
+                if m is not None]
     load_before = os.getloadavg()[0]
     cap = cv2.VideoCapture(str(video))
     n = 0
@@ -130,13 +140,10 @@ def main() -> int:
             header = Header()
             header.stamp.sec, header.stamp.nanosec = divmod(int(n * 1e9 / 30), 1_000_000_000)
             header.frame_id = "camera_optical_frame"
-            wire = source.timed("image message out (numpy -> Image, serialize)",
-                                lambda: serialize_message(numpy_to_image(rgb, "rgb8", stamp=header.stamp,
-                                                                         frame_id=header.frame_id)))
+            wire = source.timed("image message out (numpy -> Image, serialize)", image_out, rgb, header)
             for v, est in ests.items():
                 clk = clocks[v]
-                img = clk.timed("image message in (deserialize, rgb8 view)",
-                                lambda: to_rgb8(deserialize_message(wire, Image)))
+                img = clk.timed("image message in (deserialize, rgb8 view)", image_in, wire)
                 c0, w0 = time.process_time(), time.perf_counter()
                 before_cpu, before_wall = sum(clk.cpu.values()), sum(clk.wall.values())
                 obs = est.process(Frame(n, n / 30.0, img))
@@ -145,8 +152,7 @@ def main() -> int:
                         time.process_time() - c0 - inner_cpu, time.perf_counter() - w0 - inner_wall)
                 tracked[v] += bool(obs.tracked)
                 clk.timed("output messages (segmentation + mask, keypoints: build, serialize)",
-                          lambda: [serialize_message(m) for m in observation_to_msgs(
-                              obs, header, img.shape[:2], segmentation=with_mask[v]) if m is not None])
+                          results_out, obs, header, img.shape[:2], with_mask[v])
                 markers_clock[v].timed("markers (StreamingMarkerEstimator.push)", markers[v].push, obs)
             n += 1
     finally:
