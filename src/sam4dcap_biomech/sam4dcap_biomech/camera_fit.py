@@ -15,8 +15,8 @@ the coordinates (pelvis pose in the world included) to what the cameras saw:
 with joint ranges as bounds; pi_c is the pinhole projection of camera c (world->camera R, t
 and intrinsics K; pixels undistorted by the caller), c the keypoint confidence, w the marker-set
 weight, m the 3D markers the pipeline made (monocular: the world-frame markers; multi-view: the
-triangulation; with one camera the foot points' prior weight is scaled by `foot_prior_weight`:
-a monocular estimator's 3D feet are its least trustworthy part), rho Huber's loss (iteratively
+triangulation; with one camera, offline, the foot points' prior weight is scaled by
+`foot_prior_weight`: a monocular estimator's 3D feet are its least trustworthy part), rho Huber's loss (iteratively
 reweighted). Stance: a foot point whose 3D marker
 moves slower than `stance_speed_m_s` near its lowest height; its ground height is the median of
 its stance heights in the data.
