@@ -16,10 +16,10 @@ with joint ranges as bounds; pi_c is the pinhole projection of camera c (world->
 and intrinsics K; pixels undistorted by the caller), c the keypoint confidence, w the marker-set
 weight, m the 3D markers the pipeline made (monocular: the world-frame markers; multi-view: the
 triangulation; with one camera, offline, the foot points' prior weight is scaled by
-`foot_prior_weight`: a monocular estimator's 3D feet are its least trustworthy part), rho Huber's loss (iteratively
-reweighted). Stance: a foot point whose 3D marker
-moves slower than `stance_speed_m_s` near its lowest height; its ground height is the median of
-its stance heights in the data.
+`foot_prior_weight`: a monocular estimator's 3D feet are its least trustworthy part), rho
+Huber's loss (iteratively reweighted). Stance: a foot point whose 3D marker moves slower than
+`stance_speed_m_s` near its lowest height; its ground height is the median of its stance
+heights in the data.
 
 Offline (`fit_trial`): the whole trial as one sparse least-squares problem (Levenberg-Marquardt
 on the normal equations, block-banded: each frame's coordinates couple to its neighbours only),
@@ -365,7 +365,8 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     markers = markers.to_unit("m") if markers.unit != "m" else markers
     # One camera: the 3D prior is a monocular estimator's, whose feet are the least trustworthy
     # part (foot_prior_weight); several: the triangulation's, feet as measured as the rest.
-    problem = _Problem(ik, views, settings, foot_prior_weight=settings.foot_prior_weight if len(views) == 1 else 1.0)
+    problem = _Problem(ik, views, settings,
+                       foot_prior_weight=settings.foot_prior_weight if len(views) == 1 else 1.0)
     n = markers.n_frames
     for cam, pix, _ in problem.views:
         if pix.shape[0] != n:

@@ -603,7 +603,9 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     cfg = _config_snapshot(("markers_node", "body_estimator_node", "video_source_node"))
     runner.run("markers", markers, inputs={"video": video},
                params={"height_m": opts.height_m, "backend": opts.backend, "start_s": opts.start_s,
-                       "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {})},
+                       "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {}),
+                       # 2: the keypoints file carries lr_swapped (older ones are rewritten).
+                       "keypoints_file": 2},
                outputs=[trc_path, npz_path, json_path, quality_path, camera_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
             "markers_quality": quality_path, "camera": camera_path}
