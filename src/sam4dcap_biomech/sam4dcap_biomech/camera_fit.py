@@ -15,9 +15,11 @@ the coordinates (pelvis pose in the world included) to what the cameras saw:
 with joint ranges as bounds; pi_c is the pinhole projection of camera c (world->camera R, t
 and intrinsics K; pixels undistorted by the caller), c the keypoint confidence, w the marker-set
 weight, m the 3D markers the pipeline made (monocular: the world-frame markers; multi-view: the
-triangulation), rho Huber's loss (iteratively reweighted). Stance: a foot point whose 3D marker
-moves slower than `stance_speed_m_s` near its lowest height; its ground height is the median of
-its stance heights in the data.
+triangulation; with one camera, offline, the foot points' prior weight is scaled by
+`foot_prior_weight`: a monocular estimator's 3D feet are its least trustworthy part), rho
+Huber's loss (iteratively reweighted). Stance: a foot point whose 3D marker moves slower than
+`stance_speed_m_s` near its lowest height; its ground height is the median of its stance
+heights in the data.
 
 Offline (`fit_trial`): the whole trial as one sparse least-squares problem (Levenberg-Marquardt
 on the normal equations, block-banded: each frame's coordinates couple to its neighbours only),
@@ -124,6 +126,7 @@ class FitSettings:
     live_iterations: int
     neutral_prior_sigma_deg: float
     outlier_px: float
+    foot_prior_weight: float
 
     @classmethod
     def from_params(cls, params: Mapping) -> "FitSettings":
@@ -172,7 +175,8 @@ class _Problem:
     """The fit's terms for the tracked markers of a StreamingIK model; shared by the trial and
     the streaming fitter."""
 
-    def __init__(self, ik: StreamingIK, views: Sequence[CameraView], settings: FitSettings):
+    def __init__(self, ik: StreamingIK, views: Sequence[CameraView], settings: FitSettings, *,
+                 foot_prior_weight: float = 1.0):
         if not ik.supports_jacobian:
             raise Sam4dcapError("the camera fit needs a model without kinematic constraints "
                                 "(coordinate couplers); use --fit markers for this model")
@@ -212,6 +216,12 @@ class _Problem:
                                      and c not in tasked], dtype=int)
         self.neutral_v = ik.default_q[self.free[self.neutral_col]]
         self.feet = _foot_indices(self.names)
+        # Weights of the relative 3D prior: the foot points' (heel, toe) scaled by foot_prior_weight
+        # (a monocular estimator's 3D foot is the least trustworthy part: on the Pose2Sim demo its
+        # heel-toe distance is 5-14 cm against the 4-view 18 cm).
+        self.prior_wn = self.wn.copy()
+        if self.feet:
+            self.prior_wn[self.feet] *= foot_prior_weight
 
     def set_task_scale(self, depth_m: float) -> None:
         """Coordinate tasks are weighted as in marker IK (W per rad^2 against the weighted mean
@@ -239,7 +249,7 @@ class _Problem:
         m = prior[f]
         ok = np.isfinite(m).all(axis=1)
         if ok.sum() >= 3:
-            wk = self.wn[ok]
+            wk = self.prior_wn[ok]
             wsum = wk.sum()
             xm = (wk[:, None] * x[ok]).sum(0) / wsum
             mm = (wk[:, None] * m[ok]).sum(0) / wsum
@@ -353,7 +363,10 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     views: what each camera saw on the same frames (pixels undistorted)."""
     t0 = _time.perf_counter()
     markers = markers.to_unit("m") if markers.unit != "m" else markers
-    problem = _Problem(ik, views, settings)
+    # One camera: the 3D prior is a monocular estimator's, whose feet are the least trustworthy
+    # part (foot_prior_weight); several: the triangulation's, feet as measured as the rest.
+    problem = _Problem(ik, views, settings,
+                       foot_prior_weight=settings.foot_prior_weight if len(views) == 1 else 1.0)
     n = markers.n_frames
     for cam, pix, _ in problem.views:
         if pix.shape[0] != n:

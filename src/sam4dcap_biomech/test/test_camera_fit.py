@@ -202,3 +202,26 @@ def test_live_camera_fit_pairs_keypoints_by_stamp_and_waits_for_the_camera(model
     err = rms_deg(np.array([f.q for f in frames]), coords.frames(slice(1, None)), SAGITTAL, ik.coordinate_names)
     assert err.max() < 5.0, err
     assert frames[-1].marker_rms_m < 0.01        # reprojection errors at the markers' depth, exact keypoints
+
+
+def test_foot_prior_weight_lets_the_2d_feet_win_over_a_short_3d_foot(model_path, squat, settings):
+    """A monocular estimator's 3D foot is short (toe pulled toward the heel); with the foot points'
+    3D prior weighted down (foot_prior_weight) the ankle follows the 2D keypoints instead."""
+    import dataclasses
+
+    coords, markers = squat
+    cam = camera_at(np.array([4.0, 1.2, 0.3]), [0.0, 0.9, 0.0])     # from the front: the foot along the view
+    short = markers.values.copy()
+    names = list(BLAZEPOSE33)
+    for side in ("left", "right"):
+        heel, toe = names.index(f"{side}_heel"), names.index(f"{side}_foot_index")
+        short[:, toe] = short[:, heel] + 0.5 * (short[:, toe] - short[:, heel])
+    pixels = cam.project(markers.values)
+    view = CameraView(cam, tuple(names), pixels, np.ones(pixels.shape[:2]))
+    ankles = ["ankle_angle_r", "ankle_angle_l"]
+    err = {}
+    for weight in (1.0, 0.2):
+        ik = StreamingIK(str(model_path), names, min_markers=3)
+        res = fit_trial(ik, markers.with_values(short), [view], dataclasses.replace(settings, foot_prior_weight=weight))
+        err[weight] = rms_deg(res.coordinates.values, coords, ankles, ik.coordinate_names).mean()
+    assert err[0.2] < 0.8 * err[1.0], err

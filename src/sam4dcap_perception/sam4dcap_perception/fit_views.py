@@ -59,14 +59,24 @@ def read_camera_file(path: Path) -> PinholeCamera:
     return camera_from_world_frame(Path(path).stem, intr, RigidTransform(m[:3, :3], m[:3, 3]))
 
 
-def monocular_views(keypoints_npz: Path, camera_file: Path) -> list[CameraView]:
-    """The one view of a monocular trial: 2D keypoints (visibility as confidence) and its camera."""
+def monocular_views(keypoints_npz: Path, camera_file: Path, *, left_right_repair: bool = True) -> list[CameraView]:
+    """The one view of a monocular trial: 2D keypoints (visibility as confidence) and its camera,
+    with the left/right labels the markers stage used (its `lr_swapped` frames relabelled): the
+    fit sees the same body as the 3D markers it starts from; `left_right_repair=False`: the
+    estimator's own labels (benchmarks)."""
     with np.load(keypoints_npz, allow_pickle=False) as z:
         names = tuple(str(n) for n in z["names"])
         pixels = np.array(z["keypoints_2d"], float)
         vis = np.array(z["visibility"], float)
         tracked = np.array(z["tracked"], bool)
+        swapped = np.array(z["lr_swapped"], bool) if "lr_swapped" in z.files else np.zeros(len(tracked), bool)
     vis[~tracked] = 0.0
+    if left_right_repair and swapped.any() and swapped.shape == tracked.shape:
+        from .lr_consistency import swap_permutation
+
+        perm = swap_permutation(names)
+        pixels[swapped] = pixels[swapped][:, perm]
+        vis[swapped] = vis[swapped][:, perm]
     return [CameraView(read_camera_file(camera_file), names, pixels, vis)]
 
 

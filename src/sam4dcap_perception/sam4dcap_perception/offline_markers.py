@@ -36,8 +36,11 @@ def frame_confidence(confidence: np.ndarray, tracked: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, source: str) -> None:
-    """Per-frame 2D/3D keypoints of the tracked person (NaN when missing) as .npz and .json."""
+def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, source: str,
+                    lr_swapped: np.ndarray | None = None) -> None:
+    """Per-frame 2D/3D keypoints of the tracked person (NaN when missing) as .npz and .json, as the
+    estimator gave them; `lr_swapped` (N,): frames whose left/right labels the markers stage
+    exchanged (`lr_consistency`), stored so later stages (the camera fit) read the same labels."""
     obs = list(observations)
     names = next((tuple(o.names) for o in obs if o.tracked and o.names), ())
     k = len(names)
@@ -66,7 +69,8 @@ def write_keypoints(npz_path: Path, json_path: Path, observations: Sequence, *, 
     skeleton = next((o.skeleton for o in obs if o.tracked), "")
     np.savez_compressed(npz_path, time_s=time_s, names=np.array(names), tracked=tracked, overlap=overlap,
                         identity_doubt=identity_doubt, keypoints_2d=k2,
-                        keypoints_3d=k3, confidence=conf, visibility=vis, skeleton=skeleton, source=source)
+                        keypoints_3d=k3, confidence=conf, visibility=vis, skeleton=skeleton, source=source,
+                        lr_swapped=np.zeros(n, bool) if lr_swapped is None else np.asarray(lr_swapped, bool))
 
     def r(a, digits):
         return [[None if not np.isfinite(x) else round(float(x), digits) for x in row] for row in a]
@@ -106,7 +110,8 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
                                   end_s=opts.end_s, progress=progress, keep_observations=True,
                                      estimator_overrides={"person": opts.person} if opts.person else None)
         write_trc(trc_path, result.filtered)
-        write_keypoints(npz_path, json_path, result.observations or [], source=video.name)
+        write_keypoints(npz_path, json_path, result.observations or [], source=video.name,
+                        lr_swapped=result.flags.get("lr_swapped"))
         write_camera_file(camera_path, result.intrinsics, result.world_from_camera)
         usable = np.asarray(result.flags["frame_status"]) != FRAME_LOST
         conf = frame_confidence(result.confidence, usable)
@@ -126,7 +131,9 @@ def markers_from_video(runner: StageRunner, video: Path, stem: str, opts: Proces
     cfg = config_snapshot(("markers_node", "body_estimator_node", "video_source_node"))
     runner.run("markers", markers, inputs={"video": video},
                params={"height_m": opts.height_m, "backend": opts.backend, "start_s": opts.start_s,
-                       "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {})},
+                       "end_s": opts.end_s, "config": cfg, **({"person": opts.person} if opts.person else {}),
+                       # 2: the keypoints file carries lr_swapped (older ones are rewritten).
+                       "keypoints_file": 2},
                outputs=[trc_path, npz_path, json_path, quality_path, camera_path])
     return {"markers_trc": trc_path, "keypoints_npz": npz_path, "keypoints_json": json_path,
             "markers_quality": quality_path, "camera": camera_path}

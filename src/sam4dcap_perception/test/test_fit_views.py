@@ -42,3 +42,32 @@ def test_calibrated_views_keep_pixels_in_the_trial_world(pose2sim_demo):
     for cam, view in zip(cameras, out):
         # Undistorted pixels of the calibration = the moved pinhole's projection of the trial points.
         np.testing.assert_allclose(view.camera.project(pts_trial), cam.undistort(cam.project(pts_q)), atol=1e-3)
+
+
+def test_monocular_views_use_the_markers_stage_left_right_labels(tmp_path):
+    """Frames the markers stage relabelled (lr_swapped in the keypoints file) reach the camera fit
+    relabelled too: the fit sees the same body as the 3D markers it starts from."""
+    from sam4dcap_perception.offline_process import write_keypoints
+    from sam4dcap_perception.observations import BodyObservation
+
+    names = ("nose", "left_hip", "right_hip", "left_knee", "right_knee")
+    rng = np.random.default_rng(1)
+    obs = [BodyObservation(frame_index=i, time_s=i / 30, person_id=1, tracked=True, skeleton="blazepose33",
+                           names=names, keypoints_2d=rng.uniform(0, 1000, (5, 2)),
+                           keypoints_3d=rng.normal(size=(5, 3)), confidence=np.full(5, 0.9),
+                           visibility=np.array([0.9, 0.8, 0.3, 0.7, 0.2])) for i in range(3)]
+    swapped = np.array([False, True, False])
+    intr = CameraIntrinsics.from_fov(1080, 1920, 60.0)
+    cam_file = fit_views.write_camera_file(tmp_path / "t_camera.json", intr, RigidTransform.identity())
+    write_keypoints(tmp_path / "t_keypoints.npz", tmp_path / "t_keypoints.json", obs, source="t.mp4",
+                    lr_swapped=swapped)
+    view = fit_views.monocular_views(tmp_path / "t_keypoints.npz", cam_file)[0]
+    perm = [0, 2, 1, 4, 3]
+    for i in range(3):
+        want = perm if swapped[i] else list(range(5))
+        np.testing.assert_allclose(view.pixels[i], obs[i].keypoints_2d[want])
+        np.testing.assert_allclose(view.confidence[i], obs[i].visibility[want])
+    # A keypoints file without the mask (written before it existed) is read as the estimator gave it.
+    write_keypoints(tmp_path / "u_keypoints.npz", tmp_path / "u_keypoints.json", obs, source="t.mp4")
+    plain = fit_views.monocular_views(tmp_path / "u_keypoints.npz", cam_file)[0]
+    np.testing.assert_allclose(plain.pixels[1], obs[1].keypoints_2d)
