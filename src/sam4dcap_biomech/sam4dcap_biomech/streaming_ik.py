@@ -428,7 +428,9 @@ class StreamingIK:
         Clamped coordinates keep to their range by an active set (projected steps): a
         coordinate at a bound whose gradient pushes it outward is held there and the step is
         solved for the others. Stops once an undamped step moves no free coordinate by more than
-        the step tolerance (10x the accuracy): with the curvature corrected that step is the
+        the step tolerance (30x the accuracy: at the gait setup's 1e-5 the result is
+        0.002 deg from the converged answer, the InverseKinematicsTool's 0.12 deg; 10x cost ~25 %
+        more CPU a frame for 0.001 deg): with the curvature corrected that step is the
         distance to the optimum. Returns (q_full, iterations, converged); a step sequence that
         runs out of iterations still only ever lowered the objective from the start.
         The final pose is evaluated by the caller (_make_frame).
@@ -440,7 +442,7 @@ class StreamingIK:
         q_full[free_q] = np.clip(q_full[free_q], lo, hi)
         r, jac, x = self._residuals(q_full, obs, present)
         cost = 0.5 * r @ r
-        step_tol = max(self.accuracy * 10.0, 1e-9)
+        step_tol = max(self.accuracy * 30.0, 1e-9)
         damping = 0.0
         secant = np.zeros((free_q.size, free_q.size))   # estimate of sum r_i d2r_i/dq2
         for it in range(1, self.max_iterations + 1):
