@@ -120,7 +120,7 @@ def read_qualisys_calibration(path: str | Path, *, binning_factor: int = 1) -> l
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise Sam4dcapError(f"{path}: not a Qualisys .qca.txt calibration (XML error: {exc})") from None
-    cameras = []
+    cameras: list[CalibratedCamera] = []
     for cam in root.findall("cameras/camera"):
         if cam.get("active", "1") == "0":
             continue
@@ -290,15 +290,15 @@ class MultiviewReference:
     scaled_model: Path
     reprojection: dict           # per view: median/mean/p90 px over used and all observations
     cameras: list[str]
-    frame_offsets: dict = None   # per view: frames after view 0's that show the same instant
-    videos: dict = None          # per view: the video file
+    frame_offsets: dict | None = None   # per view: frames after view 0's that show the same instant
+    videos: dict | None = None          # per view: the video file
     rate_hz: float = 0.0
 
     def lag_for_view_s(self, view: str) -> float:
         """Lag (compare's convention) of this reference against a result made from `view`'s
         video: the reference runs on view 0's clock, `view` shows the same instant
         frame_offsets[view] frames later."""
-        return -float(self.frame_offsets.get(view, 0)) / self.rate_hz + 0.0 if self.rate_hz else 0.0
+        return -float((self.frame_offsets or {}).get(view, 0)) / self.rate_hz + 0.0 if self.rate_hz else 0.0
 
     def view_of(self, video: str | Path) -> str | None:
         """The view whose video `video` is (same file), if any."""
@@ -358,7 +358,9 @@ def detect_view_keypoints(video: str | Path, *, name: str, backend: str = "blaze
 
     source = open_source(video, start_s=start_s, end_s=end_s)
     estimator = create_estimator({"backend": backend})
-    times, pix, vis = [], [], []
+    times: list[float] = []
+    pix: list[np.ndarray | None] = []
+    vis: list[np.ndarray | None] = []
     names: tuple[str, ...] = ()
     try:
         frames = iter(source)
@@ -483,15 +485,18 @@ def estimate_frame_offsets(cameras: Sequence[CalibratedCamera], views: Sequence[
                                     for d in shifts])
     import itertools
 
-    best, best_cost = None, np.inf
+    best: tuple[int, ...] | None = None
+    best_cost = np.inf
     for rest in itertools.product(range(-m, m + 1), repeat=V - 1):
         o = (0,) + rest
         cost = 0.0
         for (a, b), f in table.items():
             c = f[o[b] - o[a] + 2 * m]
             cost += c if np.isfinite(c) else 1e6
-        if cost < best_cost - 1e-9 or (abs(cost - best_cost) <= 1e-9 and sum(map(abs, o)) < sum(map(abs, best))):
+        if cost < best_cost - 1e-9 or (best is not None and abs(cost - best_cost) <= 1e-9
+                                         and sum(map(abs, o)) < sum(map(abs, best))):
             best, best_cost = o, cost
+    assert best is not None   # the first candidate's cost is finite (capped at 1e6 a pair)
     zero_cost = sum(f[2 * m] for f in table.values())
     info = {"max_offset_frames": m, "error_at_zero_px": float(zero_cost / len(table)),
             "error_px": float(best_cost / len(table)),
