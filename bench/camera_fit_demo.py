@@ -131,7 +131,7 @@ def main() -> int:
     from sam4dcap_perception import offline_process as op
     from sam4dcap_perception.compare import compare_series
     from sam4dcap_perception.fit_views import monocular_views
-    from sam4dcap_perception.multiview import multiview_reference
+    from sam4dcap_perception.multiview_reference import multiview_reference
 
     t0 = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,8 @@ def main() -> int:
     from sam4dcap_perception.compare import compare_series
     from sam4dcap_perception.lr_consistency import LRSettings, repair_track
     from sam4dcap_perception.marker_pipeline import video_to_markers
-    from sam4dcap_perception.multiview import multiview_reference, read_qualisys_calibration
+    from sam4dcap_perception.multiview import read_qualisys_calibration
+    from sam4dcap_perception.multiview_reference import multiview_reference
     from sam4dcap_perception.virtual_markers import markers_from_observations
 
     t0 = time.perf_counter()

@@ -85,7 +85,7 @@ def main() -> int:
     from sam4dcap_biomech.model_builder import COORDINATE_RANGES, PELVIS_COORDINATES
     from sam4dcap_perception import offline_process as op
     from sam4dcap_perception.compare import compare_series
-    from sam4dcap_perception.multiview import multiview_reference
+    from sam4dcap_perception.multiview_reference import multiview_reference
 
     joint_ranges = {n: r for n, r in COORDINATE_RANGES.items() if n not in PELVIS_COORDINATES}
     t0 = time.perf_counter()

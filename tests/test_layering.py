@@ -39,14 +39,7 @@ def _modules():
 MODULES = _modules()
 
 # Known exceptions, each with its reason; the cycle test fails when one disappears (remove it here).
-KNOWN_CYCLES = {
-    # multiview.multiview_reference runs offline_process's stages (and fit_views' calibrated views)
-    # from inside multiview, which fit_views imports: it moves above offline_process once issue
-    # 10's rewrite of multiview.py has landed (then fit_views -> multiview is the only edge left).
-    frozenset({"sam4dcap_perception.fit_views", "sam4dcap_perception.multiview",
-               "sam4dcap_perception.offline_biomech", "sam4dcap_perception.offline_markers",
-               "sam4dcap_perception.offline_process"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 # Modules rewritten in parallel when this rule came (issues 10, 14): their function-level imports
 # of project/stdlib modules move to the top after those land.
 LAZY_IMPORTS_OK = {

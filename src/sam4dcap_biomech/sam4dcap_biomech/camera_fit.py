@@ -40,7 +40,7 @@ import logging
 import threading
 import time as _time
 from dataclasses import dataclass, field, fields
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -134,8 +134,9 @@ class FitSettings:
         missing = [f.name for f in fields(cls) if f.name not in params]
         if missing:
             raise Sam4dcapError(f"camera_fit settings lack {', '.join(missing)} (config section camera_fit)")
-        return cls(**{f.name: int(params[f.name]) if f.name.endswith("iterations") else float(params[f.name])
-                      for f in fields(cls)})
+        values: dict[str, Any] = {f.name: int(params[f.name]) if f.name.endswith("iterations") else float(params[f.name])
+                                  for f in fields(cls)}
+        return cls(**values)
 
 
 @dataclass
@@ -190,7 +191,7 @@ class _Problem:
         lo, hi = ik.coordinate_bounds
         self.lo, self.hi = lo[self.free], hi[self.free]
         self.rot = ik.rotational[self.free]
-        self.views = []
+        self.views: list[tuple[PinholeCamera, np.ndarray, np.ndarray]] = []
         for v in views:
             idx = [v.names.index(n) if n in v.names else -1 for n in self.names]
             pix = np.full(v.pixels.shape[:1] + (len(self.names), 2), np.nan)
@@ -229,7 +230,8 @@ class _Problem:
         f = np.mean([cam.K[0, 0] for cam, _, _ in self.views]) if self.views else 1000.0
         self.task_sigma_m = max(self.s.pixel_sigma_px * depth_m / f, 1e-3)
 
-    def frame_rows(self, f: int, q_free_full, prior: np.ndarray, contact: np.ndarray | None, x=None, jac=None):
+    def frame_rows(self, f: int, q_free_full, prior: np.ndarray, contact: Sequence[Sequence[tuple[int, float]]] | None,
+                   x=None, jac=None):
         """Rows of frame f that involve only its coordinates: residuals r (R,), Jacobian (R, nf),
         and a mask of reprojection rows (for the robust weights; pairs of rows per point)."""
         if x is None:
@@ -386,7 +388,7 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     # Stance is found on the model's foot points after a first fit without contact (the 3D
     # markers' depth noise makes their speed useless for it: ~0.8 m/s of noise on the demo).
     stance = np.zeros((n, len(problem.feet)), bool)
-    contact = [[] for _ in range(n)]
+    contact: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     depths = [np.nanmedian(cam.project_with_jacobian(prior[f])[2]) for cam, _, _ in problem.views
               for f in range(0, n, max(1, n // 10)) if np.isfinite(prior[f]).any()]
     problem.set_task_scale(float(np.nanmedian(depths)) if depths else 3.0)
@@ -603,10 +605,10 @@ class StreamingCameraFit:
         self.cameras = list(cameras)
         self.settings = settings
         self._names = ik.marker_names
-        self._problem = None
+        self._problem: _Problem | None = None
         self._history: list[tuple[float, np.ndarray]] = []
         self._feet_hist: list[np.ndarray] = []
-        self._ground = None
+        self._ground: np.ndarray | None = None
 
     def reset(self) -> None:
         self._history.clear()
@@ -697,7 +699,7 @@ class StreamingCameraFit:
         if problem.feet:
             self._feet_hist = (self._feet_hist + [x_model[problem.feet]])[-3:]
         errors = {n: float(e) for n, e, u in zip(problem.names, err, used) if u}
-        worst = max(errors, key=errors.get) if errors else ""
+        worst = max(errors, key=errors.__getitem__) if errors else ""
         return IKFrame(time_s=float(time_s), coordinate_names=self.ik.coordinate_names, q=q, qdot=qdot,
                        marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))) if used.any() else float("nan"),
                        marker_max_m=float(err[used].max()) if used.any() else float("nan"),
@@ -747,8 +749,8 @@ class LiveCameraFit:
     def __init__(self, settings: FitSettings, *, keep_frames: int = 600):
         self.settings = settings
         self._lock = threading.Lock()
-        self._K = None
-        self._pose = None
+        self._K: np.ndarray | None = None
+        self._pose: tuple[np.ndarray, np.ndarray] | None = None
         self._keypoints: collections.OrderedDict = collections.OrderedDict()
         self._keep = int(keep_frames)
         self._fit: StreamingCameraFit | None = None
@@ -794,6 +796,7 @@ class LiveCameraFit:
             if kp is None or not self.ready:
                 return None
             if self._fit is None or self._fit.ik is not ik:
+                assert self._pose is not None and self._K is not None   # self.ready
                 R, t = self._pose
                 cam = PinholeCamera("camera", self._K, R.T, -R.T @ t)
                 self._fit = StreamingCameraFit(ik, [cam], self.settings)

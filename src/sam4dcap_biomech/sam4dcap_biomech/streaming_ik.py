@@ -206,7 +206,8 @@ class StreamingIK:
         if not self._gauss_newton:
             log.info("model has %d enforced constraints (or q' != u): streaming IK uses OpenSim's "
                      "solver on every frame", n_constraints)
-        self._last_eval = None
+        # (q, residuals, jacobian, marker positions) of the last Gauss-Newton evaluation.
+        self._last_eval: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._prev: IKFrame | None = None
         self._prev_q_full: np.ndarray | None = None
         self._q_full = self.state.getQ().to_numpy().copy()
@@ -267,6 +268,7 @@ class StreamingIK:
         elif cold:
             q_full = self._assemble_with_opensim(time_s, pos)
         else:
+            assert self._prev is not None and self._prev_q_full is not None   # not cold
             q_full = self._prev_q_full.copy()
             dt = time_s - self._prev.time_s
             if self._prev.qdot is not None and 0 < dt < 0.5:
@@ -358,7 +360,7 @@ class StreamingIK:
         present = np.isfinite(obs).all(axis=1)
         if int(present.sum()) < self.min_markers or not starts:
             return None
-        best = None
+        best: tuple[float, np.ndarray, int] | None = None
         for start in starts:
             q_full = self._q_full.copy()
             q_full[self._q_index] = np.clip(np.asarray(start, float), self._lo, self._hi)
@@ -369,6 +371,7 @@ class StreamingIK:
             r = self._residuals(q_full, obs, present)[0]
             if best is None or r @ r < best[0]:
                 best = (float(r @ r), q_full, iterations)
+        assert best is not None   # starts is not empty
         self._last_eval = None
         saved, self._prev = self._prev, None
         try:
@@ -609,7 +612,7 @@ class StreamingIK:
             # previous value rather than the velocity-extrapolated warm start (no marker changes).
             q_full[self._q_index[untasked]] = self._prev.q[untasked]
         errors = {self.marker_names[self._tracked[k]]: float(err[k]) for k in used}
-        worst = max(errors, key=errors.get)
+        worst = max(errors, key=errors.__getitem__)
         q = q_full[self._q_index].copy()
         qdot = None
         if self._prev is not None:

@@ -156,9 +156,9 @@ def estimate_segment_ratios(markers: TimeSeries, model, *, marker_set: str, conf
     model_d = model_marker_distances(model, all_pairs)
     segments = {}
     for name, (pairs, bodies) in MEASUREMENTS[marker_set].items():
-        bodies = tuple(b for b in bodies if b in body_names)
+        used_bodies = tuple(b for b in bodies if b in body_names)
         usable = [p for p in pairs if p in model_d and model_d[p] > 1e-6]
-        if not bodies or not usable:
+        if not used_bodies or not usable:
             continue
         trial, model_len, ratios, spreads = [], [], [], []
         for a, b in usable:
@@ -178,7 +178,7 @@ def estimate_segment_ratios(markers: TimeSeries, model, *, marker_set: str, conf
         ratio = float(np.clip(raw, expected_ratio * (1.0 - settings.max_deviation),
                               expected_ratio * (1.0 + settings.max_deviation)))
         segments[name] = SegmentLength(name, tuple(usable[:len(trial)]), tuple(trial), tuple(model_len),
-                                       float(np.nanmean(spreads)), raw, ratio, ratio, bodies)
+                                       float(np.nanmean(spreads)), raw, ratio, ratio, used_bodies)
     if not segments:
         raise Sam4dcapError("trial calibration: no segment could be measured")
     return segments, n_used

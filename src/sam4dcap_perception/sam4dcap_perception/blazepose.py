@@ -58,6 +58,7 @@ import logging
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 
@@ -66,8 +67,8 @@ from sam4dcap_biomech.markersets import BLAZEPOSE33
 
 from .observations import BodyObservation, Frame
 from .person_detector import PersonDetection, PersonDetector, import_mediapipe
-from .tracking import (PeopleTracker, PromptTracker, appearance_distance, appearance_feature, choose_track,
-                       core_box, overlap_fraction, parse_person_choice, track_at)
+from .tracking import (Box, PeopleTracker, PromptTracker, appearance_distance, appearance_feature, as_box,
+                       choose_track, core_box, overlap_fraction, parse_person_choice, track_at)
 from .video_source import as_rgb8
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class BlazePoseEstimator:
                                      prompt_min_score=float(p["prompt_min_score"]),
                                      max_jump=float(p["track_max_jump"]),
                                      relock_s=float(p["track_relock_s"]))
-        self.detector = PersonDetector(min_score=self.min_detection_confidence)
+        self.detector: PersonDetector | None = PersonDetector(min_score=self.min_detection_confidence)
         # Every person in view, with stable ids; the subject is one of them (chosen by `person`).
         self.people = PeopleTracker(min_score=float(p["prompt_min_score"]), max_jump=float(p["track_max_jump"]))
         self.choice = parse_person_choice(p["person"])
@@ -193,7 +194,7 @@ class BlazePoseEstimator:
         self.n_scans = 0                        # frames the detector ran on
         self.scan_reasons: dict[str, int] = {}  # why it ran (counts), see _scan_reason
         self.subject_id: int | None = None      # PeopleTracker id of the subject
-        self._graph = None
+        self._graph: Any = None                # MediaPipe SolutionBase (no type information)
         self._image_shape: tuple[int, int] | None = None
         self._roi = None                    # next frame's region from the tracked landmarks
         self._last_ts_us = -1
@@ -203,7 +204,8 @@ class BlazePoseEstimator:
         self._people_out: list = []
         self._subject_overlap = False
         self._reject_reason = ""
-        self._ref, self._ref_n = None, 0         # the subject's colours (landmark regions)
+        self._ref: np.ndarray | None = None      # the subject's colours (landmark regions)
+        self._ref_n = 0
         self._distances: list[float] = []        # colour distances of the accepted frames (recent)
         self._identity_lost = False              # last loss: landmarks on someone else's colours/hips
         self._identity_doubt = False             # this frame's colours far from the subject's typical
@@ -284,6 +286,7 @@ class BlazePoseEstimator:
             self.n_scans += 1
             self.scan_reasons[reason] = self.scan_reasons.get(reason, 0) + 1
             self._last_scan_t, self._last_scan_frame = frame.time_s, frame.index
+            assert self.detector is not None   # not closed
             people = self.people.update(self.detector.detect(work), work, frame.index, frame.time_s)
             self._people_out = [(t.track_id, tuple(v / scale for v in (t.core or t.box)), t.score, t.visible,
                                  t.overlap) for t in people]
@@ -293,7 +296,9 @@ class BlazePoseEstimator:
                     return self._untracked(frame, (h, w), reason="no person" if not people
                                            else f"person {self.choice} not in view")
                 self.retarget(chosen.track_id, source=self.choice.prompt_source)
+            assert self.subject_id is not None   # chosen above
             subject = self.people.track(self.subject_id)
+            assert subject is not None
             result, box = None, None
             if self._roi is not None:
                 result = self._run_landmarks(work, self._roi, frame.time_s)
@@ -320,6 +325,7 @@ class BlazePoseEstimator:
         except RuntimeError as exc:  # a MediaPipe graph failure: start over, keep the stream alive
             log.warning("frame %d: MediaPipe failed (%s); restarting the graphs", frame.index, exc)
             self._new_landmark_graph()
+            assert self.detector is not None   # not closed
             self.detector.reset()
             self._roi = None
             self.tracker.mark_lost()
@@ -364,7 +370,9 @@ class BlazePoseEstimator:
         """A frame without the detector: the landmarks on the ROI from the subject's last
         landmarks, colour-checked. (subject, result, box, people) or None when they fail (the
         caller then scans this frame)."""
+        assert self.subject_id is not None   # _scan_reason() == "": the subject is tracked
         subject = self.people.track(self.subject_id)
+        assert subject is not None
         result = self._run_landmarks(work, self._roi, time_s)
         box = self._accept(result, ww, wh, time_s, None, (), work)
         if box is None:
@@ -395,7 +403,7 @@ class BlazePoseEstimator:
         shoulder = np.array([(lm[11].x + lm[12].x) * 0.5 * ww, (lm[11].y + lm[12].y) * 0.5 * wh])
         nose = np.array([lm[0].x * ww, lm[0].y * wh])
         box = (max(0.0, hip[0] - r), max(0.0, hip[1] - r), min(ww - 1.0, hip[0] + r), min(wh - 1.0, hip[1] + r))
-        return PersonDetection(box_xyxy=tuple(float(v) for v in box), score=float(score),
+        return PersonDetection(box_xyxy=as_box(box), score=float(score),
                                hip_center_xy=(float(hip[0]), float(hip[1])), body_radius_px=float(r),
                                keypoints_xy=np.array([hip, hip + r * up, shoulder, nose]))
 
@@ -535,7 +543,7 @@ class BlazePoseEstimator:
         h, w = shape
         if result.segmentation_mask is None:
             return np.zeros((h, w), np.uint8)
-        m = np.asarray(result.segmentation_mask, dtype=np.float32)
+        m: np.ndarray = np.asarray(result.segmentation_mask, dtype=np.float32)
         if m.shape != (h, w):
             m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
         return cv2.threshold(m, 0.5, 255, cv2.THRESH_BINARY)[1].astype(np.uint8)
@@ -543,6 +551,7 @@ class BlazePoseEstimator:
     def _observation(self, frame: Frame, result, shape, scale: float, subject) -> BodyObservation:
         h, w = shape
         lm = result.pose_landmarks.landmark
+        assert self._image_shape is not None   # set by process()
         wh, ww = self._image_shape
         # MediaPipe normalises by the image size with 0 at the left edge of pixel 0.
         kp2 = np.array([[p.x * ww, p.y * wh] for p in lm]) / scale - 0.5
@@ -550,7 +559,8 @@ class BlazePoseEstimator:
         vis = np.array([p.visibility for p in lm])
         kp3 = np.array([[p.x, p.y, p.z] for p in result.pose_world_landmarks.landmark])
         mask = self._mask(result, (h, w)) if self.want_mask else None
-        box = tuple(v / scale for v in self.tracker.last.box)
+        assert self.tracker.last is not None   # this frame was accepted
+        box = cast(Box, tuple(v / scale for v in self.tracker.last.box))
         if self._subject_overlap:
             # Another person overlaps the subject: the identity is held by appearance only.
             conf = conf * self.overlap_confidence_scale

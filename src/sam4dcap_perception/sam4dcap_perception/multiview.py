@@ -4,8 +4,9 @@ The paper compares monocular results with a multi-view reconstruction of the sam
 module reads a Qualisys calibration (`Calib.qca.txt`), triangulates 2D keypoints seen by several
 synchronised calibrated views (DLT weighted by keypoint visibility, dropping the worst view of a
 point while its reprojection error is too large), reports the reprojection error per view, and
-expresses the points in the OpenSim world (y up). `multiview_reference` then runs the same
-model, scaling and IK as the monocular path, so both results can be compared with `compare`.
+expresses the points in the OpenSim world (y up). `multiview_reference.multiview_reference` then
+runs the same model, scaling and IK as the monocular path, so both results can be compared with
+`compare`.
 
 Qualisys conventions (as the Pose2Sim converter reads them, verified on the Pose2Sim demo: the
 world origin and z axis project onto the treadmill in all four views):
@@ -21,7 +22,6 @@ world origin and z axis project onto the treadmill in all four views):
 
 from __future__ import annotations
 
-import json
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -120,7 +120,7 @@ def read_qualisys_calibration(path: str | Path, *, binning_factor: int = 1) -> l
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise Sam4dcapError(f"{path}: not a Qualisys .qca.txt calibration (XML error: {exc})") from None
-    cameras = []
+    cameras: list[CalibratedCamera] = []
     for cam in root.findall("cameras/camera"):
         if cam.get("active", "1") == "0":
             continue
@@ -282,38 +282,6 @@ class ViewKeypoints:
                    d["visibility"], float(d["rate_hz"]), int(d["width"]), int(d["height"]))
 
 
-@dataclass
-class MultiviewReference:
-    out_dir: Path
-    markers_trc: Path
-    coordinates_mot: Path
-    scaled_model: Path
-    reprojection: dict           # per view: median/mean/p90 px over used and all observations
-    cameras: list[str]
-    frame_offsets: dict = None   # per view: frames after view 0's that show the same instant
-    videos: dict = None          # per view: the video file
-    rate_hz: float = 0.0
-
-    def lag_for_view_s(self, view: str) -> float:
-        """Lag (compare's convention) of this reference against a result made from `view`'s
-        video: the reference runs on view 0's clock, `view` shows the same instant
-        frame_offsets[view] frames later."""
-        return -float(self.frame_offsets.get(view, 0)) / self.rate_hz + 0.0 if self.rate_hz else 0.0
-
-    def view_of(self, video: str | Path) -> str | None:
-        """The view whose video `video` is (same file), if any."""
-        target = Path(video)
-        for name, path in (self.videos or {}).items():
-            p = Path(path)
-            try:
-                if p.resolve() == target.resolve() or (p.name == target.name and p.stat().st_size ==
-                                                       target.stat().st_size):
-                    return name
-            except OSError:
-                continue
-        return None
-
-
 def find_multiview_trial(folder: str | Path) -> tuple[Path, list[Path]]:
     """(calibration .qca.txt, videos) of a trial folder in the Pose2Sim layout
     (`calibration/*.qca.txt`, `videos/*`), or with both directly inside."""
@@ -358,7 +326,9 @@ def detect_view_keypoints(video: str | Path, *, name: str, backend: str = "blaze
 
     source = open_source(video, start_s=start_s, end_s=end_s)
     estimator = create_estimator({"backend": backend})
-    times, pix, vis = [], [], []
+    times: list[float] = []
+    pix: list[np.ndarray | None] = []
+    vis: list[np.ndarray | None] = []
     names: tuple[str, ...] = ()
     try:
         frames = iter(source)
@@ -483,15 +453,18 @@ def estimate_frame_offsets(cameras: Sequence[CalibratedCamera], views: Sequence[
                                     for d in shifts])
     import itertools
 
-    best, best_cost = None, np.inf
+    best: tuple[int, ...] | None = None
+    best_cost = np.inf
     for rest in itertools.product(range(-m, m + 1), repeat=V - 1):
         o = (0,) + rest
         cost = 0.0
         for (a, b), f in table.items():
             c = f[o[b] - o[a] + 2 * m]
             cost += c if np.isfinite(c) else 1e6
-        if cost < best_cost - 1e-9 or (abs(cost - best_cost) <= 1e-9 and sum(map(abs, o)) < sum(map(abs, best))):
+        if cost < best_cost - 1e-9 or (best is not None and abs(cost - best_cost) <= 1e-9
+                                         and sum(map(abs, o)) < sum(map(abs, best))):
             best, best_cost = o, cost
+    assert best is not None   # the first candidate's cost is finite (capped at 1e6 a pair)
     zero_cost = sum(f[2 * m] for f in table.values())
     info = {"max_offset_frames": m, "error_at_zero_px": float(zero_cost / len(table)),
             "error_px": float(best_cost / len(table)),
@@ -587,93 +560,3 @@ def reprojection_summary(views: Sequence[ViewKeypoints], errors: np.ndarray, use
             "observations_used": int(e_used.size), "observations": int(e_all.size),
         }
     return out
-
-
-def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *, out_dir: str | Path,
-                        height_m: float, mass_kg: float | None, backend: str = "blazepose", start_s: float = 0.0,
-                        end_s: float | None = None, force: bool = False, progress: bool = False,
-                        max_error_px: float = 25.0, max_gap_s: float = 0.25, synchronise: bool = True,
-                        max_offset_s: float = 0.25, fit: str | None = None) -> MultiviewReference:
-    """Reference trial from calibrated synchronised views: 2D keypoints per view, triangulation,
-    the same zero-phase marker filter as the monocular path, then the same model, scaling and IK
-    (`offline_process.biomech_stages`). Stages are reused like `sam4dcap process`."""
-    from sam4dcap_biomech.config import load_config
-    from sam4dcap_biomech.filters import butterworth_zero_phase, fill_gaps
-    from sam4dcap_biomech.trc import read_trc, write_trc
-
-    from . import offline_process as op
-    from .report import write_json
-
-    out = Path(out_dir)
-    opts = op.ProcessOptions(height_m=height_m, mass_kg=mass_kg, backend=backend, start_s=start_s, end_s=end_s,
-                             force=force, fit=fit)
-    opts.check()
-    cameras = read_qualisys_calibration(calibration)
-    pairs = match_views(cameras, [Path(v) for v in videos])
-    runner = op.StageRunner(out, force=force)
-    kp_paths = []
-    for cam, video in pairs:
-        path = out / f"keypoints_{cam.name}.npz"
-
-        def detect(cam=cam, video=video, path=path):
-            detect_view_keypoints(video, name=cam.name, backend=backend, start_s=start_s, end_s=end_s,
-                                  progress=progress).save(path)
-        runner.run(f"keypoints_{cam.name}", detect, inputs={"video": video},
-                   params={"backend": backend, "start_s": start_s, "end_s": end_s,
-                           "config": op.config_snapshot(("body_estimator_node",))},
-                   outputs=[path])
-        kp_paths.append(path)
-
-    trc_path = out / "multiview_markers.trc"
-    calib_trc_path = out / "multiview_markers_calibration_world.trc"
-    reproj_path = out / "multiview_reprojection.json"
-    cutoff_hz = float(load_config().params("markers_node")["offline_filter_cutoff_hz"])
-
-    def triangulation():
-        views = [ViewKeypoints.load(p) for p in kp_paths]
-        cams = [c for c, _ in pairs]
-        check_views(cams, views)
-        offsets, sync = estimate_frame_offsets(cams, views, max_offset_s=max_offset_s) if synchronise \
-            else ([0] * len(views), {})
-        markers, errors, used = triangulate_views(cams, views, max_error_px=max_error_px, frame_offsets=offsets)
-        # Short gaps (rejected samples) are bridged before the same low-pass as the monocular path.
-        filled, _ = fill_gaps(markers, max_gap_frames=int(round(max_gap_s * views[0].rate_hz)))
-        smooth = butterworth_zero_phase(filled, cutoff_hz=cutoff_hz)
-        write_trc(calib_trc_path, smooth)
-        heading = heading_alignment(smooth)
-        write_trc(trc_path, apply_transform(smooth, heading))
-        summary = reprojection_summary(views, errors, used)
-        write_json(reproj_path, {
-            "calibration": str(calibration), "max_error_px": max_error_px, "views": summary,
-            "calibration_world": f"{calib_trc_path.name}: Qualisys world turned y up ((x, y, z) = (y, z, x) of Qualisys)",
-            "trial_world": f"{trc_path.name}: the same turned about y to face +x, pelvis over the origin at the start",
-            "trial_from_calibration_world": heading.tolist(),
-            "frame_offsets": dict(zip((v.name for v in views), offsets)), "synchronisation": sync,
-            "missing_share": float(np.isnan(markers.values).any(axis=2).mean())})
-        return {"views": summary, "frame_offsets": dict(zip((v.name for v in views), offsets)),
-                "rate_hz": views[0].rate_hz}
-    extra = runner.run("triangulation", triangulation, inputs={"calibration": calibration,
-                                                               **{p.stem: p for p in kp_paths}},
-                       params={"max_error_px": max_error_px, "cutoff_hz": cutoff_hz, "max_gap_s": max_gap_s,
-                               "synchronise": synchronise, "max_offset_s": max_offset_s},
-                       outputs=[trc_path, calib_trc_path, reproj_path])
-    from sam4dcap_biomech.ik_problem import closest_marker_set
-
-    marker_set = closest_marker_set(read_trc(trc_path).names)
-    if marker_set is None:
-        raise Sam4dcapError(f"{trc_path}: triangulated keypoints match no project marker set")
-
-    def fit_views():
-        # The same camera fit as the monocular path, with every calibrated camera.
-        from .fit_views import calibrated_views
-        info = json.loads(reproj_path.read_text())
-        views = [ViewKeypoints.load(p) for p in kp_paths]
-        offsets = [int(info["frame_offsets"][v.name]) for v in views]
-        return calibrated_views([c for c, _ in pairs], views, offsets, np.array(info["trial_from_calibration_world"]))
-    arts = op.biomech_stages(runner, trc_path, "multiview", opts, marker_set=marker_set, fit_views=fit_views,
-                             fit_inputs={"calibration": Path(calibration), "reprojection": reproj_path,
-                                         **{p.stem: p for p in kp_paths}})
-    return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
-                              scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
-                              cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}),
-                              videos={c.name: str(v) for c, v in pairs}, rate_hz=float(extra.get("rate_hz", 0.0)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class PersonDetector:
             box = (max(0.0, cx - r), max(0.0, cy - r), min(w - 1.0, cx + r), min(h - 1.0, cy + r))
             if box[2] <= box[0] or box[3] <= box[1]:
                 continue
-            out.append(PersonDetection(box_xyxy=tuple(float(v) for v in box), score=float(det.score[0]),
+            out.append(PersonDetection(box_xyxy=cast("tuple[float, float, float, float]", tuple(float(v) for v in box)), score=float(det.score[0]),
                                        hip_center_xy=(float(cx), float(cy)), body_radius_px=r,
                                        keypoints_xy=pts))
         out.sort(key=lambda d: -d.score)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from .observations import Prompt
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
+
+
+def as_box(values) -> Box:
+    """The four corners as floats (typed as a Box)."""
+    return cast(Box, tuple(float(v) for v in values))
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -53,7 +59,7 @@ def box_size(b: Box) -> float:
 def prompt_from_box(box: Box, score: float, time_s: float, *, source: str) -> Prompt:
     """Box + its centroid as the one positive point."""
     c = box_center(box)
-    return Prompt(time_s=float(time_s), box_xyxy=tuple(float(v) for v in box),
+    return Prompt(time_s=float(time_s), box_xyxy=as_box(box),
                   points=c.reshape(1, 2), labels=np.ones(1, dtype=np.int32),
                   score=float(score), source=source)
 
@@ -86,6 +92,7 @@ class PromptTracker:
         chosen = None
         recent = self.last is not None and time_s - self.last.time_s <= self.relock_s
         if recent:
+            assert self.last is not None   # recent
             # Gate grows with the time lost: people walk about one body height per second.
             size = box_size(self.last.box)
             gate = size * (self.max_jump + (time_s - self.last.time_s))
@@ -122,7 +129,7 @@ class PromptTracker:
                 log.info("t=%.3f s: result jumped %.0f px from the tracked person: rejected", time_s, jump)
                 self.mark_lost()
                 return False
-        self.last = TrackState(box=tuple(float(v) for v in box), time_s=float(time_s))
+        self.last = TrackState(box=as_box(box), time_s=float(time_s))
         self.tracking = True
         return True
 
@@ -198,7 +205,7 @@ def appearance_feature(image: np.ndarray, det) -> np.ndarray | None:
     ]
     if any(p is None for p in parts):
         return None
-    return np.concatenate(parts)
+    return np.concatenate(cast(list[np.ndarray], parts))   # none is None (checked above)
 
 
 def appearance_distance(a: np.ndarray | None, b: np.ndarray | None) -> float:
@@ -444,8 +451,8 @@ class PeopleTracker:
             t.velocity = 0.6 * t.velocity + 0.4 * v
         elif dt > 0.5:
             t.velocity = np.zeros(2)
-        t.box = tuple(float(v) for v in det.box_xyxy)
-        t.core = tuple(float(v) for v in core_box(det))
+        t.box = as_box(det.box_xyxy)
+        t.core = as_box(core_box(det))
         t.last_frame, t.last_time_s = int(frame_index), float(time_s)
         t.visible, t.detection = True, det
         if not learn:       # located by its own landmarks, not detected: score and colours unchanged
@@ -496,6 +503,7 @@ class PersonChoice:
         if self.rule == "id":
             return str(self.track_id)
         if self.rule == "point":
+            assert self.point_xy is not None   # rule "point" carries it
             return f"{self.point_xy[0]:g},{self.point_xy[1]:g}"
         return self.rule
 

@@ -156,7 +156,7 @@ def orientation_correction(body_points: np.ndarray, pixels: np.ndarray, visibili
     return Rotation.from_matrix(R).as_rotvec()
 
 
-def _rotation_matrix(rotvec: np.ndarray) -> np.ndarray | None:
+def _rotation_matrix(rotvec: np.ndarray | None) -> np.ndarray | None:
     if rotvec is None or not np.isfinite(rotvec).all():
         return None
     from scipy.spatial.transform import Rotation
@@ -467,14 +467,14 @@ class StreamingMarkerEstimator:
         self._buffer: list[tuple] = []
         self._window_points: list = []
         self._names: tuple[str, ...] | None = None
-        self._filter = None
-        self._contact_filter = None
-        self._orientation_filter = None
-        self._orientation = None     # last smoothed orientation correction (rotation vector)
+        self._filter: CausalLowpass | None = None
+        self._contact_filter: CausalLowpass | None = None
+        self._orientation_filter: CausalLowpass | None = None
+        self._orientation: np.ndarray | None = None     # last smoothed orientation correction (rotation vector)
         self._backlog: list[MarkerFrame] = []
         self._last_time: float | None = None
         self.last_tracked = False    # the newest emitted frame placed the person (health reporting)
-        self._contact_error = None   # last contact-height correction (held while airborne)
+        self._contact_error: np.ndarray | None = None   # last contact-height correction (held while airborne)
         # Left/right repair, causal (`lr_consistency.CausalLRTracker`), made for the first names seen.
         self._lr_settings = lrc.LRSettings.from_params(self.params) if "lr_repair" in self.params else None
         self._lr: lrc.CausalLRTracker | None = None
@@ -541,10 +541,11 @@ class StreamingMarkerEstimator:
                                                  order=2)
         self._orientation = None
         points = [self._camera_points(b[1]) for b in self._buffer]
-        valid = [p for p in points if p[0] is not None]
+        valid = [p[0] for p in points if p[0] is not None]
         if not valid:
             return
-        pts = np.stack([p[0] for p in valid])
+        assert self._names is not None   # set by _prepare on the first tracked frame
+        pts = np.stack(valid)
         if self.extrinsics is None:
             try:
                 valid_times = np.array([b[0] for b, p in zip(self._buffer, points) if p[0] is not None])
@@ -604,11 +605,13 @@ class StreamingMarkerEstimator:
 
     def _emit(self, time_s: float, pts: np.ndarray | None, vis: np.ndarray | None, *,
               lr_swapped: bool = False) -> MarkerFrame:
+        assert self.world is not None and self._names is not None and self._filter is not None   # world fixed
         k = len(self._names)
         if pts is None:
             raw = np.full((k, 3), np.nan)
             conf = np.zeros(k)
         else:
+            assert vis is not None   # _camera_points gives points and visibility together
             raw = self.world.apply(pts)
             conf = vis
             if self._contact_filter is not None:

@@ -54,7 +54,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -199,7 +199,7 @@ def recover_translation(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: C
             return np.full(3, np.nan), float("nan")
         proj = f * P[:, :2] / z[:, None] + c
         r = (proj - uv).reshape(-1)
-        J = np.zeros((n, 2, 3))
+        J: np.ndarray = np.zeros((n, 2, 3))
         J[:, 0, 0] = f[0] / z
         J[:, 0, 2] = -f[0] * P[:, 0] / z ** 2
         J[:, 1, 1] = f[1] / z
@@ -576,7 +576,8 @@ def center_of_mass(points: np.ndarray, names: Sequence[str]) -> np.ndarray:
     if not has_landmarks(names, _COM_REQUIRED):
         raise Sam4dcapError("keypoints lack the trunk and leg landmarks needed for the centre of mass")
     P = np.asarray(points, float)
-    total, acc = 0.0, 0.0
+    total = 0.0
+    acc: Any = 0.0   # then (..., 3) points
     for mass, proximal, distal, fraction in COM_SEGMENTS:
         if not has_landmarks(names, proximal + distal):
             continue
@@ -763,6 +764,7 @@ def estimate_ground(points: np.ndarray, names: Sequence[str], *, up_prior: np.nd
         if np.allclose(plane.normal, up, atol=1e-6):
             break
         up = plane.normal
+    assert plane is not None   # iterations >= 1
     h = contacts[use] @ plane.normal - plane.offset
     levels = tuple(float(np.median(h[groups[use] == k])) for k in range(groups.max() + 1))
     return GroundEstimate(plane=plane, contacts=contacts, contact_frames=frames, levels_m=levels)

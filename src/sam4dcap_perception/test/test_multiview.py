@@ -9,6 +9,7 @@ from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.timeseries import TimeSeries
 from sam4dcap_perception import multiview as mv
+from sam4dcap_perception.multiview_reference import multiview_reference
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def demo_reference(pose2sim_demo, tmp_path_factory):
     built by whichever runs first are reused by the other."""
     calib, videos = mv.find_multiview_trial(pose2sim_demo)
     out = tmp_path_factory.getbasetemp() / "demo_compare" / "multiview_reference"
-    return mv.multiview_reference(videos, calib, out_dir=out, height_m=1.70, mass_kg=70.0)
+    return multiview_reference(videos, calib, out_dir=out, height_m=1.70, mass_kg=70.0)
 
 
 def test_demo_reference_reprojects_into_each_view(demo_reference):

@@ -95,7 +95,8 @@ def _reference(args, result, result_path: Path, reference_path: Path, out: Path)
     if not (reference_path.is_dir() and not any(reference_path.glob("*.mot"))
             and not any(reference_path.glob("*.trc"))):
         return load_series(reference_path), None, None, None
-    from sam4dcap_perception.multiview import find_multiview_trial, multiview_reference
+    from sam4dcap_perception.multiview import find_multiview_trial
+    from sam4dcap_perception.multiview_reference import multiview_reference
 
     calib, videos = find_multiview_trial(reference_path)
     height, mass = _subject(args, result_path)
