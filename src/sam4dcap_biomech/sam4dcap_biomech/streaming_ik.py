@@ -116,8 +116,6 @@ class StreamingIK:
                  max_iterations: int = 60,
                  regularize: bool | None = None,
                  settings: IKSettings | None = None):
-        import opensim
-
         settings = settings if settings is not None else IKSettings.from_config()
         self.accuracy = float(settings.accuracy if accuracy is None else accuracy)
         self.min_markers = int(settings.min_markers if min_markers is None else min_markers)
@@ -127,6 +125,27 @@ class StreamingIK:
         self.model = load_model(model)
         self.state = self.model.initSystem()
         self.matter = self.model.getMatterSubsystem()
+        names = self._init_markers(marker_names, marker_weights)
+        self._init_stations(names)
+        self._init_coordinates()
+        self._init_tasks([names[i] for i in self._tracked], coordinate_tasks,
+                         bool(settings.regularize_unobserved if regularize is None else regularize))
+
+        n_constraints = sum(1 for i in range(self.model.getConstraintSet().getSize())
+                            if self.model.getConstraintSet().get(i).isEnforced(self.state))
+        self._gauss_newton = n_constraints == 0 and self._u_is_qdot()
+        if not self._gauss_newton:
+            log.info("model has %d enforced constraints (or q' != u): streaming IK uses OpenSim's "
+                     "solver on every frame", n_constraints)
+        # (q, residuals, jacobian, marker positions) of the last Gauss-Newton evaluation.
+        self._last_eval: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._prev: IKFrame | None = None
+        self._prev_q_full: np.ndarray | None = None
+        self._q_full = self.state.getQ().to_numpy().copy()
+
+    # --- setup (the parts of __init__) --------------------------------------------------------
+    def _init_markers(self, marker_names: Sequence[str], marker_weights: Mapping[str, float] | None) -> list[str]:
+        """Marker names, weights and the tracked subset (model markers with a weight > 0)."""
         model_markers = self.model.getMarkerSet()
         have = {model_markers.get(i).getName() for i in range(model_markers.getSize())}
         names = [str(n) for n in marker_names]
@@ -150,8 +169,13 @@ class StreamingIK:
                 f"weight > 0 (need {max(3, self.min_markers)}); the markers are probably misnamed. Input: "
                 f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}; model: "
                 f"{', '.join(sorted(have)[:8])}{', ...' if len(have) > 8 else ''}")
+        return names
 
-        # Markers: body and station of each tracked marker, for Simbody's station Jacobian.
+    def _init_stations(self, names: list[str]) -> None:
+        """Body and station of each tracked marker, for Simbody's station Jacobian."""
+        import opensim
+
+        model_markers = self.model.getMarkerSet()
         self._markers = [model_markers.get(names[i]) for i in self._tracked]
         self._mobods = opensim.SimTKArrayMobilizedBodyIndex()
         self._stations = opensim.SimTKArrayVec3()
@@ -163,7 +187,8 @@ class StreamingIK:
             self._stations.push_back(station)
         self._jac = opensim.Matrix()
 
-        # Coordinates: system Q/U index of each, which are free, bounds, defaults.
+    def _init_coordinates(self) -> None:
+        """System Q/U index of each coordinate, which are free, bounds, defaults."""
         cs = self.model.getCoordinateSet()
         self.coordinate_names = tuple(cs.get(i).getName() for i in range(cs.getSize()))
         self._coords = [cs.get(i) for i in range(cs.getSize())]
@@ -181,9 +206,11 @@ class StreamingIK:
         self.unbounded_rotations = self._rotational & ~clamped & ~np.array([c.getLocked(self.state)
                                                                            for c in self._coords])
         self._default_q = np.array([c.getDefaultValue() for c in self._coords])
-        tracked_names = [names[i] for i in self._tracked]
+
+    def _init_tasks(self, tracked_names: list[str], coordinate_tasks: Mapping[str, CoordinateTask] | None,
+                    regularize: bool) -> None:
+        """Coordinate tasks in effect: regularisation of the unobserved ones, overridden by the given."""
         self.unobserved_coordinates = unobserved_coordinates(self.model, tracked_names, state=self.state)
-        regularize = bool(settings.regularize_unobserved if regularize is None else regularize)
         tasks = {}
         if regularize:
             tasks = ik_regularization(tracked_names, self.coordinate_names,
@@ -199,18 +226,6 @@ class StreamingIK:
         self._task_v = np.array([self._default_q[i] if tasks[self.coordinate_names[i]].value is None
                                  else tasks[self.coordinate_names[i]].value for i in self._task_idx])
         self.coordinate_tasks = tasks
-
-        n_constraints = sum(1 for i in range(self.model.getConstraintSet().getSize())
-                            if self.model.getConstraintSet().get(i).isEnforced(self.state))
-        self._gauss_newton = n_constraints == 0 and self._u_is_qdot()
-        if not self._gauss_newton:
-            log.info("model has %d enforced constraints (or q' != u): streaming IK uses OpenSim's "
-                     "solver on every frame", n_constraints)
-        # (q, residuals, jacobian, marker positions) of the last Gauss-Newton evaluation.
-        self._last_eval: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._prev: IKFrame | None = None
-        self._prev_q_full: np.ndarray | None = None
-        self._q_full = self.state.getQ().to_numpy().copy()
 
     # --- setup helpers ------------------------------------------------------------------------
     def _system_index(self, coord, kind: str) -> int:
