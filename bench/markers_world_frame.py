@@ -41,7 +41,9 @@ def main() -> int:
     if not (CACHE / ".complete").is_file():
         print(f"markers_world_frame: demo data missing in {CACHE} (run make setup); skipped")
         return 1
-    from sam4dcap_perception import world_frame as wf
+    from sam4dcap_perception import body_geometry as bg
+    from sam4dcap_biomech.config import load_config
+    from sam4dcap_perception.virtual_markers import offline_marker_settings
     from sam4dcap_perception.marker_pipeline import video_to_markers
     from sam4dcap_perception.multiview import read_qualisys_calibration, triangulate, zup_to_yup
     from sam4dcap_perception.observations import CameraIntrinsics
@@ -64,8 +66,8 @@ def main() -> int:
         calibrated = CameraIntrinsics(cam.width, cam.height, cam.K[0, 0], cam.K[1, 1], cam.K[0, 2], cam.K[1, 2])
         default = results[c]
         variants = [("default FOV", default), ("calibrated K", markers_from_observations(
-            default.observations, height_m=HEIGHT_M, intrinsics=calibrated, offline_cutoff_hz=6.0,
-            ground_contact_cutoff_hz=3.0, min_travel_m=0.5, ground_prior_spread_m=0.3))]
+            default.observations, height_m=HEIGHT_M, intrinsics=calibrated,
+            **offline_marker_settings(load_config().params("markers_node"))))]
         for label, r in variants:
             m = r.filtered.values
             true_up = cam.R @ np.array([0.0, 0.0, 1.0])
@@ -79,7 +81,7 @@ def main() -> int:
                 for a, b in (("hip", "knee"), ("knee", "ankle")):
                     length = np.linalg.norm(m[:, names.index(f"{side}_{a}")] - m[:, names.index(f"{side}_{b}")], axis=1)
                     cvs.append(np.std(length) / np.mean(length))
-            stature, _ = wf.stature_from_segments(m, names)
+            stature, _ = bg.stature_from_segments(m, names)
             q = r.quality
             rows.append((c, label, r.intrinsics.fx, up_err, q["camera_height_m"], float(cam.center[2]), travel,
                          path_rmse, max(cvs), q["stance_within_2cm_fraction"], stature))

@@ -20,7 +20,7 @@ ALIASES = {"prior_spread_m": "ground_prior_spread_m", "offline_cutoff_hz": "offl
            "max_speed_m_s": "static_max_speed_m_s"}
 # Same name, another quantity (checked by hand): function -> parameter.
 NOT_THE_YAML_PARAMETER = {
-    "sam4dcap_perception.world_frame.fit_plane": "prior_spread_m",  # only with a prior plane (default none)
+    "sam4dcap_perception.body_geometry.fit_plane": "prior_spread_m",  # only with a prior plane (default none)
     "sam4dcap_perception.virtual_markers._stance_ground_stats": "max_speed_m_s",  # a foot's stance speed
 }
 # Parameters whose YAML meaning differs per node (a per-call window, not the node's setting).

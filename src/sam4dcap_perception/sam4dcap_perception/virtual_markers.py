@@ -40,6 +40,7 @@ from sam4dcap_biomech.timeseries import TimeSeries
 
 from . import lr_consistency as lrc
 from . import world_frame as wf
+from . import body_geometry as bg
 from .observations import BodyObservation, CameraIntrinsics
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class MarkerResult:
 def _stance_ground_stats(markers: np.ndarray, names: Sequence[str], time: np.ndarray, *,
                          max_speed_m_s: float = 0.3) -> dict:
     """Height of the lowest heel/toe in stance frames (a foot point slower than `max_speed_m_s`)."""
-    feet = wf.landmarks(markers, names, wf.FOOT_POINTS)          # (N, 4, 3)
+    feet = bg.landmarks(markers, names, bg.FOOT_POINTS)          # (N, 4, 3)
     h = feet[..., 1]
     speed = np.full(h.shape, np.nan)
     if len(time) >= 3:
@@ -331,7 +332,7 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
                                         prior_spread_m=ground_prior_spread_m, frame_id=world_frame_id,
                                         time_s=track.time)
     else:
-        stature_raw, _ = wf.stature_from_segments(cam_raw, track.names)
+        stature_raw, _ = bg.stature_from_segments(cam_raw, track.names)
         if not np.isfinite(stature_raw):
             raise Sam4dcapError("cannot measure the body's segments in any frame: cannot scale to the height")
         world = wf.WorldFrame(scale=float(height_m / stature_raw), world_from_camera=extrinsics,
@@ -339,7 +340,7 @@ def markers_from_observations(observations: Iterable[BodyObservation], *, height
     world_pts = world.apply(cam_raw)
     time = track.time
     shift = np.zeros((n, 3))
-    has_feet = wf.has_landmarks(track.names, wf.FOOT_POINTS + ("left_hip", "right_hip"))
+    has_feet = bg.has_landmarks(track.names, bg.FOOT_POINTS + ("left_hip", "right_hip"))
     if extrinsics is None and has_feet and ground_contact_cutoff_hz > 0 and n > 1:
         # Stance feet onto their support level (floor, platform); flight phases keep their height.
         height_error = wf.contact_height_error(world_pts, track.names, time, world.stats.get("ground_levels_m", (0.0,)))
@@ -557,7 +558,7 @@ class StreamingMarkerEstimator:
                 log.warning("world frame not found yet (%s); collecting more frames", exc)
                 return
         else:
-            stature_raw, _ = wf.stature_from_segments(pts, self._names)
+            stature_raw, _ = bg.stature_from_segments(pts, self._names)
             if not np.isfinite(stature_raw):
                 return
             self.world = wf.WorldFrame(self.height_m / stature_raw, self.extrinsics, frame_id=self.frame_id,
@@ -566,7 +567,7 @@ class StreamingMarkerEstimator:
         cutoff = min(float(self.params["online_filter_cutoff_hz"]), 0.45 * rate)
         self._filter = CausalLowpass.low_lag(len(self._names), rate_hz=rate, cutoff_hz=cutoff, max_lag_frames=1.0)
         contact_hz = float(self.params["ground_contact_cutoff_hz"])
-        has_feet = wf.has_landmarks(self._names, wf.FOOT_POINTS + ("left_hip", "right_hip"))
+        has_feet = bg.has_landmarks(self._names, bg.FOOT_POINTS + ("left_hip", "right_hip"))
         if self.extrinsics is None and contact_hz > 0 and has_feet:
             self._contact_filter = CausalLowpass(1, rate_hz=rate, cutoff_hz=min(contact_hz, 0.45 * rate), order=2)
         log.info("world frame fixed after %.2f s (%d tracked frames): scale %.3f, camera %.2f m above the ground",

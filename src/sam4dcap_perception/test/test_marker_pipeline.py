@@ -13,6 +13,7 @@ import pytest
 
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_perception import world_frame as wf
+from sam4dcap_perception import body_geometry as bg
 from sam4dcap_perception.marker_pipeline import video_to_markers
 
 HEIGHT_M = 1.75
@@ -71,7 +72,7 @@ def test_feet_on_the_ground_in_stance(results, cam):
 def test_given_height_is_kept(results, cam):
     # Stature of the output markers (segment chain, as the scale was set), after the translation
     # recovery, contact correction and filtering: the given height within 3%.
-    stature, n = wf.stature_from_segments(results[cam].filtered.values, results[cam].filtered.names)
+    stature, n = bg.stature_from_segments(results[cam].filtered.values, results[cam].filtered.names)
     assert n == 100 and stature == pytest.approx(HEIGHT_M, rel=0.03)
 
 
@@ -94,7 +95,7 @@ def test_stature_model_against_the_triangulated_subject(results, cameras):
     vis = np.stack([np.stack([o.visibility for o in results[c].observations]) for c in CAMS])
     pts, err, _ = triangulate(cams, pix, vis)
     names = results["cam01"].raw.names
-    chain_stature, _ = wf.stature_from_segments(pts, names)
+    chain_stature, _ = bg.stature_from_segments(pts, names)
     # The subject stands upright in the first frames: eye height above the lab floor (z = 0)
     # over the standing eye-height fraction 0.936 (Drillis & Contini) is a second estimate.
     eyes = (pts[:10, names.index("left_eye"), 2] + pts[:10, names.index("right_eye"), 2]) / 2

@@ -11,6 +11,7 @@ from _synthetic_body import NAMES, Scene, drop_jump_world, standing_body
 from sam4dcap_biomech.config import load_config
 from sam4dcap_biomech.errors import Sam4dcapError
 from sam4dcap_perception import world_frame as wf
+from sam4dcap_perception import body_geometry as bg
 from sam4dcap_perception.observations import CameraIntrinsics
 
 
@@ -91,7 +92,7 @@ def test_plane_fit_robust_to_lifted_points():
     normal = np.array([0.2, -0.95, -0.25])
     normal /= np.linalg.norm(normal)
     pts, _, _ = _plane_points(normal, 1.3, 400, spread=(0.8, 0.5), seed=2, outlier_fraction=0.3)
-    plane = wf.fit_plane(pts, inlier_m=0.02)
+    plane = bg.fit_plane(pts, inlier_m=0.02)
     n = plane.normal if plane.normal @ normal > 0 else -plane.normal
     assert _deg(n, normal) < 1.0
     assert abs(plane.offset * np.sign(plane.normal @ normal) - 1.3) < 0.005
@@ -107,8 +108,8 @@ def test_plane_prior_only_fills_the_undetermined_direction():
 
     roll_prior = Rotation.from_rotvec(np.radians(8) * line).apply(normal)     # about the line
     tilt_prior = Rotation.from_rotvec(np.radians(8) * b).apply(normal)        # along the line
-    fit_roll = wf.fit_plane(pts, prior_normal=roll_prior, prior_spread_m=0.3)
-    fit_tilt = wf.fit_plane(pts, prior_normal=tilt_prior, prior_spread_m=0.3)
+    fit_roll = bg.fit_plane(pts, prior_normal=roll_prior, prior_spread_m=0.3)
+    fit_tilt = bg.fit_plane(pts, prior_normal=tilt_prior, prior_spread_m=0.3)
     assert _deg(fit_roll.normal, roll_prior) < 1.0      # data say nothing: prior kept
     assert _deg(fit_tilt.normal, normal) < 1.0          # data say a lot: prior overruled
 
@@ -116,7 +117,7 @@ def test_plane_prior_only_fills_the_undetermined_direction():
 def test_stature_from_segments_is_posture_invariant():
     H = 1.82
     body = standing_body(H)
-    stature, n = wf.stature_from_segments(body[None], NAMES)
+    stature, n = bg.stature_from_segments(body[None], NAMES)
     assert n == 1 and stature == pytest.approx(H, rel=1e-9)
     # Bend the right knee 60 deg and lean the trunk 30 deg: same segments, same stature.
     from scipy.spatial.transform import Rotation
@@ -130,12 +131,12 @@ def test_stature_from_segments_is_posture_invariant():
     lean = Rotation.from_euler("z", -30, degrees=True)
     upper = [i for i, n in enumerate(NAMES) if not any(s in n for s in ("hip", "knee", "ankle", "heel", "foot"))]
     bent[upper] = hip_c + lean.apply(bent[upper] - hip_c)
-    assert wf.stature_from_segments(bent[None], NAMES)[0] == pytest.approx(H, rel=1e-9)
+    assert bg.stature_from_segments(bent[None], NAMES)[0] == pytest.approx(H, rel=1e-9)
     # Median over frames: a few frames with a mislocated knee do not move it.
     frames = np.repeat(body[None], 9, axis=0)
     frames[:3, NAMES.index("left_knee")] += [0.3, 0, 0]
     frames[:3, NAMES.index("right_knee")] += [0.3, 0, 0]
-    assert wf.stature_from_segments(frames, NAMES)[0] == pytest.approx(H, rel=1e-9)
+    assert bg.stature_from_segments(frames, NAMES)[0] == pytest.approx(H, rel=1e-9)
 
 
 def test_world_frame_of_a_synthetic_walk():
@@ -288,7 +289,7 @@ def test_recover_pose_refuses_too_few_points_and_flips():
 def test_center_of_mass_of_the_standing_body():
     H = 1.8
     body = standing_body(H)
-    com = wf.center_of_mass(body, NAMES)
+    com = bg.center_of_mass(body, NAMES)
     # Symmetric body: on the mid-sagittal plane; height within the adult range (Winter: ~0.55 H).
     assert com[2] == pytest.approx(0.0, abs=1e-12)
     assert 0.53 * H < com[1] < 0.58 * H
@@ -297,12 +298,12 @@ def test_center_of_mass_of_the_standing_body():
     from scipy.spatial.transform import Rotation
 
     r = Rotation.from_euler("xyz", [10, 40, -5], degrees=True)
-    np.testing.assert_allclose(wf.center_of_mass(r.apply(body) + [1, 2, 3], NAMES), r.apply(com) + [1, 2, 3],
+    np.testing.assert_allclose(bg.center_of_mass(r.apply(body) + [1, 2, 3], NAMES), r.apply(com) + [1, 2, 3],
                                atol=1e-12)
-    np.testing.assert_allclose(wf.center_of_mass(np.tile([0.3, 0.2, 0.1], (len(NAMES), 1)), NAMES),
+    np.testing.assert_allclose(bg.center_of_mass(np.tile([0.3, 0.2, 0.1], (len(NAMES), 1)), NAMES),
                                [0.3, 0.2, 0.1], atol=1e-12)
     with pytest.raises(Sam4dcapError, match="centre of mass"):
-        wf.center_of_mass(body[:5], NAMES[:5])
+        bg.center_of_mass(body[:5], NAMES[:5])
 
 
 def _balanced_reaching_frames(n=40):
@@ -320,7 +321,7 @@ def _balanced_reaching_frames(n=40):
         b = body.copy()
         b[right] = hip + Rotation.from_euler("x", -angle, degrees=True).apply(b[right] - hip)   # abduction
         # Lean about the supporting foot's centre (which stays put): centre of mass straight above it.
-        lean, _ = Rotation.align_vectors([[0.0, 1.0, 0.0]], [wf.center_of_mass(b, NAMES) - foot])
+        lean, _ = Rotation.align_vectors([[0.0, 1.0, 0.0]], [bg.center_of_mass(b, NAMES) - foot])
         b = foot + lean.apply(b - foot)
         frames.append(b)
     return np.array(frames)
@@ -334,9 +335,9 @@ def test_balance_up_finds_vertical_when_a_leg_reaches_out():
     R = Rotation.from_euler("xyz", [-110, 20, 15], degrees=True).as_matrix()
     cam = world @ R.T
     true_up = R @ np.array([0.0, 1.0, 0.0])
-    feet_pelvis = wf.body_up_direction(cam, NAMES)
+    feet_pelvis = bg.body_up_direction(cam, NAMES)
     assert _deg(feet_pelvis, true_up) > 3.0       # the feet's centre follows the swinging leg
-    up = wf.balance_up_direction(cam, NAMES, up_guess=feet_pelvis)
+    up = bg.balance_up_direction(cam, NAMES, up_guess=feet_pelvis)
     assert _deg(up, true_up) < 0.01
     # It is the prior of the whole world frame.
     world_frame = wf.estimate_world_frame(cam, NAMES, height_m=1.75, **_world_settings())
@@ -348,11 +349,11 @@ def test_support_centre_and_robust_mean_direction():
     body = standing_body(1.7)[None]
     up = np.array([0.0, 1.0, 0.0])
     feet = [NAMES.index(k) for k in ("left_heel", "left_foot_index", "right_heel", "right_foot_index")]
-    np.testing.assert_allclose(wf.support_centre(body, NAMES, up, contact_band_m=0.03)[0], body[0, feet].mean(0),
+    np.testing.assert_allclose(bg.support_centre(body, NAMES, up, contact_band_m=0.03)[0], body[0, feet].mean(0),
                                atol=1e-12)
     lifted = body.copy()
     lifted[0, feet[2:]] += [0.0, 0.2, 0.0]           # right foot in the air: the left one alone
-    np.testing.assert_allclose(wf.support_centre(lifted, NAMES, up, contact_band_m=0.03)[0],
+    np.testing.assert_allclose(bg.support_centre(lifted, NAMES, up, contact_band_m=0.03)[0],
                                body[0, feet[:2]].mean(0), atol=1e-12)
     # Mean direction: 2 deg scatter around a known axis plus 20% of frames 40 deg off.
     from scipy.spatial.transform import Rotation
@@ -361,9 +362,9 @@ def test_support_centre_and_robust_mean_direction():
     axis = np.array([0.2, -0.9, 0.3]) / np.linalg.norm([0.2, -0.9, 0.3])
     tilts = Rotation.from_rotvec(rng.normal(0, np.radians(2), (100, 3))).apply(axis)
     tilts[:20] = Rotation.from_rotvec(np.radians(40) * np.array([1.0, 0, 0])).apply(axis)
-    assert _deg(wf.robust_mean_direction(tilts * rng.uniform(0.5, 2, (100, 1))), axis) < 0.8
+    assert _deg(bg.robust_mean_direction(tilts * rng.uniform(0.5, 2, (100, 1))), axis) < 0.8
     with pytest.raises(Sam4dcapError, match="no direction"):
-        wf.robust_mean_direction(np.full((3, 3), np.nan))
+        bg.robust_mean_direction(np.full((3, 3), np.nan))
 
 
 # --- real-world clips: raised ground, flight, a camera that isn't level ----------------------------
@@ -376,14 +377,14 @@ def _drop_scene(*, roll_deg=10.0, box_m=0.45, camera=(3.2, 2.4, 2.0)):
 def test_contact_levels_split_floor_and_platform_and_drop_stray_frames():
     rng = np.random.default_rng(0)
     h = np.concatenate([rng.normal(0.0, 0.02, 200), rng.normal(0.45, 0.02, 150), [1.3, 1.35]])
-    levels = wf.contact_levels(h)
+    levels = bg.contact_levels(h)
     assert set(levels[:200]) == {0} and set(levels[200:350]) == {1}
     assert set(levels[350:]) == {-1}         # two stray heights are no level
 
 
 def test_stance_mask_excludes_flight_phases():
     scene, airborne = _drop_scene()
-    stance = wf.stance_mask(scene.world, NAMES, scene.time)
+    stance = bg.stance_mask(scene.world, NAMES, scene.time)
     # Flight frames away from take-off/landing (the low-pass smears ~2 frames) are never stance.
     core = airborne & np.roll(airborne, 4) & np.roll(airborne, -4)
     assert core.sum() > 10 and not stance[core].any()
