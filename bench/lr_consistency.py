@@ -23,20 +23,15 @@ stdout line is the summary.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from monocular_vs_multiview import HEIGHT_M, MASS_KG, ROOT, SAGITTAL, demo_arguments   # the same demo, subject
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / ".cache" / "pose2sim_demo"
 WORK = ROOT / ".cache" / "bench_lr_consistency"
 OUT = ROOT / "bench" / "results" / "lr_consistency.md"
-HEIGHT_M, MASS_KG = 1.68, 70.0      # the demo subject (Pose2Sim demo Config.toml)
-SAGITTAL = ["hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "knee_angle_l", "ankle_angle_l"]
 SIDE_CHECK = ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")
 VARIANTS = ("before", "calib", "lr", "lr+calib")
 
@@ -137,17 +132,10 @@ def draw(video: Path, frames: list[int], before, after, names, out_dir: Path, vi
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="recompute every stage")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    calib_file = DEMO / "calibration" / "Calib.qca.txt"
-    videos = sorted((DEMO / "videos").glob("cam0[1-4].mp4"))
-    if not calib_file.is_file() or len(videos) < 4:
-        msg = f"lr_consistency: SKIPPED, the Pose2Sim demo is not cached at {DEMO}: no figure"
-        OUT.write_text(f"# Left/right repair and trial calibration\n\n{msg}\n")
-        print(msg)
+    demo = demo_arguments(__doc__.splitlines()[0], "lr_consistency", OUT, "Left/right repair and trial calibration")
+    if demo is None:
         return 0
+    args, calib_file, videos = demo
 
     from sam4dcap_biomech.config import load_config
     from sam4dcap_biomech.inverse_kinematics import run_ik
