@@ -86,22 +86,35 @@ def real_blazepose_case(tmp: Path) -> dict | None:
                     "--out", str(trc)], check=True, capture_output=True)
     markers = read_trc(trc).select(list(BLAZEPOSE33))
     model = generated_model_path(height_m=1.75, mass_kg=70.0, marker_set="blazepose33")
-    ik = StreamingIK(str(model), markers.names, accuracy=1e-6)   # the ik_node's defaults
-    best = None
-    for _ in range(3):   # best of 3 runs (shared machine), same results each run
-        ik.reset()
-        frames, seconds = solve_trial(ik, markers)
-        best = seconds if best is None else np.minimum(best, seconds)
+    from sam4dcap_biomech.config import load_config
+
     polish = StreamingIK(str(model), markers.names, accuracy=1e-11, max_iterations=2000)
-    rot = [i for i, n in enumerate(ik.coordinate_names) if not n.endswith(("_tx", "_ty", "_tz"))]
-    dist = [np.rad2deg(np.abs(f.q - polish.solve_from(f.time_s, markers.values[k], [f.q]).q)[rot]).max()
-            for k, f in enumerate(frames)]
-    ms = best[1:] * 1000   # warm frames (the first is the cold OpenSim assembly)
-    return dict(n=len(frames), p50=float(np.median(ms)), p95=float(np.percentile(ms, 95)), max=float(ms.max()),
-                cold=sum(f.cold_start for f in frames[1:]), it50=float(np.median([f.iterations for f in frames[1:]])),
-                it_max=max(f.iterations for f in frames[1:]),
-                rms_mm=float(np.mean([f.marker_rms_m for f in frames])) * 1000,
-                d50=float(np.median(dist)), d_max=float(np.max(dist)))
+    budget_ms = float(load_config().params("ik_node")["realtime_budget_ms"])
+    out = {}
+    # The ik_node's defaults: offline (to the accuracy) and live (realtime: the time budget).
+    for key, budget in (("offline", None), ("live", budget_ms / 1e3 if budget_ms > 0 else None)):
+        ik = StreamingIK(str(model), markers.names, accuracy=1e-6, time_budget_s=budget)
+        best = None
+        runs = []
+        for _ in range(3):   # best of 3 runs (shared machine); budgeted runs differ run to run
+            ik.reset()
+            frames, seconds = solve_trial(ik, markers)
+            runs.append(frames)
+            best = seconds if best is None else np.minimum(best, seconds)
+        frames = runs[-1]
+        rot = [i for i, n in enumerate(ik.coordinate_names) if not n.endswith(("_tx", "_ty", "_tz"))]
+        dist = [np.rad2deg(np.abs(f.q - polish.solve_from(f.time_s, markers.values[k], [f.q]).q)[rot]).max()
+                for k, f in enumerate(frames)]
+        ms = best[1:] * 1000   # warm frames (the first is the cold OpenSim assembly)
+        out[key] = dict(n=len(frames), p50=float(np.median(ms)), p95=float(np.percentile(ms, 95)),
+                        max=float(ms.max()), cold=sum(f.cold_start for f in frames[1:]),
+                        it50=float(np.median([f.iterations for f in frames[1:]])),
+                        it_max=max(f.iterations for f in frames[1:]),
+                        stopped=sum(not f.converged for f in frames[1:]),
+                        rms_mm=float(np.mean([f.marker_rms_m for f in frames])) * 1000,
+                        d50=float(np.median(dist)), d95=float(np.percentile(dist, 95)), d_max=float(np.max(dist)),
+                        budget_ms=None if budget is None else budget * 1e3)
+    return {**out["offline"], "live": out["live"]}
 
 
 def _max_rot_diff_deg(a, b):
@@ -202,10 +215,18 @@ def main() -> int:
                  f"through `sam4dcap markers`, {real['n']} frames, marker RMS {real['rms_mm']:.0f} mm (keypoints "
                  "sit cm from any model pose: large residuals), ik_node defaults (accuracy 1e-6), best of 3 per "
                  "frame. 'optimum' = each frame re-solved from its result at accuracy 1e-11, 2000 iterations.", "",
-                 "| warm solve p50 / p95 / max ms | iterations p50 / max | cold reassemblies | "
-                 "max coordinate distance to the optimum, p50 / max over frames deg |", "|---|---|---|---|",
-                 f"| {real['p50']:.1f} / {real['p95']:.1f} / {real['max']:.1f} | {real['it50']:.0f} / {real['it_max']} "
-                 f"| {real['cold']} | {real['d50']:.4f} / {real['d_max']:.4f} |", "",
+                 "| mode | warm solve p50 / p95 / max ms | iterations p50 / max | cold reassemblies | "
+                 "frames stopped by the time budget | "
+                 "max coordinate distance to the optimum, p50 / p95 / max over frames deg |", "|---|---|---|---|---|---|",
+                 *[f"| {label} | {r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f} | {r['it50']:.0f} / {r['it_max']} "
+                   f"| {r['cold']} | {r['stopped']} | {r['d50']:.4f} / {r['d95']:.4f} / {r['d_max']:.4f} |"
+                   for label, r in (("offline (to the accuracy)", real),
+                                    (f"live (realtime_budget_ms {real['live']['budget_ms'] or 0:g}; each frame "
+                                     "warm-starts from the last)", real["live"]))], "",
+                 "The live row: a frame whose Gauss-Newton runs out of its time budget keeps the pose reached "
+                 "(every step lowered the objective) and the next frame continues from it; its distance to "
+                 "the frame's own optimum is the price. Timing on a shared machine: the share of frames "
+                 "stopped grows with the load.", "",
                  "Before the secant correction (plain damped Gauss-Newton, 25 iterations, cold reassembly when not "
                  "converged), measured on the same clip: p50 43 ms / p95 50 ms, 42-64 cold reassemblies in 100 "
                  "frames, worst frame 0.13 deg from its optimum."]
@@ -238,7 +259,9 @@ def main() -> int:
           f"{r1['d_tool']:.3f} deg; BlazePose + priors: ratio {bp['ratio']:.1f}x, max diff {bp['d_tool']:.3f} deg; "
           + ("real BlazePose markers: SKIPPED (demo absent); " if real is None else
              f"real BlazePose markers: p50 {real['p50']:.1f} ms p95 {real['p95']:.1f} ms, {real['cold']} cold, "
-             f"max {real['d_max']:.4f} deg from optimum; ")
+             f"max {real['d_max']:.4f} deg from optimum; live (budget {real['live']['budget_ms'] or 0:g} ms): "
+             f"p95 {real['live']['p95']:.1f} ms, {real['live']['stopped']} stopped, p95/max "
+             f"{real['live']['d95']:.3f}/{real['live']['d_max']:.3f} deg from optimum; ")
           + 
           f"throughput ratio at setup accuracy {r0['ratio']:.1f}x")
     return 0

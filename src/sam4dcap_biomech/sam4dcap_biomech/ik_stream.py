@@ -115,6 +115,7 @@ class IKStream:
             trial=TrialCalibrationSettings.from_params(p)), make_solver=self.make_solver)
         self.live_fit = None          # camera_fit.LiveCameraFit, when the node sets one
         self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self.budget_stops = 0         # solves stopped by the realtime time budget (not converged)
         self._last_time = -math.inf
         self._warned: set[str] = set()
 
@@ -123,8 +124,10 @@ class IKStream:
         options = {}
         if "regularize_unobserved" in self.p:  # the node's value, not only the file's default
             options["regularize"] = self.p["regularize_unobserved"]
+        budget_ms = float(self.p.get("realtime_budget_ms", 0.0)) if self.p.get("realtime") else 0.0
         return StreamingIK(str(model_path), self.marker_names, accuracy=self.p["accuracy"],
-                           min_markers=self.p["min_markers"], **options)
+                           min_markers=self.p["min_markers"], time_budget_s=budget_ms / 1e3 if budget_ms > 0 else None,
+                           **options)
 
     def apply_parameter(self, name: str, value) -> None:
         """A run-time parameter changed (the caller's params dict has the new value)."""
@@ -233,5 +236,7 @@ class IKStream:
                                    "no joint states", "untrusted")
             return IKStep(UNTRUSTED, t, n_valid=n_valid, marker_rms_m=float(frame.marker_rms_m),
                           reason=f"fit not trusted (marker RMS {frame.marker_rms_m * 1000:.0f} mm)")
+        if not getattr(frame, "converged", True):
+            self.budget_stops += 1
         return IKStep(VALID, t, frame=frame, n_valid=n_valid, marker_rms_m=float(frame.marker_rms_m),
                       solve_s=time.perf_counter() - t0)

@@ -7,7 +7,10 @@
   - on request (the calibrate service): from a still window when the buffer has one
     (OpenSim measurement scaling + marker placement, `scaling.scale_model`), else from the
     whole buffer (trial calibration).
-A calibration runs on a background thread (never on the thread that solves frames). Its result,
+A calibration runs in the background, never on the thread that solves frames: the OpenSim
+scaling in a separate low-priority process (`_calibrate_in_worker`; OpenSim holds Python's GIL
+while it works, so in a thread it stalled the solver for seconds and its CPU competed with the
+live stream), the solver for the new model on a background thread. Its result,
 including the solver built for the new model by `make_solver`, is handed over with
 `take_result()`: the caller swaps its solver reference between two frames, so the stream never
 waits for a calibration. One calibration runs at a time; a request while one runs is queued
@@ -87,6 +90,7 @@ class LiveCalibrator:
         self._recent: collections.deque = collections.deque()   # (t, positions (K,3), confidence (K,))
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration")
+        self._worker: cf.ProcessPoolExecutor | None = None   # the scaling process, started at first use
         self._running: cf.Future | None = None
         self._ready: CalibrationOutcome | None = None
         self._latched = False
@@ -182,6 +186,16 @@ class LiveCalibrator:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _scaling_process(self) -> cf.ProcessPoolExecutor:
+        if self._worker is None:
+            import multiprocessing
+
+            self._worker = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_background_worker)
+        return self._worker
 
     # --- the work (background thread) -------------------------------------------------------
     def _run(self, markers: TimeSeries, confidence: np.ndarray, height_m: float, mass_kg: float, window_s: float,
@@ -205,38 +219,66 @@ class LiveCalibrator:
         t0 = time.perf_counter()
         s = self.settings
         out_dir = Path(s.output_dir).expanduser().resolve()
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(time.time()))
         # Milliseconds too: an automatic and a requested calibration can finish within one second,
         # and the second must not overwrite the model the first one handed over.
-        now = time.time()
-        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now)) + f"_{int(now * 1000) % 1000:03d}"
-        window = None
-        reason = ""
-        if not automatic:
-            min_duration = window_s if window_s > 0 else s.static_min_duration_s
-            try:
-                window = find_static_window(markers, min_duration_s=min_duration, max_speed_m_s=s.static_max_speed_m_s)
-            except Sam4dcapError as exc:
-                if window_s > 0:
-                    raise               # a still window was asked for explicitly
-                reason = str(exc).splitlines()[0]
-        if window is not None:
-            start_s, end_s = float(window[0]), float(window[1])
-            if window_s > 0:
-                end_s = min(end_s, start_s + window_s)
-            out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
-            result = scale_model(str(s.base_model), markers, height_m=height_m, mass_kg=mass_kg, out_path=out_path,
-                                 marker_set=s.marker_set, window=(start_s, end_s))
-            method, used = "static window", (float(result.window[0]), float(result.window[1]))
-            details = {}
-        else:
-            out_path = out_dir / f"subject_trial_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
-            result = scale_model_from_trial(s.base_model, markers, height_m=height_m, mass_kg=mass_kg,
-                                            out_path=out_path, marker_set=s.marker_set, confidence=confidence,
-                                            settings=s.trial)
-            method, used = "trial", (float(markers.time[0]), float(markers.time[-1]))
-            details = {"no_static_window": reason, **result.extra["trial_calibration"].summary()}
-        model_path = Path(result.scaled_model).resolve()
+        stamp += f"_{int(time.time() * 1000) % 1000:03d}"
+        found = self._scaling_process().submit(_calibrate_in_worker, s, markers, confidence, height_m, mass_kg,
+                                               window_s, automatic, out_dir, stamp).result()
+        model_path = Path(found["model_path"])
         solver = self.make_solver(model_path)
-        return CalibrationOutcome(model_path=model_path, method=method, window=used,
-                                  marker_rms_m=float(result.marker_rms_m), height_m=height_m, mass_kg=mass_kg,
-                                  seconds=time.perf_counter() - t0, solver=solver, details=details)
+        return CalibrationOutcome(model_path=model_path, method=found["method"], window=found["window"],
+                                  marker_rms_m=found["marker_rms_m"], height_m=height_m, mass_kg=mass_kg,
+                                  seconds=time.perf_counter() - t0, solver=solver, details=found["details"])
+
+
+def _background_worker() -> None:
+    """The scaling process: below the live stream's priority, and gone with its parent."""
+    import os
+    import sys
+
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _calibrate_in_worker(s: LiveCalibrationSettings, markers: TimeSeries, confidence: np.ndarray, height_m: float,
+                         mass_kg: float, window_s: float, automatic: bool, out_dir: Path, stamp: str) -> dict:
+    """The scaling itself (in the scaling process): the scaled model's path and what was used."""
+    window = None
+    reason = ""
+    if not automatic:
+        min_duration = window_s if window_s > 0 else s.static_min_duration_s
+        try:
+            window = find_static_window(markers, min_duration_s=min_duration, max_speed_m_s=s.static_max_speed_m_s)
+        except Sam4dcapError as exc:
+            if window_s > 0:
+                raise               # a still window was asked for explicitly
+            reason = str(exc).splitlines()[0]
+    if window is not None:
+        start_s, end_s = float(window[0]), float(window[1])
+        if window_s > 0:
+            end_s = min(end_s, start_s + window_s)
+        out_path = out_dir / f"subject_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
+        result = scale_model(str(s.base_model), markers, height_m=height_m, mass_kg=mass_kg, out_path=out_path,
+                             marker_set=s.marker_set, window=(start_s, end_s))
+        method, used = "static window", (float(result.window[0]), float(result.window[1]))
+        details = {}
+    else:
+        out_path = out_dir / f"subject_trial_scaled_{height_m:.2f}m_{mass_kg:.0f}kg_{stamp}.osim"
+        result = scale_model_from_trial(s.base_model, markers, height_m=height_m, mass_kg=mass_kg,
+                                        out_path=out_path, marker_set=s.marker_set, confidence=confidence,
+                                        settings=s.trial)
+        method, used = "trial", (float(markers.time[0]), float(markers.time[-1]))
+        details = {"no_static_window": reason, **result.extra["trial_calibration"].summary()}
+    return {"model_path": str(Path(result.scaled_model).resolve()), "method": method, "window": used,
+            "marker_rms_m": float(result.marker_rms_m), "details": details}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -88,6 +88,7 @@ class IKFrame:
     confidence: np.ndarray | None = None    # per coordinate in [0, 1]: 1 = well determined by markers
     iterations: int = 0
     cold_start: bool = False
+    converged: bool = True                  # False: stopped by the time budget (warm result, objective lowered)
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.coordinate_names, self.q.tolist()))
@@ -114,6 +115,7 @@ class StreamingIK:
                  min_markers: int | None = None,
                  constraint_weight: float = math.inf,
                  max_iterations: int = 60,
+                 time_budget_s: float | None = None,
                  regularize: bool | None = None,
                  settings: IKSettings | None = None):
         settings = settings if settings is not None else IKSettings.from_config()
@@ -121,6 +123,11 @@ class StreamingIK:
         self.min_markers = int(settings.min_markers if min_markers is None else min_markers)
         self.constraint_weight = float(constraint_weight)
         self.max_iterations = int(max_iterations)
+        # Live streams: a warm frame's Gauss-Newton stops once this much time is spent (None = no
+        # limit); the next frame continues from that pose (see solve()).
+        self.time_budget_s = time_budget_s
+        self._budget_hit = False
+        self._unconverged_step = np.zeros(0)
 
         self.model = load_model(model)
         self.state = self.model.initSystem()
@@ -289,9 +296,15 @@ class StreamingIK:
             if self._prev.qdot is not None and 0 < dt < 0.5:
                 q_full[self._q_index] += self._prev.qdot * dt
         iterations = 0
+        self._budget_hit = False
         if self._gauss_newton:
-            q_full, iterations, ok = self._gauss_newton_solve(q_full, obs, present)
-            if not ok and not cold:
+            deadline = None if cold or not self.time_budget_s else _time.perf_counter() + self.time_budget_s
+            q_full, iterations, ok = self._gauss_newton_solve(q_full, obs, present, deadline=deadline)
+            if not ok and not cold and self._budget_hit:
+                # Out of time, not out of luck: every step lowered the objective; the next frame
+                # warm-starts from here (no cold assembly, which would cost several budgets).
+                pass
+            elif not ok and not cold:
                 # Rare now (about 1 frame in 100 on real BlazePose markers, a long curved valley):
                 # OpenSim's assembler from the default pose, polished, and the lower objective of
                 # the two is kept; the warm result only ever lowered the objective of the warm
@@ -309,6 +322,15 @@ class StreamingIK:
         q_full[self._q_index] = canonical_coordinates(self.coordinate_names, q_full[self._q_index],
                                                       unbounded_rotations=self.unbounded_rotations)
         frame = self._make_frame(time_s, q_full, obs, present, iterations, cold)
+        if self._budget_hit:
+            # Not converged: the last step is counted as extra uncertainty (the same
+            # sigma -> confidence map as _uncertainty), so a coordinate still moving by
+            # degrees is not reported as well determined.
+            step = np.zeros(len(self.coordinate_names))
+            step[self._free] = self._unconverged_step
+            ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
+            conf = frame.confidence * (1.0 / (1.0 + (step / ref) ** 2)) if frame.confidence is not None else None
+            frame = replace(frame, converged=False, confidence=conf)
         self._prev = frame
         self._prev_q_full = q_full
         return frame
@@ -431,7 +453,7 @@ class StreamingIK:
             j_m = np.vstack([j_m, j_t])
         return r_m, j_m, x
 
-    def _gauss_newton_solve(self, q_full, obs, present):
+    def _gauss_newton_solve(self, q_full, obs, present, *, deadline: float | None = None):
         """Gauss-Newton with a structured secant correction and Levenberg-Marquardt damping.
 
         Real markers (BlazePose keypoints, a few cm from any model pose) make this a
@@ -450,7 +472,9 @@ class StreamingIK:
         0.002 deg from the converged answer, the InverseKinematicsTool's 0.12 deg; 10x cost ~25 %
         more CPU a frame for 0.001 deg): with the curvature corrected that step is the
         distance to the optimum. Returns (q_full, iterations, converged); a step sequence that
-        runs out of iterations still only ever lowered the objective from the start.
+        runs out of iterations still only ever lowered the objective from the start. With a
+        `deadline` (time.perf_counter()), the iterations also stop once it has passed (at least
+        one step is taken; self._budget_hit says so).
         The final pose is evaluated by the caller (_make_frame).
         """
         q_full = q_full.copy()
@@ -516,6 +540,13 @@ class StreamingIK:
                 secant[:] = 0.0
             self._update_secant(secant, trial[free_q] - q, jac, jac_new, r, r_new)
             q_full, r, jac, x, cost = trial, r_new, jac_new, x_new, cost_new
+            if deadline is not None and _time.perf_counter() > deadline:
+                self._budget_hit = True
+                self._last_eval = (q_full[free_q].copy(), r, jac, x)
+                # The last step per coordinate: about the distance still to go (fast convergence)
+                # or less (slow, weakly observed ones): the frame's confidence accounts for it.
+                self._unconverged_step = np.abs(trial[free_q] - q)
+                return q_full, it, False
         return q_full, self.max_iterations, False
 
     @staticmethod

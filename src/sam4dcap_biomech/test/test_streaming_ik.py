@@ -240,3 +240,27 @@ def test_secant_update_meets_the_secant_equation():
     StreamingIK._update_secant(secant, s, jac, jac_new, r, r_new)
     np.testing.assert_allclose(secant @ s, (jac_new - jac).T @ r_new, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(secant, secant.T, atol=1e-12)
+
+
+def test_time_budget_stops_early_flags_it_and_the_next_frames_continue(model_path, gait):
+    """Live (realtime) solves stop at their time budget: the frame says it did not converge and
+    its confidence counts the remaining step; the following frames warm-start from it, so a
+    held pose converges over a few frames instead of being re-solved from scratch."""
+    coords, markers = gait
+    exact = StreamingIK(model_path, markers.names)
+    budget = StreamingIK(model_path, markers.names, time_budget_s=1e-9)   # one step per frame
+    first, jump = markers.values[0], markers.values[30]   # then a 0.5 s jump in the gait: far to go
+    for ik in (exact, budget):
+        ik.solve(0.0, first)
+    ref = exact.solve(0.5, jump)
+    frames = [budget.solve(0.5 + 0.01 * k, jump) for k in range(40)]
+    assert ref.converged and not frames[0].converged and frames[0].iterations == 1
+    assert not any(f.cold_start for f in frames)
+    dist = [float(np.rad2deg(np.abs(f.q - ref.q)).max()) for f in frames]
+    assert dist[0] > 1.0, dist[0]          # one step from a 0.5 s jump is not there yet
+    assert dist[-1] < 0.05 * dist[0], dist  # the held pose converges across frames
+    moving = np.rad2deg(np.abs(frames[0].q - ref.q)) > 2.0
+    assert moving.any()
+    # Coordinates still far from the answer are not reported as well determined.
+    assert np.all(frames[0].confidence[moving] < ref.confidence[moving]), \
+        (frames[0].confidence[moving], ref.confidence[moving])

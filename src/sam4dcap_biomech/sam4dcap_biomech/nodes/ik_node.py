@@ -209,7 +209,8 @@ class IKNode(Node):
             self._publish(msg.header.stamp, step.frame)
             self.diagnostics.processed(step.solve_s)
             self.diagnostics.set(NodeDiagnostics.OK, "tracking", tracking="valid",
-                                 marker_rms_m=float(step.frame.marker_rms_m), markers_used=int(step.frame.markers_used))
+                                 marker_rms_m=float(step.frame.marker_rms_m), markers_used=int(step.frame.markers_used),
+                                 frames_skipped=self.skipped, solves_stopped_by_budget=self.stream.budget_stops)
             return
         state = self._JointKinematics.STATE_LOST if step.state == LOST else self._JointKinematics.STATE_UNTRUSTED
         self._publish_invalid(msg.header.stamp, state, step.n_valid, step.reason, marker_rms_m=step.marker_rms_m)
