@@ -90,7 +90,6 @@ class LiveCalibrator:
         self._recent: collections.deque = collections.deque()   # (t, positions (K,3), confidence (K,))
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration")
-        self._worker: cf.ProcessPoolExecutor | None = None   # the scaling process, started at first use
         self._running: cf.Future | None = None
         self._ready: CalibrationOutcome | None = None
         self._latched = False
@@ -186,16 +185,7 @@ class LiveCalibrator:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
 
-    def _scaling_process(self) -> cf.ProcessPoolExecutor:
-        if self._worker is None:
-            import multiprocessing
-
-            self._worker = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_background_worker)
-        return self._worker
 
     # --- the work (background thread) -------------------------------------------------------
     def _run(self, markers: TimeSeries, confidence: np.ndarray, height_m: float, mass_kg: float, window_s: float,
@@ -223,8 +213,7 @@ class LiveCalibrator:
         # Milliseconds too: an automatic and a requested calibration can finish within one second,
         # and the second must not overwrite the model the first one handed over.
         stamp += f"_{int(time.time() * 1000) % 1000:03d}"
-        found = self._scaling_process().submit(_calibrate_in_worker, s, markers, confidence, height_m, mass_kg,
-                                               window_s, automatic, out_dir, stamp).result()
+        found = _in_scaling_process(s, markers, confidence, height_m, mass_kg, window_s, automatic, out_dir, stamp)
         model_path = Path(found["model_path"])
         solver = self.make_solver(model_path)
         return CalibrationOutcome(model_path=model_path, method=found["method"], window=found["window"],
@@ -232,9 +221,32 @@ class LiveCalibrator:
                                   seconds=time.perf_counter() - t0, solver=solver, details=found["details"])
 
 
-def _background_worker() -> None:
-    """The scaling process: below the live stream's priority, and gone with its parent."""
+def _in_scaling_process(*args) -> dict:
+    """_calibrate_in_worker(*args) in a new Python process (this module's __main__); its
+    Sam4dcapError comes back as one."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sam4dcap-calibration-") as tmp:
+        request, answer = Path(tmp) / "request.pickle", Path(tmp) / "answer.pickle"
+        request.write_bytes(pickle.dumps(args))
+        proc = subprocess.run([sys.executable, "-m", __name__, str(request), str(answer)],
+                              capture_output=True, text=True)
+        if not answer.is_file():
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+            raise Sam4dcapError(f"calibration process failed: {tail[0]}")
+        status, value = pickle.loads(answer.read_bytes())
+    if status != "ok":
+        raise Sam4dcapError(value)
+    return value
+
+
+def _scaling_process_main(request: str, answer: str) -> int:
+    """The scaling process: below the live stream's priority, gone with its parent."""
     import os
+    import pickle
     import sys
 
     try:
@@ -249,6 +261,14 @@ def _background_worker() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+    try:
+        result = ("ok", _calibrate_in_worker(*pickle.loads(Path(request).read_bytes())))
+    except Sam4dcapError as exc:
+        result = ("error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - OpenSim failures arrive as other errors: named
+        result = ("error", f"{type(exc).__name__}: {exc}")
+    Path(answer).write_bytes(pickle.dumps(result))
+    return 0
 
 
 def _calibrate_in_worker(s: LiveCalibrationSettings, markers: TimeSeries, confidence: np.ndarray, height_m: float,
@@ -282,3 +302,9 @@ def _calibrate_in_worker(s: LiveCalibrationSettings, markers: TimeSeries, confid
         details = {"no_static_window": reason, **result.extra["trial_calibration"].summary()}
     return {"model_path": str(Path(result.scaled_model).resolve()), "method": method, "window": used,
             "marker_rms_m": float(result.marker_rms_m), "details": details}
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_scaling_process_main(*sys.argv[1:3]))

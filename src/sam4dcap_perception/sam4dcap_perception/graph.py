@@ -272,6 +272,7 @@ def node_overrides(options: GraphOptions, nodes: list[NodeSpec]) -> dict[str, di
     put("video_source_node", "realtime", not options.offline)
     put("video_source_node", "ack_nodes", ",".join(n.name for n in nodes if n.acks))
     put("ik_node", "realtime", not options.offline)
+    put("visualization_node", "realtime", not options.offline)
     put("markers_node", "subject_height_m", options.height_m)
     put("ik_node", "subject_height_m", options.height_m)
     put("ik_node", "subject_mass_kg", options.mass_kg)

@@ -15,6 +15,10 @@ Namespaces (one MarkerArray per marker frame, in `world_frame`):
 Per-body TF (/tf): with a model and kinematics, every body of the IK model as a frame
 `<body id>_<OpenSim body>` (e.g. body1_pelvis, body1_femur_r), child of `world_frame`, stamped
 with the kinematics' capture stamp: tf2 users look up any segment of the twin.
+
+Live streams (realtime, set by launch/graph): markers, twin and TF at most `live_max_rate_hz`
+per second of capture time (a display needs no more; the frames in between are not drawn);
+offline every frame is drawn.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 
-from sam4dcap_biomech.ros.msg_conversion import array_to_points, points_to_array, transform_stamped
+from sam4dcap_biomech.ros.msg_conversion import array_to_points, points_to_array, stamp_to_sec, transform_stamped
 from sam4dcap_biomech.ros.node_plumbing import (DEEP_QOS, LATCHED_QOS, RESULTS_QOS, NodeDiagnostics,
                                                 declare_parameters, run_node)
 from sam4dcap_biomech.ros.topics import (KINEMATICS_TOPIC, MARKERS_TOPIC, MESH_TOPIC, MODEL_PATH_TOPIC, TF_TOPIC,
@@ -172,7 +176,9 @@ class VisualizationNode(Node):
 
         from sam4dcap_msgs.msg import JointKinematics
 
-        self.p = declare_parameters(self, "visualization_node", runtime=("show_twin", "marker_diameter_m"))
+        self.p = declare_parameters(self, "visualization_node",
+                                    runtime=("show_twin", "marker_diameter_m", "live_max_rate_hz"))
+        self._drawn_s: dict[str, float] = {}   # callback -> capture time last drawn (live rate limit)
         self.pub = self.create_publisher(MarkerArray, relative_topic(VISUALIZATION_TOPIC), RESULTS_QOS)
         self.tf_pub = self.create_publisher(TFMessage, relative_topic(TF_TOPIC), RESULTS_QOS)
         self.faces: dict[str, np.ndarray] = {}
@@ -197,11 +203,26 @@ class VisualizationNode(Node):
         except Exception as exc:  # noqa: BLE001 - keep drawing the marker-based twin
             self.get_logger().error(f"twin: cannot load {msg.data}: {exc}")
 
+    def _due(self, what: str, stamp) -> bool:
+        """Live streams: at most live_max_rate_hz drawings of `what` per second of capture time
+        (a repeated or earlier stamp, e.g. a restarted source, draws at once)."""
+        rate = float(self.p["live_max_rate_hz"])
+        if not self.p["realtime"] or rate <= 0:
+            return True
+        t = stamp_to_sec(stamp)
+        last = self._drawn_s.get(what)
+        if last is not None and last < t < last + 1.0 / rate - 1e-4:
+            return False
+        self._drawn_s[what] = t
+        return True
+
     def _on_kinematics(self, msg) -> None:
         from visualization_msgs.msg import MarkerArray
 
         if self.poser is None or msg.state != msg.STATE_VALID:
             return   # no pose this frame (person lost / fit not trusted): no invented twin pose
+        if not self._due("twin", msg.header.stamp):
+            return
         coordinates = {n: q for n, q in zip(msg.name, msg.position) if math.isfinite(q)}
         try:
             poses = self.poser.poses(coordinates)
@@ -215,6 +236,8 @@ class VisualizationNode(Node):
             self.pub.publish(MarkerArray(markers=twin_markers(poses, header)))
 
     def _on_markers(self, msg) -> None:
+        if not self._due("markers", msg.header.stamp):
+            return
         pos = points_to_array(msg.positions)
         header = msg.header
         if self.p["world_frame"] and header.frame_id != self.p["world_frame"]:
