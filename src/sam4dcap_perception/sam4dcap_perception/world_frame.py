@@ -233,6 +233,7 @@ def recover_translations(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: 
 # the camera looking 35 deg down).
 _MAX_POSE_CORRECTION_DEG = 45.0
 _MIN_POSE_POINTS = 6
+_POSE_STEP_TOL = 5e-5
 
 
 def recover_pose(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: CameraIntrinsics, *,
@@ -312,7 +313,10 @@ def recover_pose(points_3d: np.ndarray, pixels: np.ndarray, intrinsics: CameraIn
         else:
             break
         R, t, P, r, current = R_new, t_new, P_new, r_new, cost(r_new)
-        if np.linalg.norm(step) < 1e-8:
+        # The Huber reweighting converges linearly (each step ~0.66 times the last on BlazePose
+        # keypoints): a step under 5e-5 rad / 5e-5 m leaves ~1e-4 rad (0.006 deg) and 0.1 mm to
+        # go, and stopping there halves the iterations (a fixed cost of every live frame).
+        if np.abs(step[:3]).max() < _POSE_STEP_TOL and np.abs(step[3:]).max() < _POSE_STEP_TOL:
             break
     angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
     if not np.isfinite(R).all() or angle > _MAX_POSE_CORRECTION_DEG:

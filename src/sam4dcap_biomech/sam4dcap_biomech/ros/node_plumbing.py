@@ -241,11 +241,13 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = None
+    profile = None
     code = 0
     try:
         node = node_factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        profile = _start_profile()
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
             if os.getppid() != parent:
@@ -271,6 +273,8 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
             _deliver_pending(node)
         if executor is not None:
             executor.shutdown()
+        if profile is not None:
+            _dump_profile(profile, node)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
@@ -280,6 +284,25 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
         print(f"error: {message}", file=sys.stderr)
         code = 1
     _end_process(code)
+
+
+def _start_profile():
+    """SAM4DCAP_PROFILE_DIR=folder (developers): cProfile of the node's spin thread (its
+    callbacks), written there as <node>.prof at the end (the process ends with os._exit)."""
+    if not os.environ.get("SAM4DCAP_PROFILE_DIR"):
+        return None
+    import cProfile
+
+    profile = cProfile.Profile()
+    profile.enable()
+    return profile
+
+
+def _dump_profile(profile, node) -> None:
+    profile.disable()
+    folder = os.environ["SAM4DCAP_PROFILE_DIR"]
+    os.makedirs(folder, exist_ok=True)
+    profile.dump_stats(os.path.join(folder, f"{node.get_name() if node is not None else 'node'}.prof"))
 
 
 # At the end, reliable messages already published get this long to reach their readers [s]
