@@ -1,6 +1,6 @@
 """ros2 launch sam4dcap_perception sam4dcap.launch.py video:=walk.mp4 height:=1.75 [mass:=70]
    [camera:=0] [backend:=blazepose] [record:=out/bag] [realtime:=true] [person_id:=1]
-   [params_file:=my_params.yaml] [namespace:=cam2] [rviz:=true]
+   [params_file:=my_params.yaml] [namespace:=cam2] [rviz:=true] [without:=visualization_node]
 
 The nodes, their parameters and the frame-ack wiring come from sam4dcap_perception.graph (the
 same definitions `sam4dcap graph` runs) on top of config/sam4dcap.yaml, so a launch and a
@@ -41,6 +41,7 @@ ARGUMENTS = (
     ("person_id", "", "body id of the tracked person: /humans/bodies/body<ID>/joint_states"),
     ("params_file", "", "ROS 2 params file applied on top of config/sam4dcap.yaml (sections by node name)"),
     ("namespace", "", "ROS namespace of every node and topic (e.g. cam2)"),
+    ("without", "", "optional nodes to leave out, comma-separated: visualization_node, trial_writer_node, id_node"),
     ("rviz", "false", "also start RViz with rviz/sam4dcap.rviz (needs rviz2)"),
 )
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
@@ -110,7 +111,12 @@ def _nodes(context):
         video=arg["video"], camera=_number("camera", arg["camera"], int),
         height_m=_number("height", arg["height"], float), mass_kg=_number("mass", arg["mass"], float),
         backend=arg["backend"] or None, record=arg["record"], realtime=realtime,
-        person_id=_number("person_id", arg["person_id"], int), namespace=arg["namespace"])
+        person_id=_number("person_id", arg["person_id"], int), namespace=arg["namespace"],
+        without=tuple(arg["without"].split(",")) if arg["without"] else ())
+    try:
+        graph.check_without(options.without)
+    except ValueError as exc:
+        raise RuntimeError(f"launch argument without: {exc}") from None
     try:
         namespace = graph.normalize_namespace(options.namespace)
     except ValueError as exc:

@@ -489,6 +489,8 @@ CASES = [
     C("set_disabled_node_checked", lambda d: _graph(d, "--set", "id_node.lowpass_cutoff_hz=100"),
       "id_node.lowpass_cutoff_hz", "out of range"),
     C("graph_record_exists", lambda d: _graph(d, "--record", str(d.tmp)), "exists already"),
+    C("graph_without_required_node", lambda d: _graph(d, "--without", "markers_node"), "--without", "markers_node",
+      "optional nodes"),
     C("graph_video_missing", lambda d: ["graph", "--video", str(d.tmp / "none.mp4"), "--height", "1.75"],
       "not found"),
     C("graph_record_unwritable", lambda d: _graph(d, "--record", str(_needs(d, "readonly") / "bag")),

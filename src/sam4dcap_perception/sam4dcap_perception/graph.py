@@ -224,6 +224,7 @@ class GraphOptions:
     person_id: int | None = None
     namespace: str = ""              # ROS namespace of every node (e.g. "cam2"); "" = none
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
+    without: tuple[str, ...] = ()    # optional nodes left out (OPTIONAL_NODES), e.g. on a slow machine
 
     @property
     def source(self) -> str:
@@ -247,11 +248,33 @@ def normalize_namespace(namespace: str) -> str:
     return "/" + "/".join(tokens) if tokens else ""
 
 
-def selected_nodes(options: GraphOptions, *, available: set[str] | None = None) -> list[NodeSpec]:
-    """The nodes to start: all, minus the recorder without --record, minus unavailable ones."""
+# Nodes a graph can run without (`without`): nothing downstream of the joint angles needs them.
+OPTIONAL_NODES = ("visualization_node", "trial_writer_node", "id_node")
+
+
+def check_without(names) -> tuple[str, ...]:
+    """The `without` list, checked: each an optional node (ValueError naming the bad one)."""
     out = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in OPTIONAL_NODES:
+            raise ValueError(f"{name!r} is not a node the graph can run without; optional nodes: "
+                             f"{', '.join(OPTIONAL_NODES)}")
+        out.append(name)
+    return tuple(out)
+
+
+def selected_nodes(options: GraphOptions, *, available: set[str] | None = None) -> list[NodeSpec]:
+    """The nodes to start: all, minus the recorder without --record, minus those left out
+    (`without`), minus unavailable ones."""
+    out = []
+    without = set(check_without(options.without))
     for n in NODES:
         if n.name == "recorder_node" and not options.record:
+            continue
+        if n.name in without:
             continue
         if available is not None and n.name not in available:
             continue

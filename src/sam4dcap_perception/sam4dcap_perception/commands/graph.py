@@ -32,6 +32,9 @@ def add_arguments(parser):
     parser.add_argument("--namespace", metavar="NS", default="",
                         help="ROS namespace of every node and topic (e.g. cam2: /cam2/camera/image_raw); "
                              "graphs in different namespaces share a ROS domain without seeing each other")
+    parser.add_argument("--without", action="append", default=[], metavar="NODE",
+                        help="leave out an optional node (visualization_node, trial_writer_node, id_node; "
+                             "repeatable or comma-separated), e.g. where the CPU cannot hold the live budget")
     parser.add_argument("--person-id", dest="person_id", type=int, metavar="ID",
                         help="body id of the tracked person (/humans/bodies/body<ID>/joint_states)")
 
@@ -76,12 +79,18 @@ def run(args) -> int:
             raise Sam4dcapError(f"--record {args.record}: cannot create {parent}: {exc.strerror or exc}") from None
         if not os.access(parent, os.W_OK | os.X_OK):
             raise Sam4dcapError(f"--record {args.record}: folder {parent} is not writable")
+    from ..graph import check_without
     from ..graph_runner import GraphRun
+
+    try:
+        without = check_without(",".join(args.without).split(","))
+    except ValueError as exc:
+        raise Sam4dcapError(f"--without: {exc}") from None
 
     options = GraphOptions(video=args.video or "", camera=args.camera, height_m=args.height_m, mass_kg=args.mass_kg,
                            record=args.record, backend=args.backend, realtime=True if args.realtime else None,
                            person_id=args.person_id, namespace=args.namespace,
-                           extra=parse_overrides(args.overrides))
+                           extra=parse_overrides(args.overrides), without=without)
 
     def on_term(signum, frame):  # SIGTERM, SIGHUP (terminal closed): stop the nodes in order, like Ctrl-C
         raise KeyboardInterrupt
