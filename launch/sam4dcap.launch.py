@@ -1,6 +1,7 @@
 """ros2 launch sam4dcap_perception sam4dcap.launch.py video:=walk.mp4 height:=1.75 [mass:=70]
    [camera:=0] [backend:=blazepose] [record:=out/bag] [realtime:=true] [person_id:=1]
    [params_file:=my_params.yaml] [namespace:=cam2] [rviz:=true] [without:=visualization_node]
+   [one_process_perception:=true]
 
 The nodes, their parameters and the frame-ack wiring come from sam4dcap_perception.graph (the
 same definitions `sam4dcap graph` runs) on top of config/sam4dcap.yaml, so a launch and a
@@ -42,6 +43,8 @@ ARGUMENTS = (
     ("params_file", "", "ROS 2 params file applied on top of config/sam4dcap.yaml (sections by node name)"),
     ("namespace", "", "ROS namespace of every node and topic (e.g. cam2)"),
     ("without", "", "optional nodes to leave out, comma-separated: visualization_node, trial_writer_node, id_node"),
+    ("one_process_perception", "false", "true: video source and body estimator in one process (perception_process; "
+                                        "frames handed over as arrays, not image messages)"),
     ("rviz", "false", "also start RViz with rviz/sam4dcap.rviz (needs rviz2)"),
 )
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
@@ -112,7 +115,8 @@ def _nodes(context):
         height_m=_number("height", arg["height"], float), mass_kg=_number("mass", arg["mass"], float),
         backend=arg["backend"] or None, record=arg["record"], realtime=realtime,
         person_id=_number("person_id", arg["person_id"], int), namespace=arg["namespace"],
-        without=tuple(arg["without"].split(",")) if arg["without"] else ())
+        without=tuple(arg["without"].split(",")) if arg["without"] else (),
+        one_process_perception=_flag("one_process_perception", arg["one_process_perception"]))
     try:
         graph.check_without(options.without)
     except ValueError as exc:
@@ -137,7 +141,19 @@ def _nodes(context):
             params[n].update(p)
     overrides = graph.node_overrides(options, selected)
     actions = []
+    together = [n for n in selected if options.one_process_perception and n.name in graph.PERCEPTION_PROCESS_NODES]
+    if together:
+        # One process, several nodes: no name remapping (it would rename both); the parameters
+        # as a file with one section per node (a dict would go to every node of the process).
+        node = Node(package=together[0].package, executable=graph.PERCEPTION_PROCESS, namespace=namespace or None,
+                    output="screen", parameters=[_params_file({n.name: {**params[n.name], **overrides[n.name]}
+                                                               for n in together})])
+        actions.append(node)
+        actions.append(RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
+            EmitEvent(event=Shutdown(reason="video source finished"))])))
     for n in selected:
+        if n in together:
+            continue
         node = Node(package=n.package, executable=n.executable, name=n.name, namespace=namespace or None,
                     output="screen", parameters=[{**params[n.name], **overrides[n.name]}])
         actions.append(node)
@@ -150,6 +166,19 @@ def _nodes(context):
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace or None,
                             arguments=["-d", _share("rviz", "sam4dcap.rviz")], remappings=remaps))
     return actions
+
+
+def _params_file(sections):
+    """A params file (temporary, kept for the launch's life) with one `/**/<node>` section per
+    node: the wildcard matches the node in any namespace."""
+    import tempfile
+
+    import yaml
+
+    f = tempfile.NamedTemporaryFile("w", prefix="sam4dcap_perception_process_", suffix=".yaml", delete=False)
+    with f:
+        yaml.safe_dump({f"/**/{name}": {"ros__parameters": p} for name, p in sections.items()}, f)
+    return f.name
 
 
 def _check_rviz2():

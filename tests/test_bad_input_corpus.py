@@ -669,7 +669,7 @@ def test_int_for_float_parameter_reaches_the_node_as_float(data, tmp_path):
     assert p["subject_mass_kg"] == 80.0 and isinstance(p["subject_mass_kg"], float)
     assert p["subject_height_m"] == 2.0 and isinstance(p["subject_height_m"], float)
     assert p["min_markers"] == 9 and isinstance(p["min_markers"], int)
-    text = write_params_file("ik_node", p, tmp_path / "ik.yaml").read_text()
+    text = write_params_file({"ik_node": p}, tmp_path / "ik.yaml").read_text()
     assert "subject_mass_kg: 80.0" in text and "subject_height_m: 2.0" in text
 
 

@@ -38,6 +38,7 @@ setup(
             "sam4dcap = sam4dcap_perception.cli:main",
             "video_source_node = sam4dcap_perception.nodes.video_source_node:main",
             "body_estimator_node = sam4dcap_perception.nodes.body_estimator_node:main",
+            "perception_process = sam4dcap_perception.nodes.perception_process:main",
             "markers_node = sam4dcap_perception.nodes.markers_node:main",
             "visualization_node = sam4dcap_perception.nodes.visualization_node:main",
             "recorder_node = sam4dcap_perception.nodes.recorder_node:main",

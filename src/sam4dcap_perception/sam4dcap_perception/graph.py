@@ -225,6 +225,7 @@ class GraphOptions:
     namespace: str = ""              # ROS namespace of every node (e.g. "cam2"); "" = none
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
     without: tuple[str, ...] = ()    # optional nodes left out (OPTIONAL_NODES), e.g. on a slow machine
+    one_process_perception: bool = False   # video source + body estimator in one process (PERCEPTION_PROCESS)
 
     @property
     def source(self) -> str:
@@ -246,6 +247,11 @@ def normalize_namespace(namespace: str) -> str:
             raise ValueError(f"namespace {namespace!r}: token {t!r} must be letters, digits and underscores, "
                              "not starting with a digit")
     return "/" + "/".join(tokens) if tokens else ""
+
+
+# One process for the image path (nodes/perception_process.py): its executable and the nodes it runs.
+PERCEPTION_PROCESS = "perception_process"
+PERCEPTION_PROCESS_NODES = ("video_source_node", "body_estimator_node")
 
 
 # Nodes a graph can run without (`without`): nothing downstream of the joint angles needs them.

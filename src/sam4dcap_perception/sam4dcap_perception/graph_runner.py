@@ -85,26 +85,32 @@ def _yaml_value(v: Any) -> str:
     return json.dumps(v)
 
 
-def write_params_file(node_name: str, params: Mapping[str, Any], path: Path) -> Path:
-    lines = [f"{node_name}:", "  ros__parameters:"]
-    lines += [f"    {k}: {_yaml_value(v)}" for k, v in params.items()]
-    if not params:
-        lines[-1] = "  ros__parameters: {}"
+def write_params_file(sections: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
+    """A ROS params file: one section per node name of `sections` (node name -> params)."""
+    lines = []
+    for node_name, params in sections.items():
+        lines += [f"{node_name}:", "  ros__parameters:"]
+        lines += [f"    {k}: {_yaml_value(v)}" for k, v in params.items()]
+        if not params:
+            lines[-1] = "  ros__parameters: {}"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def node_command(node_name: str, params: Mapping[str, Any], params_dir: Path, *, namespace: str = "") -> list[str]:
-    """argv of one node: its console script with a params file of `params`, in `namespace`."""
-    cmd = [str(console_script(node_name))]
+def node_command(node_name: str, params: Mapping[str, Any], params_dir: Path, *, namespace: str = "",
+                 executable: str | None = None, sections: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """argv of one node: its console script with a params file of `params`, in `namespace`;
+    or of a process running several nodes (`executable`, `sections`: node name -> params)."""
+    cmd = [str(console_script(executable or node_name))]
     ros_args = []
     if namespace:
         ros_args += ["-r", f"__ns:={namespace}"]
     # Always a file (also when empty): the command line then names the run's folder, which is
     # how a user (and the tests) find a graph's processes. Keyed by the fully qualified name: a
     # plain node name would not match in a namespace.
-    f = write_params_file(f"{namespace}/{node_name}" if namespace else node_name, params,
-                          params_dir / f"{node_name}.params.yaml")
+    sections = sections if sections is not None else {node_name: params}
+    f = write_params_file({(f"{namespace}/{n}" if namespace else n): p for n, p in sections.items()},
+                          params_dir / f"{executable or node_name}.params.yaml")
     ros_args += ["--params-file", str(f)]
     return cmd + ["--ros-args", *ros_args]
 
@@ -124,10 +130,11 @@ class NodeProcess:
 
 
 def start_node(node_name: str, params: Mapping[str, Any], *, log_dir: Path, env: Mapping[str, str] | None = None,
-               namespace: str = "") -> NodeProcess:
+               namespace: str = "", executable: str | None = None,
+               sections: Mapping[str, Mapping[str, Any]] | None = None) -> NodeProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = node_command(node_name, params, log_dir, namespace=namespace)
-    log_path = log_dir / f"{node_name}.log"
+    cmd = node_command(node_name, params, log_dir, namespace=namespace, executable=executable, sections=sections)
+    log_path = log_dir / f"{executable or node_name}.log"
     out = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ros_env(env),
                             start_new_session=True)  # Ctrl-C goes to the runner, which stops nodes in order
@@ -247,17 +254,29 @@ class GraphRun:
         names = {n.name for n in self.nodes}
         if self.watch:
             self.watcher = DrainWatch([n.name for n in self.nodes if n.acks], self.namespace)
+        together = set(graph.PERCEPTION_PROCESS_NODES) if self.options.one_process_perception else set()
         for name in START_ORDER:
-            if name in names:
-                self.procs[name] = start_node(name, self.params[name], log_dir=self.log_dir, env=self.env,
-                                              namespace=self.namespace)
+            if name not in names or name in self.procs:
+                continue
+            if name in together:
+                # One process for the image path (nodes/perception_process.py), started in the
+                # place of the first of its nodes in the start order; listed under each of them.
+                members = [n for n in graph.PERCEPTION_PROCESS_NODES if n in names]
+                np_ = start_node(name, {}, log_dir=self.log_dir, env=self.env, namespace=self.namespace,
+                                 executable=graph.PERCEPTION_PROCESS, sections={n: self.params[n] for n in members})
+                for n in members:
+                    self.procs[n] = np_
+                continue
+            self.procs[name] = start_node(name, self.params[name], log_dir=self.log_dir, env=self.env,
+                                          namespace=self.namespace)
         log.info("graph started: %s (logs in %s)", ", ".join(self.procs), self.log_dir)
         return self
 
     def failed_node(self) -> NodeProcess | None:
+        source = self.procs.get("video_source_node")
         for np_ in self.procs.values():
             rc = np_.proc.poll()
-            if rc is not None and rc != 0 and np_.name != "video_source_node":
+            if rc is not None and rc != 0 and np_ is not source:
                 return np_
         return None
 
@@ -312,7 +331,8 @@ class GraphRun:
             return 0
         deadline = time.monotonic() + self.drain_timeout_s
         while self.watcher.unfinished() and time.monotonic() < deadline:
-            if any(np_.proc.poll() is not None for n, np_ in self.procs.items() if n != "video_source_node"):
+            source = self.procs.get("video_source_node")
+            if any(np_.proc.poll() is not None for np_ in self.procs.values() if np_ is not source):
                 break   # a stage is gone: its frames will never be acked
             time.sleep(0.05)
         lost = self.watcher.unfinished()
@@ -329,10 +349,12 @@ class GraphRun:
         """Stop the source, drain, stop the rest upstream first. 0, or 1 with one line per node
         that did not stop cleanly."""
         rc = 0
+        stopped: set[int] = set()
         try:
             for name in STOP_ORDER:
-                if name not in self.procs:
+                if name not in self.procs or id(self.procs[name]) in stopped:
                     continue
+                stopped.add(id(self.procs[name]))
                 r = stop_node(self.procs[name])
                 if r != 0:
                     self._died(self.procs[name], r)

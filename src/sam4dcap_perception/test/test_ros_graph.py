@@ -505,17 +505,28 @@ def test_visualization_draws_markers_and_the_ik_twin(live_run):
     assert checked > 100
 
 
-def test_graph_cli_processes_a_short_clip_and_exits_0(demo_video, tmp_path):
+@pytest.mark.parametrize("one_process", [False, True], ids=["process_per_node", "one_process_perception"])
+def test_graph_cli_processes_a_short_clip_and_exits_0(demo_video, tmp_path, one_process):
     """`sam4dcap graph` end to end on 0.5 s, shorter than the ground-plane window: at the end of
     the stream the world frame is fixed from the frames received; every frame recorded, joint
-    angles for >= 95% of them, trial files written."""
+    angles for >= 95% of them, trial files written. With --one-process-perception the video
+    source and the body estimator share one process (frames handed over as arrays) and the
+    images are still published for the recorder, the only other node that reads them."""
     bag = tmp_path / "bag"
     out = subprocess.run([sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(demo_video),
                           "--height", "1.7", "--mass", "70", "--record", str(bag), "--log-dir", str(tmp_path / "logs"),
                           "--set", "video_source_node.end_s=0.5",
-                          "--set", f"trial_writer_node.output_dir={tmp_path / 'trials'}"],
+                          "--set", f"trial_writer_node.output_dir={tmp_path / 'trials'}"]
+                         + (["--one-process-perception"] if one_process else []),
                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    logs = {p.name for p in (tmp_path / "logs").glob("*.log")}
+    if one_process:
+        text = (tmp_path / "logs" / "perception_process.log").read_text()
+        assert "video_source_node.log" not in logs and "body_estimator_node.log" not in logs, logs
+        assert "[video_source_node]" in text and "frames in-process from the video source" in text, text[-2000:]
+    else:
+        assert {"video_source_node.log", "body_estimator_node.log"} <= logs and "perception_process.log" not in logs
     recorded = out.stdout.rsplit("recorded ", 1)[-1].strip().split(", ")
     assert "/camera/image_raw 31" in recorded and "/camera/camera_info 31" in recorded, out.stdout
     topics = bag_io.bag_topics(bag)

@@ -240,13 +240,19 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     release_stale_shm_ports()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    nodes: list = []
     executor = None
     profile = None
     code = 0
     try:
-        node = node_factory()
+        # One node, or several in this process (perception_process): the first one names the
+        # process in logs and in final_error, they are closed in the order given.
+        made = node_factory()
+        nodes = list(made) if isinstance(made, (list, tuple)) else [made]
+        node = nodes[0]
         executor = SingleThreadedExecutor()
-        executor.add_node(node)
+        for n in nodes:
+            executor.add_node(n)
         profile = _start_profile()
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
@@ -266,17 +272,18 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     finally:
         if stop and node is not None:
             node.get_logger().info(f"stopping ({stop.reason})")
-        if node is not None:
-            close = getattr(node, "close", None)
+        for n in nodes:
+            close = getattr(n, "close", None)
             if close is not None:
                 close()
-            _deliver_pending(node)
+        for n in nodes:
+            _deliver_pending(n)
         if executor is not None:
             executor.shutdown()
         if profile is not None:
             _dump_profile(profile, node)
-        if node is not None:
-            node.destroy_node()
+        for n in nodes:
+            n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
     message = final_error(node) if final_error is not None and node is not None and not code else None

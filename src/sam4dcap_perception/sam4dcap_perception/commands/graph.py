@@ -35,6 +35,9 @@ def add_arguments(parser):
     parser.add_argument("--without", action="append", default=[], metavar="NODE",
                         help="leave out an optional node (visualization_node, trial_writer_node, id_node; "
                              "repeatable or comma-separated), e.g. where the CPU cannot hold the live budget")
+    parser.add_argument("--one-process-perception", action="store_true",
+                        help="run the video source and the body estimator in one process: frames go to the "
+                             "estimator as arrays, not as image messages (less CPU and latency on small machines)")
     parser.add_argument("--person-id", dest="person_id", type=int, metavar="ID",
                         help="body id of the tracked person (/humans/bodies/body<ID>/joint_states)")
 
@@ -90,7 +93,8 @@ def run(args) -> int:
     options = GraphOptions(video=args.video or "", camera=args.camera, height_m=args.height_m, mass_kg=args.mass_kg,
                            record=args.record, backend=args.backend, realtime=True if args.realtime else None,
                            person_id=args.person_id, namespace=args.namespace,
-                           extra=parse_overrides(args.overrides), without=without)
+                           extra=parse_overrides(args.overrides), without=without,
+                           one_process_perception=args.one_process_perception)
 
     def on_term(signum, frame):  # SIGTERM, SIGHUP (terminal closed): stop the nodes in order, like Ctrl-C
         raise KeyboardInterrupt

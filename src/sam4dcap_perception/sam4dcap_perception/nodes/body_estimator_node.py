@@ -17,6 +17,11 @@ the markers and the joint solver) is always body<person_id>; the others are numb
 A sam4dcap_msgs/Prompt on /sam4dcap/prompt (a positive point, else the box centre, in image
 pixels) re-targets the tracker on the person there; that person becomes body<person_id> and the
 previous subject takes the new one's former body id. Only the subject's joints are solved.
+
+In one process with the video source (perception_process, `local_images=True`), frames arrive
+as arrays through `take_image` (no image message in between) and are processed on the
+executor's thread: live, the newest waiting frame wins (the others are counted as skipped);
+offline every frame is processed in order.
 """
 
 from __future__ import annotations
@@ -117,7 +122,9 @@ def _keypoints_and_mesh(obs: BodyObservation, header):
 
 
 class BodyEstimatorNode(Node):
-    def __init__(self):
+    def __init__(self, *, local_images: bool = False, newest_only: bool = True):
+        """`local_images`: frames come from `take_image` (perception_process) instead of
+        IMAGE_TOPIC; `newest_only` (live) then drops frames that wait behind a newer one."""
         super().__init__("body_estimator_node")
         from sam4dcap_msgs.msg import BodyKeypoints, BodyMesh, PersonSegmentation
 
@@ -144,14 +151,76 @@ class BodyEstimatorNode(Node):
         # the drops are counted from the publisher's sequence numbers and reported.
         self.skips = SkipCounter()
         self.create_timer(10.0, self._report_skipped)
-        self._timer = subscribe_like_publisher(self, Image, IMAGE_TOPIC, self._on_image,
-                                               on_subscribed=lambda sub: setattr(
-                                                   self, "_ready_pub", announce_ready(self, [sub.topic_name])))
-        self.get_logger().info(f"body estimator {self.estimator.backend} ready")
+        if local_images:
+            import collections
+            import threading
+
+            self._local: collections.deque = collections.deque()   # (rgb, header, sequence)
+            self._local_lock = threading.Lock()
+            self._local_seq = 0
+            self._local_busy = False
+            self.newest_only = newest_only
+            self._local_wake = self.create_guard_condition(self._on_local_image)
+            self._ready_pub = announce_ready(self, [])
+        else:
+            self._timer = subscribe_like_publisher(self, Image, IMAGE_TOPIC, self._on_image,
+                                                   on_subscribed=lambda sub: setattr(
+                                                       self, "_ready_pub", announce_ready(self, [sub.topic_name])))
+        self.get_logger().info(f"body estimator {self.estimator.backend} ready"
+                               + (" (frames in-process from the video source)" if local_images else ""))
+
+    def take_image(self, rgb: np.ndarray, header) -> None:
+        """The video source's thread (perception_process): queue one frame, wake the executor."""
+        with self._local_lock:
+            self._local_seq += 1
+            self._local.append((rgb, header, self._local_seq))
+        self._local_wake.trigger()
+
+    def _on_local_image(self) -> None:
+        with self._local_lock:
+            if not self._local:
+                return
+            if self.newest_only:
+                item = self._local.pop()
+                self._local.clear()   # older frames: skipped (seen as a gap in the sequence)
+            else:
+                item = self._local.popleft()
+            more = bool(self._local)
+            self._local_busy = True
+        rgb, header, seq = item
+        try:
+            self.skips.observe(seq, b"local")
+            self._process(rgb, header)
+        finally:
+            with self._local_lock:
+                self._local_busy = False
+        if more:
+            self._local_wake.trigger()
+
+    def wait_local_idle(self, timeout_s: float) -> bool:
+        """The source's thread at its end (perception_process): until every handed-over frame
+        is processed (its results out), at most `timeout_s`; True when idle."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._local_lock:
+                if not self._local and not self._local_busy:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def _on_image(self, msg: Image, info) -> None:
-        t = stamp_to_sec(msg.header.stamp)
         self.skips.observe(info.get("publication_sequence_number"), info.get("publisher_gid"))
+        try:
+            rgb = to_rgb8(msg)
+        except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
+            self.get_logger().error(f"frame at {stamp_to_sec(msg.header.stamp):.3f} s: {type(exc).__name__}: {exc}")
+            self.acks.ack(msg.header.stamp)
+            return
+        self._process(rgb, msg.header)
+
+    def _process(self, rgb: np.ndarray, header) -> None:
+        """One frame (capture stamp in `header`) through the estimator; results and ack out."""
+        t = stamp_to_sec(header.stamp)
         try:
             if t <= self.last_stamp_s:
                 # Replays or a restarted source: the tracker's filters need increasing times.
@@ -162,7 +231,6 @@ class BodyEstimatorNode(Node):
 
                 self.estimator = create_estimator(self.p)
             self.last_stamp_s = t
-            rgb = to_rgb8(msg)
             t0 = time.perf_counter()
             # The mask (a segmentation pass + a full-frame resize + a frame-sized message) only
             # while someone subscribes to it (recorder, image viewers).
@@ -171,7 +239,7 @@ class BodyEstimatorNode(Node):
                 self._inner().want_mask = want_mask
             obs = self.estimator.process(Frame(index=self.frames, time_s=t, image=rgb, source=IMAGE_TOPIC))
             self.frames += 1
-            seg, kp, mesh = observation_to_msgs(obs, msg.header, rgb.shape[:2], segmentation=want_mask)
+            seg, kp, mesh = observation_to_msgs(obs, header, rgb.shape[:2], segmentation=want_mask)
             if seg is not None:
                 self.seg_pub.publish(seg)
             self.kp_pub.publish(kp)
@@ -179,7 +247,7 @@ class BodyEstimatorNode(Node):
                 self.mask_pub.publish(seg.mask)
             if mesh is not None:
                 self.mesh_pub.publish(mesh)
-            self._publish_bodies(obs, msg.header, rgb.shape[:2])
+            self._publish_bodies(obs, header, rgb.shape[:2])
             self.diagnostics.processed(time.perf_counter() - t0)
             skipped = {"frames_skipped": self.skips.skipped, "person_detector_runs": getattr(self._inner(), "n_scans", "")}
             if obs.tracked:
@@ -190,7 +258,7 @@ class BodyEstimatorNode(Node):
             self.get_logger().error(f"frame at {t:.3f} s: {type(exc).__name__}: {exc}")
             self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
         finally:
-            self.acks.ack(msg.header.stamp)
+            self.acks.ack(header.stamp)
 
     def _inner(self):
         """The BlazePose estimator (possibly wrapped by the SAM 3 mask), or None."""

@@ -22,6 +22,9 @@ Modes:
   realtime (cameras, or realtime=true): once the `ack_nodes` are ready, frames are published
       at their capture times with sensor-data QoS (best effort, newest wins); a slow consumer
       skips frames.
+In one process with the body estimator (perception_process), each frame is handed to it as an
+array (`local_images`: no message is built, serialized or copied) and /camera/image_raw is
+published only while another node (recorder, image viewer) subscribes to it.
 """
 
 from __future__ import annotations
@@ -56,8 +59,12 @@ def is_bag(source: str) -> bool:
 
 
 class VideoSourceNode(Node):
-    def __init__(self):
+    def __init__(self, *, local_images=None, local_idle=None):
+        """`local_images(rgb, header)`: in-process consumer of every frame (perception_process);
+        `local_idle(timeout_s)`: waits until it has processed them (before the node ends)."""
         super().__init__("video_source_node")
+        self.local_images = local_images
+        self.local_idle = local_idle
         p = self.p = declare_parameters(self, "video_source_node", runtime=("ack_timeout_s", "max_queue_frames"))
         if not p["source"]:
             raise Sam4dcapError("parameter video_source_node.source is empty: give a video file, image folder, "
@@ -214,7 +221,7 @@ class VideoSourceNode(Node):
                     # Subscriptions can exist while the node is still loading (e.g. a model):
                     # frames sent then would queue up behind its start-up.
                     missing.append(f"{name} (still starting)")
-            if not self.ack_nodes and self.image_pub.get_subscription_count() == 0:
+            if not self.ack_nodes and self.local_images is None and self.image_pub.get_subscription_count() == 0:
                 missing.append(f"a subscriber on {IMAGE_TOPIC}")
             # Our own publishers must have matched every announced reader of our topics.
             for topic, pub in ((IMAGE_TOPIC, self.image_pub), (CAMERA_INFO_TOPIC, self.info_pub)):
@@ -233,7 +240,8 @@ class VideoSourceNode(Node):
 
     # --- publishing ------------------------------------------------------------------------
     def _frames(self):
-        """(stamp, Image or CDR bytes, CameraInfo or CDR bytes, capture time for pacing)."""
+        """(stamp, Image or CDR bytes or None, CameraInfo or CDR bytes, capture time for pacing,
+        RGB array or None)."""
         if self.bag:
             from rclpy.serialization import deserialize_message
 
@@ -268,7 +276,7 @@ class VideoSourceNode(Node):
                     info = camera_info_from_intrinsics(
                         CameraIntrinsics.from_fov(img.width, img.height, self.p["horizontal_fov_deg"]),
                         stamp=stamp, frame_id=img.header.frame_id)
-                yield stamp, bytes(raw), info, t_ns * 1e-9
+                yield stamp, bytes(raw), info, t_ns * 1e-9, None
             return
         t0 = None
         for frame in self.src:
@@ -282,9 +290,28 @@ class VideoSourceNode(Node):
                 stamp = sec_to_stamp(t0 + frame.time_s)
             else:
                 stamp = sec_to_stamp(frame.time_s)
-            img = numpy_to_image(frame.image, "rgb8", stamp=stamp, frame_id=self.p["frame_id"])
+            # In-process consumer: the message is built only when another node subscribes.
+            img = None if self.local_images is not None else \
+                numpy_to_image(frame.image, "rgb8", stamp=stamp, frame_id=self.p["frame_id"])
             info = camera_info_from_intrinsics(self.intrinsics, stamp=stamp, frame_id=self.p["frame_id"])
-            yield stamp, img, info, frame.time_s
+            yield stamp, img, info, frame.time_s, frame.image
+
+    def _hand_over(self, stamp, img, rgb) -> None:
+        """perception_process: the frame to the in-process consumer; published as an Image too
+        only while another node subscribes (the consumer in this process does not)."""
+        header = Header(stamp=stamp, frame_id=self.p["frame_id"])
+        if rgb is None:   # a bag's image (CDR bytes)
+            from rclpy.serialization import deserialize_message
+
+            from .image_conversion import to_rgb8
+
+            msg = img if isinstance(img, Image) else deserialize_message(bytes(img), Image)
+            header.frame_id = msg.header.frame_id or header.frame_id
+            rgb = to_rgb8(msg)
+        if self.image_pub.get_subscription_count() > 0:
+            self.image_pub.publish(img if img is not None else
+                                   numpy_to_image(rgb, "rgb8", stamp=stamp, frame_id=header.frame_id))
+        self.local_images(rgb, header)
 
     def _announce_end(self) -> None:
         """Once, after the last frame (the file's end, or a stop): stages holding frames
@@ -330,6 +357,9 @@ class VideoSourceNode(Node):
             if self.src is not None:
                 self.src.close()
             if not self._stop.is_set():   # the source's own end stops the node (run_node shuts down otherwise)
+                if self.local_idle is not None:
+                    # The in-process consumer's last frames: processed before the process ends.
+                    self.local_idle(self.p["ack_timeout_s"])
                 self.context.try_shutdown()
 
     def _run(self) -> None:
@@ -340,7 +370,7 @@ class VideoSourceNode(Node):
         t_start = time.monotonic()
         pace0 = None
         t_frame = time.monotonic()
-        for stamp, img, info, t_capture in self._frames():
+        for stamp, img, info, t_capture, rgb in self._frames():
             self.diagnostics.processed(time.monotonic() - t_frame)   # reading + converting one frame
             if not self.context.ok() or self._stop.is_set():
                 self._announce_end()
@@ -354,7 +384,10 @@ class VideoSourceNode(Node):
                     self._announce_end()
                     return
             self.flow.published(stamp_to_ns(stamp))
-            self.image_pub.publish(img)
+            if self.local_images is not None:
+                self._hand_over(stamp, img, rgb)
+            else:
+                self.image_pub.publish(img)
             self.info_pub.publish(info)
             self.frames_published += 1
             self.diagnostics.set(NodeDiagnostics.OK, "publishing frames", frames_published=self.frames_published)
