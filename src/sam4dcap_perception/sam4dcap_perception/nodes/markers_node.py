@@ -2,8 +2,8 @@
 
 Thin adapter of `marker_stream.MarkerStream` (ROS-free, around the streaming marker estimator):
 the first `ground_window_s` of keypoints fix the world frame (y up, metres, scaled to `subject_height_m`); then one
-VirtualMarkers goes out per keypoints message (NaN, confidence 0, when the person is lost), so
-every capture stamp flows downstream, in capture-time order. Once the world frame is fixed, the
+VirtualMarkers goes out per keypoints message processed (NaN, confidence 0, when the person is
+lost), so every capture stamp flows downstream offline, in capture-time order. Once the world frame is fixed, the
 transforms go out on /tf_static (tf2_msgs/TFMessage, latched): the z-up ROS `world` -> the y-up
 `world_frame` of the markers (OpenSim's, default opensim_world; a fixed rotation) -> the camera's
 optical frame (the CameraInfo's frame_id). Frame acks on /sam4dcap/progress after every input.
@@ -17,6 +17,9 @@ The ground-plane window:
       (/sam4dcap/end_of_stream) the world frame is fixed from the frames collected so far.
   live (camera, or realtime replay) causal: the window's frames go out as NaN when they arrive
       (nothing is published late); markers start once the window is complete.
+Live, only the newest waiting keypoints are processed: older ones a busy node has not reached
+are skipped (counted: frames_skipped on /diagnostics), so a CPU that can't keep up delays no
+frame by a queue; offline every message is processed in order.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ class MarkersNode(Node):
         self.acks = FrameAcks(self)
         self.diagnostics = NodeDiagnostics(self)
         self.diagnostics.set(NodeDiagnostics.WARN, "waiting for keypoints", tracking="none yet")
-        self.create_subscription(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC), self._on_keypoints, RESULTS_QOS)
+        self._keypoints_sub = self.create_subscription(BodyKeypoints, relative_topic(KEYPOINTS_TOPIC),
+                                                       self._on_keypoints, RESULTS_QOS)
+        self.skipped = 0   # live: keypoints a newer message replaced before they were processed
         self.create_subscription(Header, relative_topic(END_OF_STREAM_TOPIC), self._on_end_of_stream, LATCHED_QOS)
         self.create_timer(1.0, lambda: self._publish_all(self.stream.check_eos_timeout(time.monotonic())))
 
@@ -140,7 +145,21 @@ class MarkersNode(Node):
             self._publish(o.stamp, o.person_id, o.frame)
 
     # --- input -----------------------------------------------------------------------------
+    def _newest_keypoints(self, msg):
+        """Live: the newest keypoints waiting behind `msg` (the older ones are skipped and
+        counted: a queue would only grow while the CPU is short; the acks are watermarks)."""
+        sub = self._keypoints_sub
+        while True:
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            if taken is None:
+                return msg
+            msg = taken[0]
+            self.skipped += 1
+
     def _on_keypoints(self, msg) -> None:
+        if self.stream.offline is False:
+            msg = self._newest_keypoints(msg)
         stamp = msg.header.stamp
         t0 = time.monotonic()
         try:
@@ -164,7 +183,7 @@ class MarkersNode(Node):
         if not self.stream.ready:
             self.diagnostics.set(NodeDiagnostics.WARN, "finding the world frame", tracking="world frame pending")
         elif self.stream.estimator.last_tracked:
-            self.diagnostics.set(NodeDiagnostics.OK, "markers placed", tracking="tracked")
+            self.diagnostics.set(NodeDiagnostics.OK, "markers placed", tracking="tracked", frames_skipped=self.skipped)
         else:
             self.diagnostics.set(NodeDiagnostics.WARN, "no person: markers NaN", tracking="lost")
 
