@@ -183,7 +183,8 @@ class FitResult:
 
     def confidence_series(self) -> TimeSeries:
         return TimeSeries(self.coordinates.time, self.coordinates.names, self.confidence, unit="1",
-                          meta={"description": "per-coordinate confidence of the camera fit, 0..1"})
+                          meta={"description": "per-coordinate confidence of the camera fit, 0..1; below 0.5 the "
+                                                 "expected error exceeds 5 deg / 5 cm (untrusted)"})
 
 
 class _Problem:
