@@ -19,10 +19,16 @@ fit's robust residual level; each coordinate's expected squared error from the f
 sum_flips p * dq^2 (dq: the flip's change of that coordinate). With several cameras a flip moves
 the markers off the other views' keypoints: p ~ 0.
 
+The flips' expected error is averaged over SMOOTH_S (0.25 s; centred offline, trailing live).
 `combined_confidence` maps the fit's local 1-sigma std and the flips' expected error to one
 number per coordinate and frame: 1 / (1 + (rms / ref)^2), rms = sqrt(std^2 + flip_msq), ref 5 deg /
 5 cm: 0.5 at an expected error of 5 deg. `GATE_CONFIDENCE` (0.5) is the threshold the docs tell a
-controller to gate on. ROS-free; the streaming fit calls it once per frame (`iterations` 1).
+controller to gate on. ROS-free; the streaming fit tests a third of the segments per frame in
+turn (camera_fit.FLIP_ROUNDS_LIVE).
+
+What it does not see (bench/confidence_vs_error.py, Pose2Sim demo): errors that are no flip, e.g.
+the monocular world frame's heading (pelvis_rotation 22 deg off on average, never flagged),
+segment lengths of a depth-compressed trial calibration, wrong 2D keypoints of a hidden limb.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ REF_ROTATION_RAD = np.deg2rad(5.0)
 REF_TRANSLATION_M = 0.05
 # The flips' expected error is averaged over this window (centred offline, trailing live): a
 # flip the image cannot rule out in one frame is as likely in its neighbours (on the demo the
-# per-frame test flickers; averaged over 0.25 s the errors > 10 deg flagged rise 45 -> 56 %).
+# per-frame test flickers; averaged over 0.25 s the errors > 10 deg flagged rise 45 -> 57 %, AUC
+# 0.62 -> 0.64, bench/confidence_vs_error.py).
 SMOOTH_S = 0.25
 # The threshold a controller gates on: below it, a coordinate's expected error exceeds 5 deg / 5 cm.
 GATE_CONFIDENCE = 0.5
