@@ -7,32 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam4dcap_biomech import model_builder, synthetic
-from sam4dcap_biomech.camera_fit import CameraView, FitSettings, PinholeCamera, StreamingCameraFit, fit_trial
-from sam4dcap_biomech.config import load_config
+from sam4dcap_biomech import synthetic
+from sam4dcap_biomech.camera_fit import CameraView, PinholeCamera, StreamingCameraFit, fit_trial
 from sam4dcap_biomech.fit_confidence import GATE_CONFIDENCE, combined_confidence, flipped_targets, limb_segments
 from sam4dcap_biomech.markersets import BLAZEPOSE33
 from sam4dcap_biomech.streaming_ik import StreamingIK
 
+import test_camera_fit as camera_fit_tests
+
+# The camera helper and the model / settings fixtures of test_camera_fit.
+camera_at = camera_fit_tests.camera_at
+model_path = camera_fit_tests.model_path
+settings = camera_fit_tests.settings
+
 NAMES = list(BLAZEPOSE33)
-K = np.array([[1400.0, 0.0, 960.0], [0.0, 1400.0, 540.0], [0.0, 0.0, 1.0]])
-
-
-def camera_at(center, target=(0.0, 0.9, 0.0), name="cam"):
-    center = np.asarray(center, float)
-    z = np.asarray(target, float) - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 1.0, 0.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return PinholeCamera(name, K, R, -R @ center)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fconf") / "model.osim"
-    model_builder.write_model(path, height_m=1.75, mass_kg=70.0, markers="blazepose33")
-    return path
+TARGET = (0.0, 0.9, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +30,6 @@ def squat(model_path):
 
     coords = synthetic.squat_trajectory(duration_s=1.0, rate_hz=30.0, height_m=1.75, depth_deg=70.0, period_s=2.0)
     return coords, synthetic.markers_from_coordinates(opensim.Model(str(model_path)), coords, marker_names=NAMES)
-
-
-@pytest.fixture(scope="module")
-def settings():
-    return FitSettings.from_params(load_config().params("camera_fit"))
 
 
 def flipped_prior(markers, cam: PinholeCamera):
@@ -66,7 +50,7 @@ def error_deg(q, coords, names, name):
 def test_flip_keeps_pixels_and_segment_length(squat):
     """The flipped distal joint projects where it did and stays at the segment's length."""
     _, markers = squat
-    cam = camera_at([4.0, 1.0, 0.0])
+    cam = camera_at(np.array([4.0, 1.0, 0.0]), TARGET)
     segments = {s[0]: s for s in limb_segments(NAMES)}
     assert {"thigh_l", "shank_r", "foot_l", "forearm_r"} <= set(segments)
     _, prox, flip, carry = segments["thigh_l"]
@@ -82,7 +66,7 @@ def test_confidence_is_low_where_a_depth_flip_made_the_fit_wrong(model_path, squ
     """Front view, exact 2D keypoints, the 3D prior's left shank flipped in depth: the fit follows
     the prior into the wrong knee; the new confidence flags those frames, the old did not."""
     coords, markers = squat
-    cam = camera_at([4.0, 1.0, 0.0], name="front")
+    cam = camera_at(np.array([4.0, 1.0, 0.0]), TARGET, name="front")
     view = CameraView(cam, tuple(NAMES), cam.project(markers.values), np.ones(markers.values.shape[:2]))
     ik = StreamingIK(str(model_path), NAMES, min_markers=3)
     res = fit_trial(ik, flipped_prior(markers, cam), [view], settings)
@@ -91,7 +75,7 @@ def test_confidence_is_low_where_a_depth_flip_made_the_fit_wrong(model_path, squ
     assert wrong.mean() > 0.5, "the flipped prior no longer misleads the fit: the case is not ambiguous"
     conf = dict(zip(names, res.confidence.T))
     old = dict(zip(names, res.local_confidence.T))
-    assert np.mean(conf["knee_angle_l"][wrong] < GATE_CONFIDENCE) > 0.75          # 0.88 measured
+    assert np.mean(conf["knee_angle_l"][wrong] < GATE_CONFIDENCE) > 0.75          # 0.84 measured
     assert np.median(conf["knee_angle_l"][wrong]) < np.median(old["knee_angle_l"][wrong])
     assert np.all((res.confidence >= 0) & (res.confidence <= 1))
     assert conf["mtp_angle_r"].max() == 0.0                 # no keypoint moves the toe joint
@@ -100,7 +84,7 @@ def test_confidence_is_low_where_a_depth_flip_made_the_fit_wrong(model_path, squ
 def test_confidence_stays_high_where_one_view_determines_the_angles(model_path, squat, settings):
     """Side view: the legs move in the image plane, no flip fits the pixels: knees and hips pass the gate."""
     coords, markers = squat
-    cam = camera_at([0.3, 1.0, 4.0], name="side")
+    cam = camera_at(np.array([0.3, 1.0, 4.0]), TARGET, name="side")
     rng = np.random.default_rng(4)
     rays = markers.values - cam.center
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
@@ -111,14 +95,14 @@ def test_confidence_stays_high_where_one_view_determines_the_angles(model_path, 
     conf = dict(zip(res.coordinates.names, res.confidence.T))
     for name in ("knee_angle_r", "knee_angle_l", "hip_flexion_r", "hip_flexion_l"):
         assert error_deg(res.coordinates.values, coords, res.coordinates.names, name).mean() < 5.0, name
-        assert np.mean(conf[name] >= GATE_CONFIDENCE) > 0.7, (name, np.median(conf[name]))   # 0.81-1.0 measured
+        assert np.mean(conf[name] >= GATE_CONFIDENCE) > 0.7, (name, np.median(conf[name]))   # 0.90-1.0 measured
 
 
 def test_live_fit_flags_the_flipped_knee_and_passes_the_side_view(model_path, squat, settings):
     coords, markers = squat
     out = {}
     for label, center, prior in (("front", [4.0, 1.0, 0.0], "flipped"), ("side", [0.3, 1.0, 4.0], "exact")):
-        cam = camera_at(center, name=label)
+        cam = camera_at(np.array(center), TARGET, name=label)
         m = flipped_prior(markers, cam) if prior == "flipped" else markers
         pixels = cam.project(markers.values)
         ik = StreamingIK(str(model_path), NAMES, min_markers=3)
