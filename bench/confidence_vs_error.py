@@ -14,8 +14,9 @@ the flip test (three flip iterations, a third of the segments per frame in turn)
 of one shank flipped in depth (bench/camera_fit_synthetic.py's camera, the fit follows the prior).
 
 Needs the cached demo (.cache/pose2sim_demo); says so and exits 0 when absent.
-Writes bench/results/confidence_vs_error.md and .cache/bench_camera_fit/confidence_vs_error.npz
-(per-view traces for plots); the last stdout line is the summary (figure last).
+Writes bench/results/confidence_vs_error.md, .cache/bench_camera_fit/confidence_vs_error.npz
+(per-view traces) and .cache/bench_camera_fit/confidence_cam0N.png (monocular vs reference traces,
+low-confidence frames shaded); the last stdout line is the summary (figure last).
 """
 
 from __future__ import annotations
@@ -107,6 +108,44 @@ def live_run(model: Path, markers, views, *, flip_iterations: int):
     with np.errstate(over="ignore", invalid="ignore"):
         local = np.where(np.isfinite(std), 1.0 / (1.0 + (std / ref) ** 2), 0.0)
     return ik.coordinate_names, q, local, conf, cpu
+
+
+PLOT = ["hip_flexion_l", "knee_angle_l", "ankle_angle_l", "hip_rotation_l", "arm_flex_r",
+        "hip_flexion_r", "knee_angle_r", "ankle_angle_r", "pelvis_rotation", "elbow_flex_r"]
+
+
+def plot_view(tr: dict, view: str, out_png: Path) -> None:
+    """Monocular vs reference traces of one view, frames below the gate shaded (new: red, upper
+    half; old: grey, lower half), both confidences dotted on the right axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, t = list(tr["names"]), tr["time"]
+    dt = float(np.median(np.diff(t)))
+    fig, axes = plt.subplots(5, 2, figsize=(14, 12), sharex=True)
+    for ax, c in zip(axes.T.ravel(), PLOT):
+        i = names.index(c)
+        for k in range(len(t)):
+            for conf, y0, color in ((tr["new"], 0.5, "tab:red"), (tr["old"], 0.0, "tab:gray")):
+                if conf[k, i] < GATE:
+                    ax.axvspan(t[k] - dt / 2, t[k] + dt / 2, ymin=y0, ymax=y0 + 0.5, color=color, alpha=0.3, lw=0)
+        ax.plot(t, tr["ref"][:, i], "k-", lw=2, label="4-view reference")
+        ax.plot(t, tr["mono"][:, i], "b-", lw=1.5, label=f"{view} monocular")
+        ax2 = ax.twinx()
+        ax2.plot(t, tr["new"][:, i], "r:", lw=1)
+        ax2.plot(t, tr["old"][:, i], color="gray", ls=":", lw=1)
+        ax2.set_ylim(0, 1.05)
+        err = np.abs(tr["mono"][:, i] - tr["ref"][:, i])
+        ax.set_title(f"{c}: mean |error| {err.mean():.1f} deg; below {GATE} new {np.mean(tr['new'][:, i] < GATE):.0%}, "
+                     f"old {np.mean(tr['old'][:, i] < GATE):.0%}", fontsize=9)
+        ax.set_ylabel("deg")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{view}: monocular (blue) vs 4-view reference (black); confidence < {GATE} shaded: new red (upper), "
+                 "old grey (lower); confidences dotted (right axis)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
 
 
 def synthetic_flip() -> list[str]:
@@ -217,6 +256,8 @@ def main() -> int:
                           gate_stats(err_l.ravel(), conf_l["new"].ravel()), cpu_none, cpu_flip,
                           fit_cpu / markers.n_frames))
     np.savez(NPZ, **{f"{v}__{k}": a for v, d in traces.items() for k, a in d.items()})
+    for view in traces:
+        plot_view(traces[view], view, WORK / f"confidence_{view}.png")
     pool = {k: gate_stats(np.concatenate(v["err"]), np.concatenate(v["conf"])) for k, v in pooled.items()}
 
     def stat_row(label, s):
@@ -276,6 +317,8 @@ def main() -> int:
         *(f"| {v} | {o['auc']:.2f} / {n['auc']:.2f} | {100 * o['recall']:.0f} % / {100 * n['recall']:.0f} % "
           f"| {100 * o['false_alarm']:.0f} % / {100 * n['false_alarm']:.0f} % | {1000 * a:.1f} | {1000 * b:.1f} "
           f"| {1000 * c:.0f} |" for v, o, n, a, b, c in live_rows),
+        "",
+        "Traces with the frames below the gate shaded, per view: `.cache/bench_camera_fit/confidence_cam0N.png`.",
         "",
         "## Synthetic: one shank's 3D prior flipped in depth (ground truth)",
         "",
