@@ -17,7 +17,7 @@ machine="$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc
   echo "|---|---|---|"
 } > "$summary"
 status=0
-for script in streaming_ik accuracy_synthetic filters_jitter perception_fps markers_world_frame monocular_vs_multiview camera_fit_demo camera_fit_synthetic graph_latency ik_node_restart; do
+for script in streaming_ik accuracy_synthetic filters_jitter perception_fps markers_world_frame monocular_vs_multiview camera_fit_demo confidence_vs_error camera_fit_synthetic graph_latency ik_node_restart; do
   [ -f "bench/$script.py" ] || { echo "bench: $script.py missing"; echo "| $script | missing | |" >> "$summary"; continue; }
   t0=$SECONDS
   echo "bench: $script"

@@ -27,10 +27,14 @@ started from the streaming marker IK. Live (`StreamingCameraFit`): the same term
 frame, smoothness and slide against the previous frames (causal), warm-started from the
 prediction, a few iterations.
 
-Confidence per coordinate and frame: the 1-sigma posterior std from the frame's own
-information (its reprojection, prior, contact and task rows; J^T J block of that frame), scaled
-by the fit's robust residual level, mapped like streaming_ik: 1 / (1 + (std / ref)^2) with ref
-2 deg / 2 cm. Coordinates no marker moves: std inf, confidence 0.
+Confidence per coordinate and frame (`fit_confidence`): the 1-sigma posterior std from the
+frame's own information (its reprojection, prior, contact and task rows; J^T J block of that
+frame), scaled by the fit's robust residual level, and the expected error from the limbs' depth
+flips that one camera cannot tell apart (each flip's probability from its reprojection cost,
+prior left out); 1 / (1 + (std^2 + flip_msq) / ref^2) with ref 5 deg / 5 cm, gate at 0.5
+(`fit_confidence.GATE_CONFIDENCE`). Coordinates no marker moves: std inf, confidence 0.
+`FitResult.local_confidence`: the std alone mapped with 2 deg / 2 cm (the confidence before
+the flip test).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .errors import Sam4dcapError
+from .fit_confidence import SMOOTH_S, combined_confidence, flip_ambiguity, limb_segments, smooth_flips
 from .streaming_ik import IKFrame, StreamingIK, solve_trial
 from .timeseries import TimeSeries
 
@@ -60,6 +65,13 @@ FOOT_MARKERS = {
 # Confidence mapping, as streaming_ik: 0.5 at 2 deg / 2 cm posterior std.
 _REF_ROTATION_RAD = np.deg2rad(2.0)
 _REF_TRANSLATION_M = 0.02
+# Gauss-Newton steps of each limb's depth-flip solve (fit_confidence): offline, live (one step
+# is too short a reach for a flip: on the demo's cam04 it left the far knee unflagged). Live, a
+# frame tests every FLIP_ROUNDS_LIVE-th limb segment in turn (the result is averaged over
+# fit_confidence.SMOOTH_S anyway): a third of the CPU.
+FLIP_ITERATIONS_TRIAL = 3
+FLIP_ITERATIONS_LIVE = 3
+FLIP_ROUNDS_LIVE = 3
 # A coordinate within this of a clamped bound counts as "at the range limit".
 AT_LIMIT_RAD = np.deg2rad(0.5)
 
@@ -157,6 +169,8 @@ class FitResult:
     at_limit: np.ndarray
     stance: np.ndarray
     info: dict = field(default_factory=dict)
+    local_confidence: np.ndarray | None = None    # (N, C) the local std alone, 2 deg / 2 cm
+    flip_rms: np.ndarray | None = None            # (N, C) expected error from the depth flips (rad / m)
 
     @property
     def marker_rms_m(self) -> np.ndarray:
@@ -169,7 +183,8 @@ class FitResult:
 
     def confidence_series(self) -> TimeSeries:
         return TimeSeries(self.coordinates.time, self.coordinates.names, self.confidence, unit="1",
-                          meta={"description": "per-coordinate confidence of the camera fit, 0..1"})
+                          meta={"description": "per-coordinate confidence of the camera fit, 0..1; below 0.5 the "
+                                                 "expected error exceeds 5 deg / 5 cm (untrusted)"})
 
 
 class _Problem:
@@ -474,7 +489,14 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     std[:, free] = std_free
     unobserved = [ik.coordinate_names.index(nm) for nm in ik.unobserved_coordinates]
     std[:, unobserved] = np.inf
-    confidence = _confidence(std, ik.rotational)
+    local_confidence = _confidence(std, ik.rotational)
+    flip_msq = np.zeros_like(std)
+    for f in range(n):
+        flip_msq[f] = flip_ambiguity(ik, q_all[f], [(cam, pix[f], conf[f] * problem.wn) for cam, pix, conf in problem.views],
+                                     sigma_px=settings.pixel_sigma_px, huber=settings.huber_sigmas,
+                                     level=level, iterations=FLIP_ITERATIONS_TRIAL)[0]
+    flip_msq = smooth_flips(flip_msq, time_s)
+    confidence = combined_confidence(std, flip_msq, ik.rotational)
     reproj = np.full((len(problem.views), n, len(names)), np.nan)
     at_depth = np.full((len(problem.views), n, len(names)), np.nan)
     err3d = np.full((n, len(names)), np.nan)
@@ -501,7 +523,8 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
              "%.1f px, %.1f s", n, len(views), it, cost0, cost, info["reprojection_median_px"], seconds)
     return FitResult(coordinates=coords, q_std=std, confidence=confidence, reprojection_px=reproj,
                      marker_names=names, marker_error_m=_mean_over_views(at_depth), marker_to_3d_m=err3d,
-                     at_limit=at_limit, stance=stance, info=info)
+                     at_limit=at_limit, stance=stance, info=info, local_confidence=local_confidence,
+                     flip_rms=np.sqrt(flip_msq))
 
 
 def _with_free(q: np.ndarray, free: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -600,10 +623,15 @@ class StreamingCameraFit:
     errors = reprojection errors as distances at each marker's depth.
     """
 
-    def __init__(self, ik: StreamingIK, cameras: Sequence[PinholeCamera], settings: FitSettings):
+    def __init__(self, ik: StreamingIK, cameras: Sequence[PinholeCamera], settings: FitSettings, *,
+                 flip_iterations: int = FLIP_ITERATIONS_LIVE):
         self.ik = ik
         self.cameras = list(cameras)
         self.settings = settings
+        self.flip_iterations = int(flip_iterations)     # 0: no flip test (local std only)
+        self._flips: dict[str, list[tuple[float, np.ndarray]]] = {}
+        self._flip_turn = 0
+        self._segments = limb_segments(ik.tracked_marker_names)
         self._names = ik.marker_names
         self._problem: _Problem | None = None
         self._history: list[tuple[float, np.ndarray]] = []
@@ -613,6 +641,7 @@ class StreamingCameraFit:
     def reset(self) -> None:
         self._history.clear()
         self._feet_hist.clear()
+        self._flips.clear()
         self.ik.reset()
 
     def solve(self, time_s: float, markers: np.ndarray, pixels: Sequence[np.ndarray],
@@ -678,6 +707,7 @@ class StreamingCameraFit:
         except np.linalg.LinAlgError:
             std[free] = np.inf
         std[[self.ik.coordinate_names.index(n) for n in self.ik.unobserved_coordinates]] = np.inf
+        flip_msq = self._flip_msq(time_s, q, problem, level)
         x_model, _ = self.ik.marker_kinematics(q)
         # Marker errors of the fit to what the cameras saw: each seen marker's reprojection error
         # as a distance at its depth (px * depth / f), the mean over the views that saw it (the 3D
@@ -704,7 +734,31 @@ class StreamingCameraFit:
                        marker_rms_m=float(np.sqrt(np.mean(err[used] ** 2))) if used.any() else float("nan"),
                        marker_max_m=float(err[used].max()) if used.any() else float("nan"),
                        max_error_marker=worst, markers_used=int(used.sum()), marker_errors_m=errors,
-                       q_std=std, confidence=_confidence(std, self.ik.rotational), cold_start=len(self._history) == 1)
+                       q_std=std, confidence=combined_confidence(std, flip_msq, self.ik.rotational), cold_start=len(self._history) == 1)
+
+    def _flip_msq(self, time_s: float, q: np.ndarray, problem: _Problem, level: float) -> np.ndarray:
+        """The limbs' depth-flip expected squared error (C,): this frame's share of the segments
+        tested (round robin), each segment's results averaged over the last SMOOTH_S (causal, as
+        the offline fit's centred window)."""
+        if self.flip_iterations <= 0:
+            return np.zeros(len(q))
+        turn = self._flip_turn % FLIP_ROUNDS_LIVE
+        self._flip_turn += 1
+        _, detail = flip_ambiguity(self.ik, q, [(cam, pix[0], conf[0] * problem.wn) for cam, pix, conf in problem.views],
+                                   sigma_px=self.settings.pixel_sigma_px, huber=self.settings.huber_sigmas,
+                                   level=level, iterations=self.flip_iterations,
+                                   segments=self._segments[turn::FLIP_ROUNDS_LIVE])
+        for key, (p, dq, _) in detail.items():
+            self._flips.setdefault(key, []).append((float(time_s), p * dq ** 2))
+        total = np.zeros(len(q))
+        for key in list(self._flips):
+            kept = [(t, m) for t, m in self._flips[key] if 0.0 <= time_s - t < SMOOTH_S]
+            if kept:
+                self._flips[key] = kept
+                total += np.mean([m for _, m in kept], axis=0)
+            else:
+                del self._flips[key]
+        return total
 
     def _contact(self, problem: _Problem):
         """Foot points in stance now (slow over the last frames and near their running low height)."""

@@ -43,6 +43,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import Sam4dcapError
+from .fit_confidence import combined_confidence
 from .ik_problem import (MARKER_SET_WEIGHTS, CoordinateTask, canonical_coordinates, closest_marker_set,
                          ik_regularization, unobserved_coordinates, wrap_angle)
 from .model_builder import load_model
@@ -681,8 +682,10 @@ class StreamingIK:
         Sandwich covariance of the weighted least-squares estimate, with every present marker's
         position noise taken as the frame's RMS marker error per axis (at least 2 mm): marker rows
         of `jac` are scaled by s_i = sqrt(w_i / sum w), so cov = sigma^2 A (J_m^T S^2 J_m) A with
-        A = (J^T J)^-1 (coordinate tasks act as exact priors). Confidence maps sigma to
-        1 / (1 + (sigma / ref)^2) with ref = 2 deg (rotations) / 2 cm (translations): 0.5 at ref.
+        A = (J^T J)^-1 (coordinate tasks act as exact priors). Confidence maps sigma as the camera
+        fit's (`fit_confidence.combined_confidence`, no flip term: 3D markers carry no image):
+        1 / (1 + (sigma / ref)^2) with ref = 5 deg (rotations) / 5 cm (translations), 0.5 at ref,
+        the gate of JointKinematics.confidence.
         Coordinates no present marker moves (`blind`, indices into the free coordinates) are not
         measured at all, whatever a task holds them to: q_std = inf, confidence 0. The priors'
         bias (a regularised coordinate pulled away from the truth) is not part of q_std.
@@ -697,9 +700,7 @@ class StreamingIK:
         cov = sigma ** 2 * a @ (jm.T @ (jm * s2[:, None])) @ a
         q_std[self._free] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         q_std[self._free[blind]] = np.inf
-        ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
-        confidence = 1.0 / (1.0 + (q_std / ref) ** 2)
-        return q_std, confidence
+        return q_std, combined_confidence(q_std, np.zeros(n), self._rotational)
 
 
 def solve_trial(ik: StreamingIK, markers, *, start_s: float | None = None, end_s: float | None = None):

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from sam4dcap_biomech.filters import jitter, true_runs
+from sam4dcap_biomech.fit_confidence import GATE_CONFIDENCE
 from sam4dcap_biomech.timeseries import TimeSeries
 
 # Sagittal joint angles plotted like the paper's figures (left and right on one axis).
@@ -92,20 +93,24 @@ def low_confidence_frames(time: np.ndarray, confidence: np.ndarray, *, threshold
     }
 
 
-# Confidence below this marks a coordinate as poorly determined in a frame (posterior std above
-# 2 deg / 2 cm: camera_fit's mapping gives 0.5 there).
-LOW_COORDINATE_CONFIDENCE = 0.5
+# Confidence below this marks a coordinate as untrusted in a frame: its expected error (the fit's
+# posterior std and the limbs' depth flips one camera cannot tell apart) is above 5 deg / 5 cm
+# (fit_confidence.GATE_CONFIDENCE, the threshold a controller gates on).
+LOW_COORDINATE_CONFIDENCE = GATE_CONFIDENCE
 
 
 def coordinate_confidence_summary(confidence: TimeSeries, *, threshold: float = LOW_COORDINATE_CONFIDENCE) -> dict:
-    """Per coordinate: median confidence (0..1, from the camera fit) and the share of frames below
-    `threshold`; coordinates no keypoint determines (confidence 0 throughout) are listed apart."""
+    """Per coordinate: median confidence (0..1, from the camera fit), the share of frames below
+    `threshold` and those frames as time spans ("untrusted": first/last frame and seconds);
+    coordinates no keypoint determines (confidence 0 throughout) are listed apart."""
     out = {}
     for i, name in enumerate(confidence.names):
         c = confidence.values[:, i]
         ok = np.isfinite(c)
+        low = low_confidence_frames(confidence.time, np.where(ok, c, 0.0), threshold=threshold)
         out[name] = {"median": _finite(np.median(c[ok])) if ok.any() else None,
-                     "share_below": _finite(np.mean(c[ok] < threshold)) if ok.any() else None}
+                     "share_below": _finite(np.mean(c[ok] < threshold)) if ok.any() else None,
+                     "untrusted": low["ranges"]}
     return {"threshold": threshold, "coordinates": out,
             "undetermined": [n for n, v in out.items() if v["median"] == 0.0]}
 
@@ -114,15 +119,25 @@ def add_confidence_section(report: "HtmlReport", summary: Mapping) -> None:
     """The per-coordinate confidence of the fit: a controller can gate on the companion file."""
     report.heading("Joint-angle confidence")
     report.paragraph(
-        "From the camera fit: how well the 2D keypoints (and the weak 3D prior) determine each coordinate "
-        "per frame, 1 / (1 + (std / 2 deg)^2) of the posterior standard deviation (2 cm for translations). "
-        "Per-frame values are in the *_ik_confidence.sto file next to the .mot and in JointKinematics.confidence.")
-    rows = [[n, v["median"], v["share_below"]] for n, v in summary["coordinates"].items()
-            if n not in summary["undetermined"]]
-    report.table(["coordinate", "median confidence", f"frames below {summary['threshold']:g}"], rows)
+        "From the camera fit: how well the 2D keypoints determine each coordinate per frame, "
+        "1 / (1 + e^2 / (5 deg)^2) of its expected error e (the fit's posterior standard deviation and the "
+        "limbs' depth flips that one camera cannot tell apart; 5 cm for translations). Below "
+        f"{summary['threshold']:g} a coordinate is untrusted in that frame (expected error above 5 deg): "
+        "do not act on it. Per-frame values are in the *_ik_confidence.sto file next to the .mot and in "
+        "JointKinematics.confidence.")
+    rows = [[n, v["median"], v["share_below"], _spans(v.get("untrusted") or [])]
+            for n, v in summary["coordinates"].items() if n not in summary["undetermined"]]
+    report.table(["coordinate", "median confidence", f"frames below {summary['threshold']:g}",
+                  "untrusted (s)"], rows)
     if summary["undetermined"]:
         report.paragraph("Not determined by any keypoint (held at their default): "
                          + ", ".join(summary["undetermined"]), css_class="warn")
+
+
+def _spans(ranges: Sequence[Mapping], most: int = 4) -> str:
+    """Time spans of low-confidence frame ranges, "0.10-0.45, 1.20-1.60 (+3 more)"."""
+    text = ", ".join(f"{r['start_s']:.2f}-{r['end_s']:.2f}" for r in ranges[:most])
+    return text + (f" (+{len(ranges) - most} more)" if len(ranges) > most else "") if ranges else "none"
 
 
 def marker_error_summary(marker_error: TimeSeries) -> dict:

@@ -91,3 +91,24 @@ def test_html_is_self_contained(tmp_path):
     blobs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(blobs) == 1 and base64.b64decode(blobs[0]) == png.read_bytes()
     assert "hip_flexion_r" in text and "Range of motion" in text
+
+
+def test_confidence_summary_names_the_untrusted_spans(tmp_path):
+    """Per coordinate: the frames below the gate as time spans, in summary.json and in the report."""
+    t = np.arange(20) / 10.0
+    knee = np.full(20, 0.9)
+    knee[3:6] = 0.2
+    knee[15] = 0.4
+    conf = TimeSeries(t, ["knee_angle_r", "mtp_angle_r", "hip_flexion_r"],
+                      np.stack([knee, np.zeros(20), np.full(20, 0.8)], axis=1), unit="1")
+    s = rp.coordinate_confidence_summary(conf)
+    assert s["threshold"] == 0.5 and s["undetermined"] == ["mtp_angle_r"]
+    spans = s["coordinates"]["knee_angle_r"]["untrusted"]
+    assert [(r["first_frame"], r["last_frame"]) for r in spans] == [(3, 5), (15, 15)]
+    assert s["coordinates"]["knee_angle_r"]["share_below"] == pytest.approx(0.2)
+    assert s["coordinates"]["hip_flexion_r"]["untrusted"] == []
+    page = rp.HtmlReport("t")
+    rp.add_confidence_section(page, s)
+    page.save(tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    assert "0.30-0.50, 1.50-1.50" in text and "untrusted" in text
