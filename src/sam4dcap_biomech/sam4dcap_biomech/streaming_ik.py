@@ -324,13 +324,12 @@ class StreamingIK:
                                                       unbounded_rotations=self.unbounded_rotations)
         frame = self._make_frame(time_s, q_full, obs, present, iterations, cold)
         if self._budget_hit:
-            # Not converged: the last step is counted as extra uncertainty (the same
-            # sigma -> confidence map as _uncertainty), so a coordinate still moving by
-            # degrees is not reported as well determined.
+            # Not converged: the last step counts as an expected error on top of the local
+            # std (the map of _uncertainty), so a coordinate still moving by degrees is not
+            # reported as well determined.
             step = np.zeros(len(self.coordinate_names))
             step[self._free] = self._unconverged_step
-            ref = np.where(self._rotational, np.deg2rad(2.0), 0.02)
-            conf = frame.confidence * (1.0 / (1.0 + (step / ref) ** 2)) if frame.confidence is not None else None
+            conf = combined_confidence(frame.q_std, step ** 2, self._rotational) if frame.q_std is not None else None
             frame = replace(frame, converged=False, confidence=conf)
         self._prev = frame
         self._prev_q_full = q_full
