@@ -266,6 +266,29 @@ def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, live_stre
     print(err.strip().splitlines()[-3:])
 
 
+def test_one_process_perception_live_stops_cleanly_and_still_feeds_the_recorder(live_stream, tmp_path):
+    """--one-process-perception on a live stream: joint states flow, Ctrl-C finishes the frames
+    published, the images still reach the recorder (the one other reader), no process is left."""
+    proc = start_graph_cli(live_stream, tmp_path, "--one-process-perception")
+    try:
+        wait_for_joint_states(tmp_path, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{err[-3000:]}"
+    assert re.search(r"all \d+ published frames have their results|\d+ of \d+ published frames got no result",
+                     err), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    log = (tmp_path / "logs" / "perception_process.log").read_text()
+    assert "stopped after" in log and "[body_estimator_node]" in log, log[-1500:]
+    topics = bag_io.bag_topics(tmp_path / "bag")
+    assert topics[graph.IMAGE_TOPIC].count > 0 and topics[graph.joint_states_topic(1)].count > 0
+    assert topics[graph.KEYPOINTS_TOPIC].count > 0
+    assert not node_pids(tmp_path), "node processes left running"
+
+
 @pytest.mark.parametrize("victim", ["ik_node", "video_source_node", "recorder_node"])
 def test_runner_exits_1_naming_a_node_killed_with_sigkill(victim, live_stream, tmp_path):
     """Exit code 1 (not 247) and one line naming the dead node; the others stop cleanly; the bag
