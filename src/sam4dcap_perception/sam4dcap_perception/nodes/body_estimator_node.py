@@ -214,6 +214,7 @@ class BodyEstimatorNode(Node):
             rgb = to_rgb8(msg)
         except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
             self.get_logger().error(f"frame at {stamp_to_sec(msg.header.stamp):.3f} s: {type(exc).__name__}: {exc}")
+            self.diagnostics.set(NodeDiagnostics.ERROR, f"frame failed: {type(exc).__name__}", tracking="error")
             self.acks.ack(msg.header.stamp)
             return
         self._process(rgb, msg.header)
