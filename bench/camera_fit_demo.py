@@ -40,6 +40,23 @@ FACE_HANDS = ("eye", "ear", "mouth", "nose", "pinky", "index", "thumb")
 def at_limit_share(mot: Path, model: Path) -> tuple[float, float]:
     """Share of frames with any clamped joint coordinate within 0.5 deg of its range limit, and
     the same for the lower-limb coordinates only (hip, knee, ankle, subtalar)."""
+    hit, lower = _at_limit(mot, model)[:2]
+    return float(hit.any(axis=1).mean()), float(hit[:, lower].any(axis=1).mean())
+
+
+def at_limit_coordinates(mot: Path, model: Path, min_share: float = 0.02) -> str:
+    """Which joint coordinates sit at a range limit: 'name lower/upper limit (deg) share', the
+    ones at a limit in at least min_share of the frames, most frequent first."""
+    _, _, names, lo_hit, hi_hit, lo, hi = _at_limit(mot, model)
+    items = []
+    for k, n in enumerate(names):
+        for hits, side, bound in ((lo_hit[:, k], "lower", lo[k]), (hi_hit[:, k], "upper", hi[k])):
+            if hits.mean() >= min_share:
+                items.append((hits.mean(), f"{n} {side} {np.rad2deg(bound):.0f} deg {100 * hits.mean():.0f} %"))
+    return ", ".join(t for _, t in sorted(items, reverse=True)) or "none"
+
+
+def _at_limit(mot: Path, model: Path):
     from sam4dcap_biomech.camera_fit import AT_LIMIT_RAD
     from sam4dcap_biomech.model_builder import PELVIS_COORDINATES
     from sam4dcap_biomech.storage import read_mot
@@ -51,9 +68,33 @@ def at_limit_share(mot: Path, model: Path) -> tuple[float, float]:
     joint = [i for i, n in enumerate(ik.coordinate_names) if n not in PELVIS_COORDINATES and n in coords.names]
     q = coords.select([ik.coordinate_names[i] for i in joint]).values
     lo, hi = lo[joint], hi[joint]
-    hit = (np.isfinite(lo) & (q <= lo + AT_LIMIT_RAD)) | (np.isfinite(hi) & (q >= hi - AT_LIMIT_RAD))
+    lo_hit, hi_hit = np.isfinite(lo) & (q <= lo + AT_LIMIT_RAD), np.isfinite(hi) & (q >= hi - AT_LIMIT_RAD)
+    hit = lo_hit | hi_hit
     lower = [k for k, i in enumerate(joint) if ik.coordinate_names[i].startswith(LOWER_LIMB)]
-    return float(hit.any(axis=1).mean()), float(hit[:, lower].any(axis=1).mean())
+    return hit, lower, [ik.coordinate_names[i] for i in joint], lo_hit, hi_hit, lo, hi
+
+
+KNEE_POINTS = [f"{s}_{j}" for s in ("left", "right") for j in ("hip", "knee", "ankle")]
+
+
+def knee_flexion_deg(points: dict, side: str) -> np.ndarray:
+    """Geometric knee flexion per frame: 180 deg - the hip-knee-ankle angle of the keypoints."""
+    h, k, a = (points[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
+    u, w = h - k, a - k
+    with np.errstate(invalid="ignore"):
+        c = np.sum(u * w, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(w, axis=-1)
+    return 180.0 - np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def model_points(model: Path, mot: Path, names: list[str]) -> dict:
+    """The fitted model's markers `names` per frame (world, metres)."""
+    from sam4dcap_biomech.storage import read_mot
+    from sam4dcap_biomech.streaming_ik import StreamingIK
+
+    ik = StreamingIK(str(model), names, min_markers=3)
+    q = read_mot(mot).select(list(ik.coordinate_names)).values
+    x = np.array([ik.marker_kinematics(row)[0] for row in q])
+    return {n: x[:, i] for i, n in enumerate(ik.tracked_marker_names)}
 
 
 def body_marker_rms_mm(mot: Path, model: Path, markers_trc: Path) -> float:
@@ -211,13 +252,42 @@ def main() -> int:
         body_mm = body_marker_rms_mm(paths["mot"], paths["model"], paths["trc"])
         resid_rows.append((trial, fit, reproj, rms_mm, body_mm, share, share_lower))
 
-    # Overlays: 3 frames per view, both fits, and the 4-view camera fit through that view's camera.
+    # Where the error comes from: which coordinates sit at a limit, the signed error (bias) of the
+    # new path per sagittal coordinate, and the knee flexion of the keypoints themselves.
     import json
+
+    from sam4dcap_biomech.trc import read_trc
+
+    info = json.loads((WORK / "multiview" / "multiview_reprojection.json").read_text())
+    limit_rows = [f"| {t} | {f} | {at_limit_coordinates(p['mot'], p['model'])} |"
+                  for t, f, p in [(v, "camera", mono[(v, "camera")]) for v in views] + [("4-view", "camera", refs["camera"])]]
+    ref_coords = read_mot(refs["camera"]["mot"])
+    bias_rows = []
+    for view in views:
+        off = int(info["frame_offsets"][view])
+        coords = read_mot(mono[(view, "camera")]["mot"])
+        idx = np.arange(max(0, -off), min(ref_coords.n_frames, coords.n_frames - off))
+        bias = [float(np.nanmean(np.rad2deg(coords.get(n)[idx + off] - ref_coords.get(n)[idx])))
+                for n in SAGITTAL + ["pelvis_tilt", "pelvis_rotation"]]
+        bias_rows.append(f"| {view} | " + " | ".join(f"{b:+.0f}" for b in bias) + " |")
+    tri = read_trc(refs["camera"]["trc"])
+    knee_src = [("4-view triangulation", {n: tri.get(n) for n in KNEE_POINTS}),
+                ("4-view camera fit (model markers)", model_points(refs["camera"]["model"], refs["camera"]["mot"],
+                                                                   KNEE_POINTS))]
+    for view in views:
+        m3d = read_trc(mono[(view, "camera")]["trc"])
+        knee_src.append((f"{view}: monocular 3D markers (the estimator's)", {n: m3d.get(n) for n in KNEE_POINTS}))
+        knee_src.append((f"{view}: camera fit (model markers)",
+                         model_points(mono[(view, "camera")]["model"], mono[(view, "camera")]["mot"], KNEE_POINTS)))
+    knee_rows = [f"| {label} | " + " | ".join(f"{np.nanpercentile(knee_flexion_deg(pts, side), p):.0f}"
+                                            for side in ("left", "right") for p in (50, 90)) + " |"
+                 for label, pts in knee_src]
+
+    # Overlays: 3 frames per view, both fits, and the 4-view camera fit through that view's camera.
 
     from sam4dcap_perception.fit_views import calibrated_views
     from sam4dcap_perception.multiview import ViewKeypoints, read_qualisys_calibration
 
-    info = json.loads((WORK / "multiview" / "multiview_reprojection.json").read_text())
     cams = read_qualisys_calibration(calib)
     kv = [ViewKeypoints.load(WORK / "multiview" / f"keypoints_{c.name}.npz") for c in cams]
     offsets = {v.name: int(info["frame_offsets"][v.name]) for v in kv}
@@ -267,6 +337,29 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
         *(f"| {t} | {f} | {r:.1f} | {m:.1f} | {b:.1f} | {100 * s:.0f} % | {100 * sl:.0f} % |"
           for t, f, r, m, b, s, sl in resid_rows),
+        "",
+        "## Where the error comes from",
+        "",
+        "Joint coordinates at a range limit (within 0.5 deg) in at least 2 % of the frames, camera fit:",
+        "",
+        "| trial | fit | coordinates at a limit (share of frames) |",
+        "|---|---|---|",
+        *limit_rows,
+        "",
+        "Signed error of the new path (mean monocular camera fit - 4-view camera fit, deg; knee + = flexion, "
+        "ankle + = dorsiflexion):",
+        "",
+        "| view | " + " | ".join(SAGITTAL + ["pelvis_tilt", "pelvis_rotation"]) + " |",
+        "|---|" + "---|" * (len(SAGITTAL) + 2),
+        *bias_rows,
+        "",
+        "Knee flexion of the points themselves (180 deg - the hip-knee-ankle angle; median and 90th percentile "
+        "over the frames, deg): the monocular estimator's 3D legs are straighter than the triangulated ones, and "
+        "the 2D keypoints barely tell (a bend in depth changes the projected leg length by its cosine).",
+        "",
+        "| points | left median | left p90 | right median | right p90 |",
+        "|---|---|---|---|---|",
+        *knee_rows,
         "",
         "Overlays (keypoints green, camera fit red, marker IK blue, the 4-view camera fit through the view's calibrated camera yellow): `.cache/bench_camera_fit/overlays/cam0N.png`.",
         "",
