@@ -25,8 +25,15 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import ctypes
 import logging
 import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -224,11 +231,6 @@ class LiveCalibrator:
 def _in_scaling_process(*args) -> dict:
     """_calibrate_in_worker(*args) in a new Python process (this module's __main__); its
     Sam4dcapError comes back as one."""
-    import pickle
-    import subprocess
-    import sys
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="sam4dcap-calibration-") as tmp:
         request, answer = Path(tmp) / "request.pickle", Path(tmp) / "answer.pickle"
         request.write_bytes(pickle.dumps(args))
@@ -245,22 +247,16 @@ def _in_scaling_process(*args) -> dict:
 
 def _scaling_process_main(request: str, answer: str) -> int:
     """The scaling process: below the live stream's priority, gone with its parent."""
-    import os
-    import pickle
-    import sys
-
     try:
         os.nice(10)
     except OSError:
         pass
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+    result: tuple[str, object]
     try:
         result = ("ok", _calibrate_in_worker(*pickle.loads(Path(request).read_bytes())))
     except Sam4dcapError as exc:
@@ -305,6 +301,4 @@ def _calibrate_in_worker(s: LiveCalibrationSettings, markers: TimeSeries, confid
 
 
 if __name__ == "__main__":
-    import sys
-
     raise SystemExit(_scaling_process_main(*sys.argv[1:3]))
