@@ -6,7 +6,7 @@
 set -uo pipefail
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((10 + $$ % 90))}
-video=${DEMO_VIDEO:-.cache/pose2sim_demo/videos/cam01.mp4}
+video=${DEMO_VIDEO:-${SAM4DCAP_CACHE:-.cache}/pose2sim_demo/videos/cam01.mp4}
 # The Pose2Sim demo subject's height is not published; 1.70 m is Pose2Sim's own default.
 height=${DEMO_HEIGHT_M:-1.70}
 mass=${DEMO_MASS_KG:-70}
