@@ -239,6 +239,18 @@ def wait_for_joint_states(tmp: Path, proc: subprocess.Popen, timeout_s: float = 
         probe.close()
 
 
+def signal_once_joint_states_flow(proc: subprocess.Popen, tmp: Path, sig) -> str:
+    """Send `sig` to the graph runner once JointState flows; its stderr after it ended."""
+    try:
+        wait_for_joint_states(tmp, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err
+
+
 def node_pids(tmp: Path) -> list[int]:
     return processes_with(str(tmp / "logs"))
 
@@ -246,13 +258,7 @@ def node_pids(tmp: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, live_stream, tmp_path):
     proc = start_graph_cli(live_stream, tmp_path)
-    try:
-        wait_for_joint_states(tmp_path, proc)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = signal_once_joint_states_flow(proc, tmp_path, sig)
     assert proc.returncode == 0, f"exit {proc.returncode} on {sig.name}:\n{err[-3000:]}"
     assert re.search(r"all \d+ published frames have their results|\d+ of \d+ published frames got no result",
                      err), err[-3000:]
@@ -270,13 +276,7 @@ def test_one_process_perception_live_stops_cleanly_and_still_feeds_the_recorder(
     """--one-process-perception on a live stream: joint states flow, Ctrl-C finishes the frames
     published, the images still reach the recorder (the one other reader), no process is left."""
     proc = start_graph_cli(live_stream, tmp_path, "--one-process-perception")
-    try:
-        wait_for_joint_states(tmp_path, proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = signal_once_joint_states_flow(proc, tmp_path, signal.SIGINT)
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{err[-3000:]}"
     assert re.search(r"all \d+ published frames have their results|\d+ of \d+ published frames got no result",
                      err), err[-3000:]
