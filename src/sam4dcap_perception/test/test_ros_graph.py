@@ -546,3 +546,37 @@ def test_graph_cli_processes_a_short_clip_and_exits_0(demo_video, tmp_path, one_
     assert topics[JOINT_STATES].count >= 0.95 * 31, f"JointState for {topics[JOINT_STATES].count} of 31 frames"
     written = sorted(p.suffix for p in (tmp_path / "trials").rglob("*") if p.is_file())
     assert ".trc" in written and ".mot" in written, written
+
+
+@pytest.mark.parametrize("one_process", [False, True], ids=["process_per_node", "one_process_perception"])
+def test_an_unreadable_image_in_a_bag_is_reported_once_and_the_graph_goes_on(tmp_path, one_process):
+    """A bag whose 4th image has an encoding no estimator reads (yuv422): one error line naming
+    that frame, the frame is acked (the source does not wait for it), the other frames go
+    through, exit code 0: with a process per node and with the image path in one process."""
+    from sam4dcap_perception.bag_io import BagWriter, typestore
+
+    store = typestore()
+    Image = store.types["sensor_msgs/msg/Image"]
+    Header = store.types["std_msgs/msg/Header"]
+    Time = store.types["builtin_interfaces/msg/Time"]
+    bag = tmp_path / "bag"
+    with BagWriter(bag) as w:
+        w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+        for i in range(8):
+            bad = i == 3
+            data = np.full((96, 128, 2 if bad else 3), 60 + 10 * i, np.uint8)
+            msg = Image(header=Header(stamp=Time(sec=1, nanosec=i * 33_333_333), frame_id="cam"), height=96,
+                        width=128, encoding="yuv422" if bad else "rgb8", is_bigendian=0, step=128 * (2 if bad else 3),
+                        data=data.ravel())
+            w.write("/camera/image_raw", 1_000_000_000 + i * 33_333_333,
+                    bytes(store.serialize_cdr(msg, "sensor_msgs/msg/Image")))
+    out = subprocess.run([sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(bag),
+                          "--height", "1.7", "--log-dir", str(tmp_path / "logs"),
+                          "--set", f"trial_writer_node.output_dir={tmp_path / 'trials'}"]
+                         + (["--one-process-perception"] if one_process else []),
+                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "all 8 published frames have their results" in out.stderr, out.stderr[-3000:]
+    log = (tmp_path / "logs" / ("perception_process.log" if one_process else "body_estimator_node.log")).read_text()
+    errors = [line for line in log.splitlines() if "[ERROR]" in line and "body_estimator_node" in line]
+    assert len(errors) == 1 and "1.100 s" in errors[0] and "yuv422" in errors[0], errors or log[-2000:]

@@ -155,7 +155,7 @@ class BodyEstimatorNode(Node):
             import collections
             import threading
 
-            self._local: collections.deque = collections.deque()   # (rgb, header, sequence)
+            self._local: collections.deque = collections.deque()   # (rgb, header, sequence, error)
             self._local_lock = threading.Lock()
             self._local_seq = 0
             self._local_busy = False
@@ -169,11 +169,13 @@ class BodyEstimatorNode(Node):
         self.get_logger().info(f"body estimator {self.estimator.backend} ready"
                                + (" (frames in-process from the video source)" if local_images else ""))
 
-    def take_image(self, rgb: np.ndarray, header) -> None:
-        """The video source's thread (perception_process): queue one frame, wake the executor."""
+    def take_image(self, rgb: np.ndarray | None, header, *, error: str = "") -> None:
+        """The video source's thread (perception_process): queue one frame, wake the executor.
+        An image it could not read comes as rgb None with the `error`: reported and acked here,
+        as a bad image message would be."""
         with self._local_lock:
             self._local_seq += 1
-            self._local.append((rgb, header, self._local_seq))
+            self._local.append((rgb, header, self._local_seq, error))
         self._local_wake.trigger()
 
     def _on_local_image(self) -> None:
@@ -187,10 +189,15 @@ class BodyEstimatorNode(Node):
                 item = self._local.popleft()
             more = bool(self._local)
             self._local_busy = True
-        rgb, header, seq = item
+        rgb, header, seq, error = item
         try:
             self.skips.observe(seq, b"local")
-            self._process(rgb, header)
+            if rgb is None:
+                self.get_logger().error(f"frame at {stamp_to_sec(header.stamp):.3f} s: {error}")
+                self.diagnostics.set(NodeDiagnostics.ERROR, "frame failed: unreadable image", tracking="error")
+                self.acks.ack(header.stamp)
+            else:
+                self._process(rgb, header)
         finally:
             with self._local_lock:
                 self._local_busy = False

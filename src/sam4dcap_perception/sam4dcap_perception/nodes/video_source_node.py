@@ -305,9 +305,13 @@ class VideoSourceNode(Node):
 
             from .image_conversion import to_rgb8
 
-            msg = img if isinstance(img, Image) else deserialize_message(bytes(img), Image)
-            header.frame_id = msg.header.frame_id or header.frame_id
-            rgb = to_rgb8(msg)
+            try:
+                msg = img if isinstance(img, Image) else deserialize_message(bytes(img), Image)
+                header.frame_id = msg.header.frame_id or header.frame_id
+                rgb = to_rgb8(msg)
+            except Exception as exc:  # noqa: BLE001 - one bad image: the consumer reports and acks it
+                self.local_images(None, header, error=f"{type(exc).__name__}: {exc}")
+                return
         if self.image_pub.get_subscription_count() > 0:
             self.image_pub.publish(img if img is not None else
                                    numpy_to_image(rgb, "rgb8", stamp=stamp, frame_id=header.frame_id))
