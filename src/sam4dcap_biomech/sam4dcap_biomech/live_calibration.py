@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import ctypes
 import logging
 import math
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import Sam4dcapError
+from .process_lifetime import die_with_parent
 from .scaling import scale_model
 from .settings import check_height_m, check_mass_kg
 from .static_window import find_static_window
@@ -251,11 +250,7 @@ def _scaling_process_main(request: str, answer: str) -> int:
         os.nice(10)
     except OSError:
         pass
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    die_with_parent()
     result: tuple[str, object]
     try:
         result = ("ok", _calibrate_in_worker(*pickle.loads(Path(request).read_bytes())))

@@ -14,6 +14,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 from ..config import ParamSpec, load_config
 from ..errors import Sam4dcapError
+from ..process_lifetime import die_with_parent
 from .shm_recovery import release_stale_shm_ports
 from .topics import DIAGNOSTICS_TOPIC, HELD_SUFFIX, PROGRESS_TOPIC, READY_TOPIC, relative_topic
 
@@ -161,26 +162,6 @@ class ShutdownRequest:
     def set(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
-
-
-def die_with_parent() -> int:
-    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so
-    a node started by a runner or `ros2 launch` that was SIGKILLed does not live on as an
-    orphan. Returns the parent pid to watch as well (the parent may have died before the
-    prctl; the spin loop also compares getppid() with it)."""
-    import ctypes
-    import signal
-    import sys
-
-    ppid = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            PR_SET_PDEATHSIG = 1
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    return ppid
 
 
 # On a stop, messages already received are still handled for at most this long [s] (a writer
