@@ -30,7 +30,7 @@ from monocular_vs_multiview import HEIGHT_M, MASS_KG, ROOT, SAGITTAL, demo_argum
 WORK = ROOT / ".cache" / "bench_camera_fit"
 OUT = ROOT / "bench" / "results" / "camera_fit_demo.md"
 FITS = ("markers", "camera")
-BEFORE = "camera fit at the round's start vs camera-fit reference"
+BEFORE = "camera fit vs camera-fit reference without marker placement"
 
 
 LOWER_LIMB = ("hip_", "knee_", "ankle_", "subtalar_")
@@ -114,6 +114,21 @@ def body_marker_rms_mm(mot: Path, model: Path, markers_trc: Path) -> float:
         return 1000 * float(np.nanmean(np.sqrt(np.nanmean(d ** 2, axis=1))))
 
 
+def placed_offsets_mm(scaled: Path, fitted: Path) -> dict[str, float]:
+    """How far each marker moved between the scaled model and the camera fit's model (mm)."""
+    import opensim
+
+    a, b = opensim.Model(str(scaled)), opensim.Model(str(fitted))
+    ma, mb = a.getMarkerSet(), b.getMarkerSet()
+    out = {}
+    for i in range(ma.getSize()):
+        name = ma.get(i).getName()
+        if mb.contains(name):
+            la, lb = ma.get(i).get_location().to_numpy(), mb.get(name).get_location().to_numpy()
+            out[name] = 1000 * float(np.linalg.norm(lb - la))
+    return out
+
+
 def overlay(video: Path, model: Path, mots: dict, views_fn, out_png: Path, frames: list[int],
             reference: tuple | None = None) -> None:
     """Keypoints (green) and the projected model markers of each fit (camera: red, markers: blue);
@@ -187,7 +202,7 @@ def main() -> int:
         keep.mkdir(exist_ok=True)
         refs[fit] = {"mot": Path(shutil.copy(mv.coordinates_mot, keep / "ik.mot")),
                      "err": Path(shutil.copy(WORK / "multiview" / "multiview_ik_marker_errors.sto", keep / "err.sto")),
-                     "model": mv.scaled_model, "trc": mv.markers_trc}
+                     "model": mv.fitted_model or mv.scaled_model, "trc": mv.markers_trc}
         for video in videos:
             view = mv.view_of(video)
             t = time.perf_counter()
@@ -200,25 +215,35 @@ def main() -> int:
             keep.mkdir(exist_ok=True)
             mono[(view, fit)] = {"mot": Path(shutil.copy(arts["ik_mot"], keep / "ik.mot")),
                                  "err": Path(shutil.copy(arts["ik_marker_errors"], keep / "err.sto")),
-                                 "model": Path(arts["scaled_model"]), "video": video,
+                                 "model": Path(arts.get("fitted_model", arts["scaled_model"])), "video": video,
                                  "trc": Path(arts["markers_trc"]),
                                  "keypoints": Path(arts["keypoints_npz"]), "camera": Path(arts["camera"])}
 
     views = sorted({v for v, _ in mono})
-    # The camera fit as this round found it (the 2D keypoints with the estimator's own left/right
-    # labels while the 3D markers were repaired), on the same files: this round's change side by side.
+    # The 4-view camera fit as the round found it (no marker placement), on the same files: this
+    # round's change side by side (it changes the reference only: one camera places no markers).
+    import dataclasses
+    import json
+
     from sam4dcap_biomech.camera_fit import FitSettings, fit_trial
     from sam4dcap_biomech.config import load_config
     from sam4dcap_biomech.streaming_ik import StreamingIK
     from sam4dcap_biomech.trc import read_trc
+    from sam4dcap_perception.fit_views import calibrated_views
+    from sam4dcap_perception.multiview import ViewKeypoints, read_qualisys_calibration
 
-    before = FitSettings.from_params(load_config().params("camera_fit"))
-    for view in views:
-        m = mono[(view, "camera")]
-        markers = read_trc(m["trc"])
-        res = fit_trial(StreamingIK(str(m["model"]), list(markers.names), min_markers=3), markers,
-                        monocular_views(m["keypoints"], m["camera"], left_right_repair=False), before)
-        mono[(view, "before")] = {"coords": res.coordinates}
+    info = json.loads((WORK / "multiview" / "multiview_reprojection.json").read_text())
+    cams = read_qualisys_calibration(calib)
+    kv = [ViewKeypoints.load(WORK / "multiview" / f"keypoints_{c.name}.npz") for c in cams]
+    offsets = {v.name: int(info["frame_offsets"][v.name]) for v in kv}
+    views4 = calibrated_views(cams, kv, [offsets[v.name] for v in kv], np.array(info["trial_from_calibration_world"]))
+    no_placement = dataclasses.replace(FitSettings.from_params(load_config().params("camera_fit")),
+                                       marker_placement_min_views=0)
+    tri = read_trc(refs["camera"]["trc"])
+    before = fit_trial(StreamingIK(str(mv.scaled_model), list(tri.names), min_markers=3), tri, views4, no_placement)
+    before_to_3d = 1000 * float(np.sqrt(np.nanmean(before.marker_to_3d_m ** 2)))
+    before_limit = float(before.at_limit.any(axis=1).mean())
+    placed = placed_offsets_mm(mv.scaled_model, refs["camera"]["model"])
     rmse = {}
     rows = []
     for view in views:
@@ -227,8 +252,9 @@ def main() -> int:
                                 (BEFORE, "before", "camera"),
                                 ("new: camera fit vs camera-fit reference", "camera", "camera"),
                                 ("new vs old reference", "camera", "markers")):
-            coords = mono[(view, fit)]["coords"] if fit == "before" else read_mot(mono[(view, fit)]["mot"])
-            cmp = compare_series(coords, read_mot(refs[ref]["mot"]), fixed_lag_s=lag)
+            coords = read_mot(mono[(view, "camera" if fit == "before" else fit)]["mot"])
+            ref_coords = before.coordinates if fit == "before" else read_mot(refs[ref]["mot"])
+            cmp = compare_series(coords, ref_coords, fixed_lag_s=lag)
             values = [cmp.metric(n).rmse for n in SAGITTAL]
             rmse[(view, label)] = float(np.mean(values))
             rows.append(f"| {view} | {label} | " + " | ".join(f"{x:.1f}" for x in values)
@@ -254,11 +280,6 @@ def main() -> int:
 
     # Where the error comes from: which coordinates sit at a limit, the signed error (bias) of the
     # new path per sagittal coordinate, and the knee flexion of the keypoints themselves.
-    import json
-
-    from sam4dcap_biomech.trc import read_trc
-
-    info = json.loads((WORK / "multiview" / "multiview_reprojection.json").read_text())
     limit_rows = [f"| {t} | {f} | {at_limit_coordinates(p['mot'], p['model'])} |"
                   for t, f, p in [(v, "camera", mono[(v, "camera")]) for v in views] + [("4-view", "camera", refs["camera"])]]
     ref_coords = read_mot(refs["camera"]["mot"])
@@ -284,15 +305,7 @@ def main() -> int:
                  for label, pts in knee_src]
 
     # Overlays: 3 frames per view, both fits, and the 4-view camera fit through that view's camera.
-
-    from sam4dcap_perception.fit_views import calibrated_views
-    from sam4dcap_perception.multiview import ViewKeypoints, read_qualisys_calibration
-
-    cams = read_qualisys_calibration(calib)
-    kv = [ViewKeypoints.load(WORK / "multiview" / f"keypoints_{c.name}.npz") for c in cams]
-    offsets = {v.name: int(info["frame_offsets"][v.name]) for v in kv}
-    ref_cams = {cv.camera.name: cv.camera for cv in calibrated_views(
-        cams, kv, [offsets[v.name] for v in kv], np.array(info["trial_from_calibration_world"]))}
+    ref_cams = {cv.camera.name: cv.camera for cv in views4}
     overlay_dir = WORK / "overlays"
     for view in views:
         m = mono[(view, "camera")]
@@ -313,8 +326,19 @@ def main() -> int:
         "solved the same two ways (marker IK on the triangulation / camera fit with the 4 calibrated cameras). "
         f"Mean sagittal RMSE = mean over hip/knee/ankle flexion L+R, degrees. Run time {total:.0f} s "
         "(stages cached; machine shared with other agents). "
-        f"\"{BEFORE}\": the same camera fit on the same files with this round's fix undone (the 2D "
-        "keypoints with the estimator's own left/right labels while the 3D markers were repaired).",
+        f"\"{BEFORE}\": the 4-view reference as the round found it (`camera_fit.marker_placement_min_views` 0), "
+        "refitted here on the same files: this round's change (marker placement with several cameras) side by side. "
+        "One camera places no markers, so the monocular fits are the same in both rows.",
+        "",
+        "## Marker placement in the 4-view fit (this round)",
+        "",
+        "| 4-view camera fit | 3D marker RMS, all (mm) | frames with a joint coordinate at a range limit |",
+        "|---|---|---|",
+        f"| markers where the model puts them | {before_to_3d:.1f} | {100 * before_limit:.0f} % |",
+        f"| markers placed from the 2D keypoints | {mv_cam[3]:.1f} | {100 * mv_cam[5]:.0f} % |",
+        "",
+        "Largest offsets placed (mm): " + ", ".join(f"{n} {v:.0f}" for n, v in
+                                                  sorted(placed.items(), key=lambda kv: -kv[1])[:10]) + ".",
         "",
         "## Sagittal RMSE, monocular vs 4-view reference (deg)",
         "",

@@ -23,7 +23,9 @@ heights in the data.
 
 Offline (`fit_trial`): the whole trial as one sparse least-squares problem (Levenberg-Marquardt
 on the normal equations, block-banded: each frame's coordinates couple to its neighbours only),
-started from the streaming marker IK. Live (`StreamingCameraFit`): the same terms for one
+started from the streaming marker IK. With `marker_placement_min_views` or more cameras, each
+keypoint's place on the model is then refined from the 2D keypoints (`marker_placement`) and
+the trial refitted (one camera: off, the offsets would absorb the pose's depth errors). Live (`StreamingCameraFit`): the same terms for one
 frame, smoothness and slide against the previous frames (causal), warm-started from the
 prediction, a few iterations.
 
@@ -52,6 +54,7 @@ import scipy.sparse.linalg as spla
 
 from .errors import Sam4dcapError
 from .fit_confidence import SMOOTH_S, combined_confidence, flip_ambiguity, limb_segments, smooth_flips
+from .marker_placement import PlacementSettings, place_markers
 from .streaming_ik import IKFrame, StreamingIK, solve_trial
 from .timeseries import TimeSeries
 
@@ -72,6 +75,8 @@ _REF_TRANSLATION_M = 0.02
 FLIP_ITERATIONS_TRIAL = 3
 FLIP_ITERATIONS_LIVE = 3
 FLIP_ROUNDS_LIVE = 3
+# Rounds of marker placement and refit (stops early once no marker moves 2 mm more).
+PLACEMENT_ROUNDS = 4
 # A coordinate within this of a clamped bound counts as "at the range limit".
 AT_LIMIT_RAD = np.deg2rad(0.5)
 
@@ -139,6 +144,9 @@ class FitSettings:
     neutral_prior_sigma_deg: float
     outlier_px: float
     foot_prior_weight: float
+    marker_placement_min_views: int
+    marker_placement_sigma_m: float
+    marker_placement_max_m: float
 
     @classmethod
     def from_params(cls, params: Mapping) -> "FitSettings":
@@ -146,7 +154,8 @@ class FitSettings:
         missing = [f.name for f in fields(cls) if f.name not in params]
         if missing:
             raise Sam4dcapError(f"camera_fit settings lack {', '.join(missing)} (config section camera_fit)")
-        values: dict[str, Any] = {f.name: int(params[f.name]) if f.name.endswith("iterations") else float(params[f.name])
+        values: dict[str, Any] = {f.name: int(params[f.name]) if f.name.endswith(("iterations", "_views"))
+                                   else float(params[f.name])
                                   for f in fields(cls)}
         return cls(**values)
 
@@ -171,6 +180,7 @@ class FitResult:
     info: dict = field(default_factory=dict)
     local_confidence: np.ndarray | None = None    # (N, C) the local std alone, 2 deg / 2 cm
     flip_rms: np.ndarray | None = None            # (N, C) expected error from the depth flips (rad / m)
+    marker_offsets_m: dict = field(default_factory=dict)   # marker -> offset placed (its body's frame, m)
 
     @property
     def marker_rms_m(self) -> np.ndarray:
@@ -468,15 +478,38 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
         far &= conf > 0
         conf[far] = 0.0
         dropped += int(far.sum())
-    if problem.feet:
-        feet = fitted[:, problem.feet]
-        stance[:], ground = detect_stance(feet, time_s, list(range(len(problem.feet))),
-                                          speed_m_s=settings.stance_speed_m_s, height_m=settings.stance_height_m)
-        contact[:] = [[(problem.feet[j], ground[j]) for j in np.flatnonzero(stance[f])] for f in range(n)]
+
+    def find_contact(fitted: np.ndarray) -> None:
+        if problem.feet:
+            stance[:], ground = detect_stance(fitted[:, problem.feet], time_s, list(range(len(problem.feet))),
+                                              speed_m_s=settings.stance_speed_m_s, height_m=settings.stance_height_m)
+            contact[:] = [[(problem.feet[j], ground[j]) for j in np.flatnonzero(stance[f])] for f in range(n)]
+    find_contact(fitted)
     x, r, jmat, is_pt, _, cost, it2 = _levenberg_marquardt(evaluate, x, lo_f, hi_f, settings,
                                                            settings.max_iterations - it1)
     it = it1 + it2
     q_all[:, free] = x
+    offsets: dict[str, np.ndarray] = {}
+    if 0 < settings.marker_placement_min_views <= len(views):
+        # Where each keypoint sits on the model, from the 2D keypoints (outliers dropped) at the
+        # poses found, then the trial refitted with the markers in their places. Pose and
+        # placement share what the keypoints show (a fit leans the femur toward a misplaced knee
+        # marker), so a few rounds of place-and-refit.
+        seen = [CameraView(cam, names, pix, conf) for cam, pix, conf in problem.views]
+        placement = PlacementSettings(pixel_sigma_px=settings.pixel_sigma_px, huber_sigmas=settings.huber_sigmas,
+                                      prior_sigma_m=settings.marker_placement_sigma_m,
+                                      max_offset_m=settings.marker_placement_max_m)
+        for _ in range(PLACEMENT_ROUNDS):
+            move = place_markers(ik, q_all, seen, placement, applied=offsets)
+            ik.move_markers(move)
+            offsets = {k: offsets.get(k, np.zeros(3)) + move.get(k, np.zeros(3)) for k in {*offsets, *move}}
+            find_contact(np.array([ik.marker_kinematics(q_all[f])[0] for f in range(n)]))
+            x, r, jmat, is_pt, _, cost, it3 = _levenberg_marquardt(evaluate, x, lo_f, hi_f, settings,
+                                                                   max(1, settings.max_iterations // 3))
+            it += it3
+            q_all[:, free] = x
+            if max((float(np.linalg.norm(v)) for v in move.values()), default=0.0) < 0.002:
+                break
 
     # Diagnostics and confidence.
     pt_res = r[is_pt].reshape(-1, 2)
@@ -518,13 +551,13 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     info = {"iterations": it, "cost_start": float(cost0), "cost_end": float(cost), "views": len(views),
             "residual_level": level, "seconds": seconds, "stance_share": float(stance.mean()) if stance.size else 0.0,
             "reprojection_median_px": float(np.nanmedian(reproj)) if np.isfinite(reproj).any() else float("nan"),
-            "outliers_dropped": dropped}
+            "outliers_dropped": dropped, "markers_placed": len(offsets)}
     log.info("camera fit: %d frames, %d view(s), %d iterations, cost %.4g -> %.4g, median reprojection "
              "%.1f px, %.1f s", n, len(views), it, cost0, cost, info["reprojection_median_px"], seconds)
     return FitResult(coordinates=coords, q_std=std, confidence=confidence, reprojection_px=reproj,
                      marker_names=names, marker_error_m=_mean_over_views(at_depth), marker_to_3d_m=err3d,
                      at_limit=at_limit, stance=stance, info=info, local_confidence=local_confidence,
-                     flip_rms=np.sqrt(flip_msq))
+                     flip_rms=np.sqrt(flip_msq), marker_offsets_m=offsets)
 
 
 def _with_free(q: np.ndarray, free: np.ndarray, values: np.ndarray) -> np.ndarray:

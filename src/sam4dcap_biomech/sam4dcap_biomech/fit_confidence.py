@@ -195,4 +195,7 @@ def smooth_flips(flip_msq: np.ndarray, time_s: np.ndarray) -> np.ndarray:
     dt = float(np.median(np.diff(time_s)))
     width = int(round(SMOOTH_S / dt)) if dt > 0 else 1
     width = max(1, width + (1 - width % 2))
-    return uniform_filter1d(flip_msq, width, axis=0, mode="nearest") if width > 1 else flip_msq
+    if width == 1:
+        return flip_msq
+    # The running mean's sums leave -1e-17 where the flips are 0: squared errors are >= 0.
+    return np.maximum(uniform_filter1d(flip_msq, width, axis=0, mode="nearest"), 0.0)

@@ -352,6 +352,23 @@ class StreamingIK:
         return self.weights[self._tracked].copy()
 
     @property
+    def tracked_markers(self) -> list:
+        """The model's Marker objects of `tracked_marker_names` (read their frames and locations)."""
+        return list(self._markers)
+
+    def move_markers(self, offsets: Mapping[str, np.ndarray]) -> None:
+        """Move tracked markers on their bodies by offsets (metres, each in its parent frame; as
+        marker_placement finds them): the kinematics and Jacobians use the new places."""
+        import opensim
+
+        for mk, name in zip(self._markers, self.tracked_marker_names):
+            if name in offsets:
+                loc = mk.get_location().to_numpy() + np.asarray(offsets[name], float)
+                mk.set_location(opensim.Vec3(*[float(v) for v in loc]))
+        self._init_stations(list(self.marker_names))
+        self._last_eval = None
+
+    @property
     def free_coordinates(self) -> np.ndarray:
         """Indices (into coordinate_names) of the unlocked coordinates, the columns of the Jacobian."""
         return self._free.copy()

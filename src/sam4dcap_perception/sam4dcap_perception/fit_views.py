@@ -112,17 +112,22 @@ def camera_fit_unsupported(model_path: Path, marker_names: Sequence[str]) -> str
 
 
 def fit_and_write(model_path: Path, markers: TimeSeries, views: Sequence[CameraView], settings: FitSettings, *,
-                  out_mot: Path, out_errors: Path, out_confidence: Path) -> FitResult:
+                  out_mot: Path, out_errors: Path, out_confidence: Path, out_model: Path | None = None) -> FitResult:
     """Camera fit of a trial, written as the IK stage's files: coordinates (.mot, degrees), marker
-    errors (.sto: model markers to the 3D markers, and the median reprojection error per frame) and
-    the per-coordinate confidence (`<trial>_ik_confidence.sto`, 0..1). Marker errors: the fit's
+    errors (.sto: model markers to the 3D markers, and the median reprojection error per frame),
+    the per-coordinate confidence (`<trial>_ik_confidence.sto`, 0..1) and, with out_model, the
+    model the coordinates belong to (`<trial>_fitted.osim`: the scaled model with its markers
+    where the fit placed them; a copy of it when none was placed). Marker errors: the fit's
     (reprojection errors as distances at the markers' depth: `FitResult.marker_error_m`) and the
     distance to the 3D markers (`marker_to_3d_RMS`)."""
+    from sam4dcap_biomech.marker_placement import write_placed_model
     from sam4dcap_biomech.storage import write_mot, write_sto
     from sam4dcap_biomech.streaming_ik import StreamingIK
 
     ik = StreamingIK(str(model_path), list(markers.names), min_markers=3)
     result = fit_trial(ik, markers, views, settings)
+    if out_model is not None:
+        write_placed_model(model_path, result.marker_offsets_m, out_model)
     # Frames without the person (markers NaN: lost, not bridged) get no pose: the trial-wide
     # smoothness would otherwise invent one across the gap.
     lost = np.isfinite(markers.values).all(axis=2).sum(axis=1) < 3
@@ -156,5 +161,7 @@ def fit_summary(result: FitResult) -> dict:
             "marker_max_m": float(np.nanmax(result.marker_max_m)),
             "reprojection_median_px": float(result.info["reprojection_median_px"]),
             "frames_at_range_limit_share": float(result.at_limit.any(axis=1).mean()),
+            "markers_placed_mm": {n: round(1000 * float(np.linalg.norm(d)), 1)
+                                  for n, d in result.marker_offsets_m.items()},
             "confidence_median": {n: float(np.median(conf[:, i])) for i, n in enumerate(result.coordinates.names)},
             "iterations": int(result.info["iterations"]), "seconds": float(result.info["seconds"])}

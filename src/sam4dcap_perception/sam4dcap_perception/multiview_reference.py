@@ -41,6 +41,7 @@ class MultiviewReference:
     frame_offsets: dict | None = None   # per view: frames after view 0's that show the same instant
     videos: dict | None = None          # per view: the video file
     rate_hz: float = 0.0
+    fitted_model: Path | None = None    # the camera fit's model (markers placed), None with marker IK
 
     def lag_for_view_s(self, view: str) -> float:
         """Lag (compare's convention) of this reference against a result made from `view`'s
@@ -139,4 +140,5 @@ def multiview_reference(videos: Sequence[str | Path], calibration: str | Path, *
     return MultiviewReference(out_dir=out, markers_trc=trc_path, coordinates_mot=arts["ik_mot"],
                               scaled_model=arts["scaled_model"], reprojection=extra.get("views", {}),
                               cameras=[c.name for c, _ in pairs], frame_offsets=extra.get("frame_offsets", {}),
-                              videos={c.name: str(v) for c, v in pairs}, rate_hz=float(extra.get("rate_hz", 0.0)))
+                              videos={c.name: str(v) for c, v in pairs}, rate_hz=float(extra.get("rate_hz", 0.0)),
+                              fitted_model=arts.get("fitted_model"))

@@ -133,6 +133,7 @@ def _ik_stage(runner: StageRunner, scaled: Path, markers_trc: Path, stem: str, o
     ik_mot = out / f"{stem}_ik.mot"
     ik_err = out / f"{stem}_ik_marker_errors.sto"
     ik_conf = out / f"{stem}_ik_confidence.sto"
+    fitted_model = out / f"{stem}_fitted.osim"
 
     fit_config = load_config().params("camera_fit")
     fit = opts.fit or str(fit_config["default_fit"])
@@ -150,7 +151,8 @@ def _ik_stage(runner: StageRunner, scaled: Path, markers_trc: Path, stem: str, o
         if fit == "camera":
             assert views is not None   # fit == "camera" only with views
             fitted = fit_and_write(scaled, read_trc(markers_trc), views(), FitSettings.from_params(fit_config),
-                                   out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf)
+                                   out_mot=ik_mot, out_errors=ik_err, out_confidence=ik_conf,
+                                   out_model=fitted_model)
             return fit_summary(fitted)
         res = run_ik(scaled, markers_trc, out_mot=ik_mot, log_file=out / f"{stem}_ik_opensim.log", warn_gaps=False)
         if not ik_err.exists():
@@ -163,11 +165,12 @@ def _ik_stage(runner: StageRunner, scaled: Path, markers_trc: Path, stem: str, o
     camera_inputs = (fit_inputs or {}) if fit == "camera" else {}
     runner.run("ik", ik, inputs={"model": scaled, "markers": markers_trc, **camera_inputs},
                params={"fit": fit, **(fit_config if fit == "camera" else {})},
-               outputs=[ik_mot, ik_err] + ([ik_conf] if fit == "camera" else []))
+               outputs=[ik_mot, ik_err] + ([ik_conf, fitted_model] if fit == "camera" else []))
     arts["ik_mot"] = ik_mot
     arts["ik_marker_errors"] = ik_err
     if fit == "camera":
         arts["ik_confidence"] = ik_conf
+        arts["fitted_model"] = fitted_model
     return arts
 
 

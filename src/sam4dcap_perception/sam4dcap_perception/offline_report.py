@@ -121,7 +121,7 @@ def _html_report(path: Path, summary: dict, arts: Mapping[str, Path], opts: Proc
                                           f"{'%g kg' % opts.mass_kg if opts.mass_kg else 'mass not given'}",
         "body estimator": opts.backend, "marker set": marker_set,
         "frames": f"{coords.n_frames} ({summary['duration_s']:.2f} s at {summary['rate_hz']:.1f} Hz)",
-        "model": Path(arts["scaled_model"]).name,
+        "model": Path(arts.get("fitted_model", arts["scaled_model"])).name,
     })
     page.heading("Joint angles")
     page.image(angles_png, "hip, knee and ankle flexion, left (red) and right (blue)")
