@@ -224,6 +224,7 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     nodes: list = []
     executor = None
     profile = None
+    profile_name = "node"
     code = 0
     try:
         # One node, or several in this process (perception_process): the first one names the
@@ -235,6 +236,7 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
         for n in nodes:
             executor.add_node(n)
         profile = _start_profile()
+        profile_name = node.get_name()   # taken now: a finished file source has destroyed its handle by the end
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
             if os.getppid() != parent:
@@ -262,7 +264,7 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
         if executor is not None:
             executor.shutdown()
         if profile is not None:
-            _dump_profile(profile, node)
+            _dump_profile(profile, profile_name)
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():
@@ -286,11 +288,11 @@ def _start_profile():
     return profile
 
 
-def _dump_profile(profile, node) -> None:
+def _dump_profile(profile, name: str) -> None:
     profile.disable()
     folder = os.environ["SAM4DCAP_PROFILE_DIR"]
     os.makedirs(folder, exist_ok=True)
-    profile.dump_stats(os.path.join(folder, f"{node.get_name() if node is not None else 'node'}.prof"))
+    profile.dump_stats(os.path.join(folder, f"{name}.prof"))
 
 
 # At the end, reliable messages already published get this long to reach their readers [s]
