@@ -200,6 +200,7 @@ def main() -> int:
     args, calib, videos = demo
 
     from sam4dcap_biomech.camera_fit import FLIP_ITERATIONS_LIVE, FitSettings
+    from sam4dcap_biomech.fit_confidence import combined_confidence
     from sam4dcap_biomech.config import load_config
     from sam4dcap_biomech.storage import read_mot
     from sam4dcap_biomech.trc import read_trc
@@ -229,17 +230,20 @@ def main() -> int:
         fit_cpu = time.process_time() - cpu
         lost = ~np.isfinite(res.coordinates.values).all(axis=1)
         local = np.where(lost[:, None], 0.0, res.local_confidence)
-        names, t, mono, truth, err, conf = aligned(res.coordinates, {"old": local, "new": res.confidence,
+        # The round's start: local std and flips, without the range-limit term (limit_rms).
+        rotational = np.array([res.coordinates.channel_units[n] == "rad" for n in res.coordinates.names])
+        prev = np.where(lost[:, None], 0.0, combined_confidence(res.q_std, res.flip_rms ** 2, rotational))
+        names, t, mono, truth, err, conf = aligned(res.coordinates, {"old": local, "prev": prev, "new": res.confidence,
                                                                       "flip_deg": np.rad2deg(res.flip_rms)},
                                                    ref, mv.lag_for_view_s(view))
         traces[view] = dict(names=np.array(names), time=t, mono=mono, ref=truth, old=conf["old"], new=conf["new"],
                             flip_deg=conf["flip_deg"])
         for k, c in enumerate(names):
-            per_coord.setdefault(c, {"err": [], "old": [], "new": []})
+            per_coord.setdefault(c, {"err": [], "old": [], "prev": [], "new": []})
             per_coord[c]["err"].append(err[:, k])
-            per_coord[c]["old"].append(conf["old"][:, k])
-            per_coord[c]["new"].append(conf["new"][:, k])
-        for kind in ("old", "new"):
+            for kind in ("old", "prev", "new"):
+                per_coord[c][kind].append(conf[kind][:, k])
+        for kind in ("old", "prev", "new"):
             s = gate_stats(err.ravel(), conf[kind].ravel())
             view_rows.append((view, kind, s))
             pooled.setdefault(kind, {"err": [], "conf": []})
@@ -271,7 +275,7 @@ def main() -> int:
     coord_rows = []
     for c, d in per_coord.items():
         e = np.concatenate(d["err"])
-        so, sn = gate_stats(e, np.concatenate(d["old"])), gate_stats(e, np.concatenate(d["new"]))
+        so, sn = gate_stats(e, np.concatenate(d["prev"])), gate_stats(e, np.concatenate(d["new"]))
         coord_rows.append(f"| {c} | {np.mean(e):.1f} | {100 * np.mean(e > BAD_DEG):.0f} % "
                           f"| {100 * so['flagged']:.0f} % / {100 * sn['flagged']:.0f} % "
                           f"| {so['err_flagged']:.1f} / {sn['err_flagged']:.1f} | {so['err_kept']:.1f} / {sn['err_kept']:.1f} "
@@ -286,9 +290,11 @@ def main() -> int:
         "",
         f"Subject {HEIGHT_M} m / {MASS_KG:.0f} kg; 4 calibrated 60 fps views (1.7 s). Truth: the 4-view camera fit "
         "(`sam4dcap compare`'s reference); each view's monocular camera fit (`sam4dcap process`) against it, per "
-        f"frame and coordinate ({', '.join(COORDS)}). **old** = the confidence before this change (the fit's local "
-        "posterior std, with the 3D prior counted; 0.5 at 2 deg), **new** = local std plus the limbs' depth-flip test "
-        "(fit_confidence.py; 0.5 at an expected error of 5 deg). Both gated at 0.5. AUC: how well 1 - confidence ranks "
+        f"frame and coordinate ({', '.join(COORDS)}). **old** = the fit's local posterior std alone (with the 3D "
+        "prior counted; 0.5 at 2 deg), **prev** = local std plus the limbs' depth-flip test (fit_confidence.py; 0.5 "
+        "at an expected error of 5 deg; the confidence at this round's start), **new** = prev plus, offline, the pull "
+        "past the bound of a coordinate held at its range limit (`fit_confidence.pinned_msq`; live unchanged). "
+        "All gated at 0.5. AUC: how well 1 - confidence ranks "
         f"the samples with error > {BAD_DEG:.0f} deg above the rest (0.5 = chance). CPU: {cpu_model}, 2 cores shared "
         f"with other jobs (CPU time per process). Run time {seconds:.0f} s.",
         "",
@@ -297,9 +303,10 @@ def main() -> int:
         head.replace("| view |", "| view, confidence |"), sep,
         *(stat_row(f"{v} {k}", s) for v, k, s in view_rows),
         stat_row("all views old", pool["old"]),
+        stat_row("all views prev", pool["prev"]),
         stat_row("all views new", pool["new"]),
         "",
-        "## Per coordinate, all views (old / new)",
+        "## Per coordinate, all views (prev / new)",
         "",
         "| coordinate | mean error (deg) | frames > 10 deg | flagged | mean error flagged | mean error kept "
         "| errors > 10 deg flagged | AUC |",
@@ -329,10 +336,11 @@ def main() -> int:
         "",
     ]
     OUT.write_text("\n".join(lines))
-    po, pn = pool["old"], pool["new"]
-    print(f"confidence_vs_error: errors > {BAD_DEG:.0f} deg flagged old {100 * po['recall']:.0f} % new "
-          f"{100 * pn['recall']:.0f} %, flagged frames fine old {100 * po['false_alarm']:.0f} % new "
-          f"{100 * pn['false_alarm']:.0f} %; AUC old {po['auc']:.2f} new {pn['auc']:.2f}")
+    po, pp, pn = pool["old"], pool["prev"], pool["new"]
+    print(f"confidence_vs_error: errors > {BAD_DEG:.0f} deg flagged old {100 * po['recall']:.0f} % prev "
+          f"{100 * pp['recall']:.0f} % new {100 * pn['recall']:.0f} %, flagged frames fine old "
+          f"{100 * po['false_alarm']:.0f} % prev {100 * pp['false_alarm']:.0f} % new {100 * pn['false_alarm']:.0f} %; "
+          f"AUC old {po['auc']:.2f} prev {pp['auc']:.2f} new {pn['auc']:.2f}")
     return 0
 
 

@@ -33,7 +33,9 @@ Confidence per coordinate and frame (`fit_confidence`): the 1-sigma posterior st
 frame's own information (its reprojection, prior, contact and task rows; J^T J block of that
 frame), scaled by the fit's robust residual level, and the expected error from the limbs' depth
 flips that one camera cannot tell apart (each flip's probability from its reprojection cost,
-prior left out); 1 / (1 + (std^2 + flip_msq) / ref^2) with ref 5 deg / 5 cm, gate at 0.5
+prior left out), and, offline, for a coordinate held at its range limit while the fit pulls it
+further, that pull past the bound (`fit_confidence.pinned_msq`, limit_msq);
+1 / (1 + (std^2 + flip_msq + limit_msq) / ref^2) with ref 5 deg / 5 cm, gate at 0.5
 (`fit_confidence.GATE_CONFIDENCE`). Coordinates no marker moves: std inf, confidence 0.
 `FitResult.local_confidence`: the std alone mapped with 2 deg / 2 cm (the confidence before
 the flip test).
@@ -53,7 +55,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .errors import Sam4dcapError
-from .fit_confidence import SMOOTH_S, combined_confidence, flip_ambiguity, limb_segments, smooth_flips
+from .fit_confidence import (SMOOTH_S, combined_confidence, flip_ambiguity, limb_segments, pinned_msq,
+                             smooth_flips)
 from .marker_placement import PlacementSettings, place_markers
 from .streaming_ik import IKFrame, StreamingIK, solve_trial
 from .timeseries import TimeSeries
@@ -180,6 +183,7 @@ class FitResult:
     info: dict = field(default_factory=dict)
     local_confidence: np.ndarray | None = None    # (N, C) the local std alone, 2 deg / 2 cm
     flip_rms: np.ndarray | None = None            # (N, C) expected error from the depth flips (rad / m)
+    limit_rms: np.ndarray | None = None           # (N, C) expected error of coordinates held at a range limit
     marker_offsets_m: dict = field(default_factory=dict)   # marker -> offset placed (its body's frame, m)
 
     @property
@@ -529,7 +533,17 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
                                      sigma_px=settings.pixel_sigma_px, huber=settings.huber_sigmas,
                                      level=level, iterations=FLIP_ITERATIONS_TRIAL)[0]
     flip_msq = smooth_flips(flip_msq, time_s)
-    confidence = combined_confidence(std, flip_msq, ik.rotational)
+    # A coordinate held at its range limit while the fit pulls it further is the bound, not a
+    # measurement (subtalar, pro_sup and wrist deviation on real video): its pull past the bound
+    # enters the expected error.
+    limit_msq = np.zeros_like(std)
+    # Curvature: 1 / the marginal variance (the Newton step with the frame's other coordinates
+    # moving along: they compensate for the held one, so its own diagonal would under-state it).
+    with np.errstate(divide="ignore"):
+        curvature = 1.0 / (std_free / max(level, 1.0)) ** 2
+    limit_msq[:, free] = pinned_msq(x, lo, hi, np.asarray(jmat.T @ (w * r)).reshape(n, nf), curvature,
+                                    tol=AT_LIMIT_RAD)
+    confidence = combined_confidence(std, flip_msq + limit_msq, ik.rotational)
     reproj = np.full((len(problem.views), n, len(names)), np.nan)
     at_depth = np.full((len(problem.views), n, len(names)), np.nan)
     err3d = np.full((n, len(names)), np.nan)
@@ -557,7 +571,7 @@ def fit_trial(ik: StreamingIK, markers: TimeSeries, views: Sequence[CameraView],
     return FitResult(coordinates=coords, q_std=std, confidence=confidence, reprojection_px=reproj,
                      marker_names=names, marker_error_m=_mean_over_views(at_depth), marker_to_3d_m=err3d,
                      at_limit=at_limit, stance=stance, info=info, local_confidence=local_confidence,
-                     flip_rms=np.sqrt(flip_msq), marker_offsets_m=offsets)
+                     flip_rms=np.sqrt(flip_msq), limit_rms=np.sqrt(limit_msq), marker_offsets_m=offsets)
 
 
 def _with_free(q: np.ndarray, free: np.ndarray, values: np.ndarray) -> np.ndarray:

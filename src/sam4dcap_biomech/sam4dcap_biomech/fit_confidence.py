@@ -185,6 +185,20 @@ def combined_confidence(std: np.ndarray, flip_msq: np.ndarray, rotational: np.nd
     return np.where(np.isfinite(std) & np.isfinite(flip_msq), c, 0.0)
 
 
+def pinned_msq(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, grad: np.ndarray, curvature: np.ndarray, *,
+               tol: float) -> np.ndarray:
+    """Expected squared error of coordinates a fit holds at a range limit while its cost still
+    pulls them outward: the value there is the bound, not a measurement. The error is taken as
+    the Newton step past the bound, (grad / curvature)^2 (grad: the cost's gradient; curvature:
+    1 / the coordinate's marginal variance, so that the other coordinates move along as they
+    would); 0 for coordinates off their limits."""
+    q, lo, hi, grad = (np.asarray(a, float) for a in (q, lo, hi, grad))
+    with np.errstate(invalid="ignore"):
+        held = (np.isfinite(lo) & (q <= lo + tol) & (grad > 0)) | (np.isfinite(hi) & (q >= hi - tol) & (grad < 0))
+        step = np.abs(grad) / np.maximum(np.asarray(curvature, float), 1e-12)
+    return np.where(held, step ** 2, 0.0)
+
+
 def smooth_flips(flip_msq: np.ndarray, time_s: np.ndarray) -> np.ndarray:
     """The flips' expected squared error (N, C) averaged over a centred SMOOTH_S window."""
     from scipy.ndimage import uniform_filter1d

@@ -127,3 +127,43 @@ def test_combined_confidence_maps_expected_error_to_0_1():
     c = combined_confidence(np.array([0.0, np.deg2rad(5.0), 0.05, np.inf]), np.zeros(4), rot)
     np.testing.assert_allclose(c, [1.0, 0.5, 0.5, 0.0])
     assert combined_confidence(np.zeros(1), np.array([np.deg2rad(20.0) ** 2]), rot[:1])[0] < 0.1
+
+
+def test_pinned_msq_is_the_pull_past_a_held_bound_only():
+    from sam4dcap_biomech.fit_confidence import pinned_msq
+
+    q = np.array([0.0, 0.0, 1.0, 0.5, 0.2])
+    lo = np.array([0.0, 0.0, -np.inf, 0.0, 0.0])
+    hi = np.array([1.0, 1.0, 1.0, np.inf, 1.0])
+    grad = np.array([2.0, -2.0, -0.5, 3.0, 1.0])       # at lo pulled out, at lo pulled in, at hi pulled out, free, off
+    curv = np.array([4.0, 4.0, 0.25, 1.0, 1.0])
+    np.testing.assert_allclose(pinned_msq(q, lo, hi, grad, curv, tol=1e-6), [0.25, 0.0, 4.0, 0.0, 0.0])
+
+
+def test_a_coordinate_held_at_its_range_limit_is_not_trusted(model_path, squat, settings, tmp_path):
+    """A model whose knees bend only to 30 deg fitted to a 70 deg squat (exact 2D keypoints, two
+    cameras): in the frames where the knee is held at 30 deg the fit's knee is the bound, not
+    the squat, and its confidence falls below the gate; in the frames the squat stays under
+    25 deg the knee is trusted."""
+    import dataclasses
+
+    import opensim
+
+    coords, markers = squat
+    stiff = opensim.Model(str(model_path))
+    for side in ("r", "l"):
+        stiff.getCoordinateSet().get(f"knee_angle_{side}").setRangeMax(np.deg2rad(30.0))
+    stiff.finalizeConnections()
+    stiff.printToXML(str(tmp_path / "stiff.osim"))
+    cams = [camera_at(np.array([0.3, 1.2, 4.0]), TARGET, "side"), camera_at(np.array([4.0, 1.2, 0.3]), TARGET, "front")]
+    views = [CameraView(c, tuple(NAMES), c.project(markers.values), np.ones(markers.values.shape[:2])) for c in cams]
+    res = fit_trial(StreamingIK(str(tmp_path / "stiff.osim"), NAMES, min_markers=3), markers, views,
+                    dataclasses.replace(settings, marker_placement_min_views=0))
+    k = list(res.coordinates.names).index("knee_angle_r")
+    truth = np.rad2deg(coords.get("knee_angle_r"))
+    held = res.at_limit[:, k] & (truth > 45.0)
+    free = truth < 25.0
+    assert held.sum() >= 5 and free.sum() >= 5
+    assert np.all(res.confidence[held, k] < GATE_CONFIDENCE), res.confidence[held, k]
+    assert np.all(res.limit_rms[free, k] == 0.0)
+    assert np.median(res.confidence[free, k]) > GATE_CONFIDENCE
