@@ -58,6 +58,7 @@ from .errors import Sam4dcapError
 from .fit_confidence import (SMOOTH_S, combined_confidence, flip_ambiguity, limb_segments, pinned_msq,
                              smooth_flips)
 from .marker_placement import PlacementSettings, place_markers
+from .model_builder import RESTING_POSE
 from .streaming_ik import IKFrame, StreamingIK, solve_trial
 from .timeseries import TimeSeries
 
@@ -239,12 +240,21 @@ class _Problem:
         self.task_v = task_v[keep]
         self.task_sigma_m = 0.02     # replaced by the pixel sigma's size in metres at the subject
         # Neutral-pose prior on the joint rotations (not the pelvis' six, not the tasked ones):
-        # keeps coordinates the keypoints barely see (wrists, subtalar) off their range limits.
+        # keeps coordinates the keypoints barely see (wrists, subtalar, forearm rotation) off
+        # their range limits. Neutral = the resting posture (model_builder.RESTING_POSE: the
+        # forearm mid-prone, not its default full supination at the end of its range; on the
+        # demo's cam01 that alone took pro_sup_l off its limit in 66 % of the frames) where it
+        # lies inside the coordinate's range, else the default pose.
         pelvis = {i for i, n in enumerate(ik.coordinate_names) if n.startswith("pelvis_")}
         tasked = set(task_idx.tolist())
         self.neutral_col = np.array([k for k, c in enumerate(self.free) if self.rot[k] and c not in pelvis
                                      and c not in tasked], dtype=int)
         self.neutral_v = ik.default_q[self.free[self.neutral_col]]
+        margin = np.deg2rad(10.0)
+        for i, k in enumerate(self.neutral_col):
+            rest = RESTING_POSE.get(ik.coordinate_names[self.free[k]])
+            if rest is not None and self.lo[k] + margin <= rest <= self.hi[k] - margin:
+                self.neutral_v[i] = rest
         self.feet = _foot_indices(self.names)
         # Weights of the relative 3D prior: the foot points' (heel, toe) scaled by foot_prior_weight
         # (a monocular estimator's 3D foot is the least trustworthy part: on the Pose2Sim demo its

@@ -112,6 +112,11 @@ TRANSLATIONAL_COORDINATES = ("pelvis_tx", "pelvis_ty", "pelvis_tz")
 COORDINATE_RANGES: dict[str, tuple[float, float]] = dict(PELVIS_RANGES)
 COORDINATE_RANGES.update({c: (lo * _D, hi * _D) for _, _, _, cs in JOINTS for c, _, (lo, hi) in cs})
 # Frames on the foot soles (heel, under the MTP joint, toe tip): the lowest one touches the floor.
+# The relaxed resting posture where it differs from the default (anatomical) pose: the forearm
+# rests mid-prone (thumb forward), while pro_sup 0 is full supination (palm forward), at the
+# end of its range. Fitters pull barely seen coordinates toward it (camera_fit's neutral prior).
+RESTING_POSE = {"pro_sup_r": 90.0 * _D, "pro_sup_l": 90.0 * _D}
+
 SOLE_FRAMES = tuple(f"{p}_sole_{s}" for s in ("r", "l") for p in ("heel", "mtp", "toe_tip"))
 BODY_NAMES: tuple[str, ...] = ("pelvis",) + tuple(child for _, _, child, _ in JOINTS)
 
