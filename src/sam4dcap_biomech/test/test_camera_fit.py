@@ -280,3 +280,24 @@ def test_two_cameras_place_misplaced_markers_and_one_camera_does_not(model_path,
     assert np.nanmedian(placed.reprojection_px) < np.nanmedian(kept.reprojection_px)
     one = fit_trial(StreamingIK(str(wrong), list(names), min_markers=3), noisy, views[:1], settings)
     assert one.info["markers_placed"] == 0 and one.marker_offsets_m == {}
+
+
+def test_forearm_rotation_no_keypoint_sees_rests_mid_prone(model_path, squat, settings):
+    """Without hand keypoints nothing shows the forearm's rotation: the fit leaves it at the
+    resting posture (model_builder.RESTING_POSE: mid-prone), not at full supination, the default
+    pose's value at the end of its range, and says it does not know it (confidence ~0)."""
+    from sam4dcap_biomech.model_builder import RESTING_POSE
+
+    _, markers = squat
+    cam = camera_at(np.array([0.3, 1.2, 4.0]), [0.0, 0.9, 0.0])
+    names = tuple(BLAZEPOSE33)
+    conf = np.ones(markers.values.shape[:2])
+    hands = [i for i, n in enumerate(names) if n.endswith(("pinky", "index", "thumb"))]
+    conf[:, hands] = 0.0
+    res = fit_trial(StreamingIK(str(model_path), list(names), min_markers=3), markers,
+                    [CameraView(cam, names, cam.project(markers.values), conf)], settings)
+    for side in ("r", "l"):
+        q = res.coordinates.get(f"pro_sup_{side}")
+        np.testing.assert_allclose(q, RESTING_POSE[f"pro_sup_{side}"], atol=np.deg2rad(10.0))
+        assert np.all(~res.at_limit[:, list(res.coordinates.names).index(f"pro_sup_{side}")])
+        assert np.median(res.confidence[:, list(res.coordinates.names).index(f"pro_sup_{side}")]) < 0.5
