@@ -210,12 +210,15 @@ def live_stream(demo_video, tmp_path_factory) -> Path:
     return folder
 
 
-def start_graph_cli(video: Path, tmp: Path, *extra: str) -> subprocess.Popen:
+def start_graph_cli(video: Path, tmp: Path, *extra: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`sam4dcap graph` on a live stream; sigint_ignored: started as a script's background job
+    is (SIGINT set to ignored, which a child inherits)."""
     cmd = [sys.executable, "-m", "sam4dcap_perception.cli", "graph", "--video", str(video), "--realtime",
            "--set", f"video_source_node.image_folder_fps={LIVE_FPS}",
            "--height", str(HEIGHT_M), "--mass", str(MASS_KG), "--record", str(tmp / "bag"),
            "--log-dir", str(tmp / "logs"), "--set", f"trial_writer_node.output_dir={tmp / 'trials'}", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
 
 
 def wait_for_joint_states(tmp: Path, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
@@ -255,9 +258,13 @@ def node_pids(tmp: Path) -> list[int]:
     return processes_with(str(tmp / "logs"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, live_stream, tmp_path):
-    proc = start_graph_cli(live_stream, tmp_path)
+@pytest.mark.parametrize("sig, sigint_ignored", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGHUP, False),
+                                                 (signal.SIGINT, True)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGINT-started-as-background-job"])
+def test_runner_stop_signal_finishes_published_frames_and_exits_0(sig, sigint_ignored, live_stream, tmp_path):
+    """The runner stops mid-stream on each stop signal, also on SIGINT when it was started with
+    SIGINT ignored (a script's background job: found when `make test` ran in the background)."""
+    proc = start_graph_cli(live_stream, tmp_path, sigint_ignored=sigint_ignored)
     err = signal_once_joint_states_flow(proc, tmp_path, sig)
     assert proc.returncode == 0, f"exit {proc.returncode} on {sig.name}:\n{err[-3000:]}"
     assert re.search(r"all \d+ published frames have their results|\d+ of \d+ published frames got no result",

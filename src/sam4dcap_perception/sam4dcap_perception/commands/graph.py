@@ -101,6 +101,10 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    # Ctrl-C / SIGINT as well, explicitly: a process started with SIGINT ignored (a background
+    # job of a script, `make test &`) inherits that, and Python then installs no handler of its
+    # own, so `kill -INT` would be ignored and the graph would run to the end of its source.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_ = GraphRun(options, log_dir=args.log_dir)
     run_.start()
     print(f"sam4dcap graph: nodes {', '.join(run_.procs)}; logs in {run_.log_dir}", flush=True)
