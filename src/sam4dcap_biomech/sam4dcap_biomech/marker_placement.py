@@ -18,7 +18,8 @@ Why the 2D keypoints and not the 3D markers: with one camera the 3D markers' dep
 estimator's (8-10 cm off along the line of sight); placing markers on them would build that
 bias into the model. A constant offset shows in the 2D keypoints across each camera's line of
 sight; a direction no camera sees over the trial stays at the prior (the model's location). With
-several calibrated cameras every direction is seen.
+several calibrated cameras every direction is seen. camera_fit places markers only then (one
+camera: the offsets absorbed the pose's depth errors on the Pose2Sim demo).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def body_poses(ik, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def place_markers(ik, q: np.ndarray, views: Sequence, settings: PlacementSettings, *,
-                  only: Sequence[str] | None = None,
                   applied: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Offsets (metres, in each marker's parent frame) of the tracked markers of a StreamingIK
     model, from the poses q (N, C, coordinate_names order) and the views (camera_fit.CameraView:
@@ -74,9 +74,8 @@ def place_markers(ik, q: np.ndarray, views: Sequence, settings: PlacementSetting
     markers of one body lose the part of their offsets that turns them together about the body
     (`without_rotation`): that part is a constant joint angle in disguise, which the keypoints
     cannot tell from a misplaced marker (heel and toe turned = an ankle angle bias). Markers seen
-    fewer than min_observations times keep offset 0 (absent from the result); only: the markers
-    to place (None = all tracked). applied: offsets the markers were already moved by (an
-    earlier round): the prior, the rotation and the bound hold the total, and the result is the
+    fewer than min_observations times keep offset 0 (absent from the result). applied: offsets
+    the markers were already moved by (an earlier round): the prior, the rotation and the bound hold the total, and the result is the
     further move."""
     names = ik.tracked_marker_names
     q = np.asarray(q, float)
@@ -86,8 +85,6 @@ def place_markers(ik, q: np.ndarray, views: Sequence, settings: PlacementSetting
     total: dict[str, np.ndarray] = {}
     info_prior = np.eye(3) / settings.prior_sigma_m ** 2
     for k, name in enumerate(names):
-        if only is not None and name not in only:
-            continue
         obs = []
         for v in views:
             if name not in v.names:
