@@ -208,6 +208,11 @@ def run_node(node_factory, args=None, *, final_error=None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
+    # A native crash (SIGSEGV in DDS, OpenCV or MediaPipe) leaves the Python stacks in the node's
+    # log instead of an empty one (seen once: video_source_node killed by SIGSEGV at start-up).
+    import faulthandler
+
+    faulthandler.enable()
     ensure_localhost_discovery()
     stop = ShutdownRequest()
     parent = die_with_parent()
